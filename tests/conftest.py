@@ -1,0 +1,49 @@
+import os
+
+# huggingface_hub reads this at import time: set it before anything imports it
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from helpers import make_checkpoint, write_video  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A pretrained-style (use_mean_pooling: false) tiny VideoMAE folder."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-pretrained"))
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned(tmp_path_factory):
+    """A fine-tuned-style (use_mean_pooling: true, with fc_norm) tiny VideoMAE folder."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-finetuned"), fine_tuned=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_model):
+    from vidsearch.indexer.embed import load_encoder
+
+    return load_encoder(str(tiny_model), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def library_videos(tmp_path_factory):
+    """A small library: three unrelated videos of different sizes, rates and codecs."""
+    d = tmp_path_factory.mktemp("library")
+    write_video(d / "a.mp4", seconds=8, fps=25, size=(160, 96), seed=1)
+    write_video(d / "b.mp4", seconds=6, fps=30, size=(128, 128), seed=2)
+    write_video(d / "c.mkv", seconds=5, fps=24, size=(176, 144), seed=3, codec="mpeg4")
+    return d

@@ -1,0 +1,133 @@
+"""Synthetic videos and tiny checkpoints for tests (no downloads, no shared files)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+TINY_SIZE = 64
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Low-frequency colour noise with edges: a random grid upsampled, plus a few hard-edged shapes."""
+    import torch
+    import torch.nn.functional as F
+
+    grid = torch.from_numpy(rng.random((1, 3, cells, max(2, cells * w // h)), dtype=np.float32))
+    img = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
+    img = np.clip(img, 0, 1) * 255
+    for _ in range(6):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = min(h, y0 + rng.integers(h // 8, h // 2)), min(w, x0 + rng.integers(w // 8, w // 2))
+        img[y0:y1, x0:x1] = rng.integers(0, 256, 3)
+    return img.astype(np.uint8)
+
+
+def scene_frames(seed: int, seconds: float, fps: float, width: int, height: int, scene_seconds: float = 1.0):
+    """Yield (t, frame): a new random scene every ``scene_seconds``, panning within each scene.
+
+    Every second of a video looks different, so clips from different times are distinguishable;
+    different seeds give unrelated videos.
+    """
+    rng = np.random.default_rng(seed)
+    n = max(1, int(round(seconds * fps)))
+    canvases = {}
+    for i in range(n):
+        t = i / fps
+        scene = int(t // scene_seconds)
+        if scene not in canvases:
+            canvases = {scene: _smooth_noise(rng, height + 32, width + 32, 6)}
+        frac = (t % scene_seconds) / scene_seconds
+        dx = int(frac * 32)
+        yield t, canvases[scene][16 : 16 + height, dx : dx + width]
+
+
+def write_video(
+    path: str | os.PathLike,
+    seconds: float = 4.0,
+    fps: float = 25,
+    size: tuple[int, int] = (160, 96),
+    codec: str = "libx264",
+    seed: int = 0,
+    frames=None,
+    rotation: int | None = None,
+) -> Path:
+    """Encode a synthetic video with PyAV. ``frames`` (iterable of uint8 HxWx3) overrides the scenes."""
+    import av
+    from fractions import Fraction
+
+    path = Path(path)
+    width, height = size
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "ultrafast", "g": "25"}
+        if rotation is not None:
+            stream.metadata["rotate"] = str(rotation)
+        source = frames if frames is not None else (f for _, f in scene_frames(seed, seconds, fps, width, height))
+        for arr in source:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def transcode(src: str | os.PathLike, dst: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None,
+              size: tuple[int, int] | None = None, codec: str = "libx264", fps: float | None = None) -> Path:
+    """Re-encode (a time range of) a video, optionally resized: a near-duplicate."""
+    import av
+    from fractions import Fraction
+
+    frames = []
+    with av.open(str(src)) as c:
+        s = c.streams.video[0]
+        src_fps = float(s.average_rate)
+        for f in c.decode(s):
+            t = float(f.pts * s.time_base)
+            if t + 1e-6 < start_s or (end_s is not None and t >= end_s - 1e-6):
+                continue
+            img = f.to_image()
+            if size:
+                img = img.resize(size)
+            frames.append(np.asarray(img.convert("RGB")))
+    h, w = frames[0].shape[:2]
+    return write_video(dst, fps=fps or src_fps, size=(w, h), codec=codec, frames=frames)
+
+
+def make_checkpoint(folder: str | os.PathLike, fine_tuned: bool = False, seed: int = 0, image_size: int = TINY_SIZE,
+                    hidden_size: int = 64, initializer_range: float = 0.2) -> Path:
+    """A tiny random-init VideoMAE saved with save_pretrained, with an ImageNet preprocessor config."""
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = VideoMAEConfig(
+        image_size=image_size, patch_size=16, num_channels=3, num_frames=16, tubelet_size=2,
+        hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * hidden_size,
+        decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+        decoder_intermediate_size=64, use_mean_pooling=fine_tuned, initializer_range=initializer_range,
+        num_labels=3,
+    )
+    model = VideoMAEForVideoClassification(config) if fine_tuned else VideoMAEForPreTraining(config)
+    if fine_tuned:
+        with torch.no_grad():  # a trained fc_norm is not the identity; make pooling detectable
+            model.fc_norm.weight.uniform_(0.5, 1.5)
+            model.fc_norm.bias.uniform_(-0.5, 0.5)
+    model.eval().save_pretrained(folder)
+    pp = {
+        "crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True, "do_normalize": True,
+        "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225], "resample": 2, "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": image_size}, "image_processor_type": "VideoMAEImageProcessor",
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(pp, indent=2))
+    return folder

@@ -1,0 +1,30 @@
+"""vidsearch: index a video library with VideoMAE embeddings; search by example; find near-duplicates.
+
+The public API is imported lazily so that ``vidsearch --help`` does not load torch.
+"""
+
+__version__ = "0.1.0"
+
+_API = {
+    "open_library": "vidsearch.api",
+    "index_paths": "vidsearch.indexer.pipeline",
+    "IndexOptions": "vidsearch.indexer.pipeline",
+    "IndexSummary": "vidsearch.indexer.pipeline",
+    "remove_paths": "vidsearch.indexer.pipeline",
+    "search_video": "vidsearch.search.query",
+    "SearchResult": "vidsearch.search.query",
+    "library_stats": "vidsearch.api",
+    "load_encoder": "vidsearch.indexer.embed",
+    "errors": "vidsearch.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'vidsearch' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(_API[name])
+    return module if name == "errors" else getattr(module, name)

@@ -1,0 +1,263 @@
+"""The ``vidsearch`` command: a thin shell over the library API.
+
+Exit codes: 0 ok; 1 some videos failed or another error; 2 bad usage; 3 model unavailable;
+4 no index, or an incompatible one; 5 damaged index; 6 undecodable query video; 7 index
+locked by another job; 8 no indexed video at that path; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+
+import click
+
+from vidsearch import __version__
+from vidsearch.errors import VidsearchError
+
+JSON_SCHEMA_VERSION = 1
+DEFAULT_INDEX = "vidsearch-index"
+
+log = logging.getLogger("vidsearch")
+
+
+def _setup_logging(debug: bool, verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("vidsearch").setLevel(level)
+
+
+def _handle_errors(fn):
+    """Typed errors become one line on stderr and the class's exit code (a traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = (ctx.find_root().obj or {}).get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except VidsearchError as exc:
+            if debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (ValueError, OSError) as exc:
+            if debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+    return wrapper
+
+
+index_option = click.option(
+    "--index", "index_dir", envvar="VIDSEARCH_INDEX", default=DEFAULT_INDEX, show_default=True,
+    type=click.Path(file_okay=False), help="Index directory (env VIDSEARCH_INDEX).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README).")
+
+
+def model_options(fn):
+    for opt in reversed([
+        click.option("--model", envvar="VIDSEARCH_MODEL", default=None,
+                     help="Hub id or local checkpoint folder (env VIDSEARCH_MODEL); default: the index's, "
+                          "else MCG-NJU/videomae-large."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                     show_default=True, help="auto: bf16 on CUDA and on CPUs with native bf16, else float32."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vidsearch")
+@click.option("--debug", is_flag=True, help="Debug logging, and tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what is being done.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only; no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
+    """Index a video library, search it by example, find near-duplicates."""
+    _setup_logging(debug, verbose, quiet)
+    ctx.obj = {"debug": debug, "quiet": quiet}
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@model_options
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Clips per encoder batch.")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Decode worker processes [default: CPU count, at most 8].")
+@click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help="Clip window length [default: 2.0, or the index's].")
+@click.option("--hop-seconds", type=click.FloatRange(min=0.1), default=None, help="Seconds between clip starts [default: clip seconds].")
+@click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a decoder may go without producing a clip before its video is marked failed.")
+@click.option("--exclude", multiple=True, help="Glob of paths or names to skip (repeatable).")
+@click.option("--retry-failed", is_flag=True, help="Try again the videos that failed before.")
+@click.option("--prune", is_flag=True, help="Remove indexed videos whose files are gone.")
+@click.option("--faiss-spec", default=None, help="Pin a FAISS index type (factory string), e.g. 'IDMap2,Flat'.")
+@click.pass_context
+@_handle_errors
+def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, clip_seconds, hop_seconds,
+              timeout_s, exclude, retry_failed, prune, faiss_spec):
+    """Index the videos under PATHS (files or folders, recursive). Incremental and resumable."""
+    from vidsearch.indexer.pipeline import IndexOptions, default_workers, index_paths
+
+    quiet = ctx.obj["quiet"]
+    opts = IndexOptions(
+        model=model, device=device, dtype=dtype, batch_size=batch_size, workers=workers or default_workers(),
+        clip_seconds=clip_seconds, hop_seconds=hop_seconds, timeout_s=timeout_s, retry_failed=retry_failed,
+        prune=prune, exclude=tuple(exclude), faiss_spec=faiss_spec,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    summary = index_paths(index_dir, paths, opts)
+    parts = [f"indexed {summary.indexed}", f"skipped {summary.skipped}", f"moved {summary.moved}"]
+    if summary.copied:
+        parts.append(f"copied {summary.copied}")
+    if summary.pruned:
+        parts.append(f"pruned {summary.pruned}")
+    parts += [f"failed {len(summary.failed)}", f"{summary.clips} clips in {summary.seconds:.1f}s"]
+    click.echo(", ".join(parts), err=quiet)
+    for path, reason in summary.failed:
+        click.echo(f"failed: {path}: {reason}", err=True)
+    if summary.interrupted:
+        click.echo("interrupted: the videos committed so far are kept; run the same command to finish", err=True)
+        ctx.exit(130)
+    if summary.failed:
+        ctx.exit(1)
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t:.1f}"
+
+
+def _segment_json(s) -> dict:
+    return {
+        "query_start": round(s.q_start, 3), "query_end": round(s.q_end, 3),
+        "library_start": round(s.r_start, 3), "library_end": round(s.r_end, 3),
+        "similarity": round(s.similarity, 5), "clips": s.matches, "score": round(s.score, 5),
+    }
+
+
+@cli.command("search")
+@click.argument("queries", nargs=-1, required=True, type=click.Path())
+@index_option
+@model_options
+@click.option("--start", type=click.FloatRange(min=0), default=None, help="Query only from this second.")
+@click.option("--end", type=click.FloatRange(min=0), default=None, help="Query only up to this second.")
+@click.option("-k", "--top", "k", default=10, show_default=True, type=click.IntRange(1), help="Videos to list per query.")
+@click.option("--neighbors", default=50, show_default=True, type=click.IntRange(1), help="Nearest clips fetched per query clip.")
+@click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
+@click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
+@json_option
+@click.pass_context
+@_handle_errors
+def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json):
+    """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
+    from vidsearch.api import open_library
+    from vidsearch.indexer.embed import load_encoder
+    from vidsearch.search.query import search_video
+
+    out = []
+    with open_library(index_dir) as lib:
+        encoder = None
+        if model is not None or any(os.path.exists(q) for q in queries):
+            encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
+            lib.check_compatible(encoder.settings)
+        for q in queries:
+            res = search_video(lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self)
+            out.append(res)
+            if not as_json:
+                _print_result(res, raw_clips, k)
+    if as_json:
+        click.echo(json.dumps({
+            "schema_version": JSON_SCHEMA_VERSION,
+            "queries": [
+                {
+                    "query": r.query, "query_start": r.query_start, "query_end": r.query_end, "query_clips": r.query_clips,
+                    "results": [
+                        {"path": m.path, "score": round(m.score, 5), "segments": [_segment_json(s) for s in m.segments]}
+                        for m in r.matches
+                    ],
+                    **({"clips": [
+                        {"path": h.path, "similarity": round(h.similarity, 5), "clip_id": h.clip_id,
+                         "query_start": h.q_start, "query_end": h.q_end, "library_start": h.r_start, "library_end": h.r_end}
+                        for h in r.clip_hits[: k * 10]
+                    ]} if raw_clips else {}),
+                }
+                for r in out
+            ],
+        }, indent=2))
+
+
+def _print_result(res, raw_clips: bool, k: int) -> None:
+    click.echo(f"query {res.query} [{_fmt_time(res.query_start)}-{_fmt_time(res.query_end)}s], {res.query_clips} clips")
+    if raw_clips:
+        for h in res.clip_hits[: k * 10]:
+            click.echo(f"  {h.similarity:.3f}  query [{_fmt_time(h.q_start)}-{_fmt_time(h.q_end)}] -> "
+                       f"{h.path} [{_fmt_time(h.r_start)}-{_fmt_time(h.r_end)}]")
+        return
+    if not res.matches:
+        click.echo("  no matches")
+    for rank, m in enumerate(res.matches, 1):
+        click.echo(f"{rank:>3}. {m.score:7.3f}  {m.path}")
+        for s in m.segments:
+            click.echo(f"        query [{_fmt_time(s.q_start)}-{_fmt_time(s.q_end)}] -> library "
+                       f"[{_fmt_time(s.r_start)}-{_fmt_time(s.r_end)}]  similarity {s.similarity:.3f}, {s.matches} clips")
+
+
+@cli.command("stats")
+@index_option
+@json_option
+@_handle_errors
+def stats_cmd(index_dir, as_json):
+    """Counts, settings, size on disk, and the videos that failed."""
+    from dataclasses import asdict
+
+    from vidsearch.api import library_stats, open_library
+
+    with open_library(index_dir) as lib:
+        st = library_stats(lib)
+    if as_json:
+        d = asdict(st)
+        d["failed"] = [{"path": p, "error": e} for p, e in st.failed]
+        click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **d}, indent=2))
+        return
+    rows = [
+        ("index", st.index), ("videos indexed", st.videos_indexed), ("videos failed", st.videos_failed),
+        ("clips", st.clips), ("total duration", f"{st.total_duration_s / 3600:.2f} h ({st.total_duration_s:.0f} s)"),
+        ("model", f"{st.model} @ {st.revision}"), ("dim / pooling", f"{st.dim} / {st.pooling}"),
+        ("clip / hop seconds", f"{st.clip_seconds:g} / {st.hop_seconds:g}"),
+        ("index type", st.index_type + (" (pinned)" if st.index_type_pinned else "")),
+        ("size on disk", f"{st.size_bytes / 1e6:.1f} MB"),
+    ]
+    for name, value in rows:
+        click.echo(f"{name:>20}: {value}")
+    for path, error in st.failed:
+        click.echo(f"  failed: {path}: {error}")
+
+
+@cli.command("remove")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@_handle_errors
+def remove_cmd(paths, index_dir):
+    """Take videos (or every video under a folder) out of the index."""
+    from vidsearch.indexer.pipeline import remove_paths
+
+    removed = remove_paths(index_dir, paths)
+    click.echo(f"removed {len(removed)} video(s)")
+
+
+def main() -> None:
+    cli(prog_name="vidsearch")
+
+
+if __name__ == "__main__":
+    main()

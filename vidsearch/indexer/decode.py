@@ -1,0 +1,466 @@
+"""Probe a video, plan its clips by time, and stream the clips' frames.
+
+decord does the decoding; PyAV serves what decord cannot (AV1, platforms without a decord
+wheel) behind the same interface. Frames come out resized toward the encoder's input size so
+that memory does not grow with resolution, and clips are read window by window so that it
+does not grow with length either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidsearch.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+#: Codecs decord cannot decode (its bundled FFmpeg predates them); PyAV reads these.
+DECORD_UNSUPPORTED_CODECS = frozenset({"av1", "libdav1d", "libaom-av1"})
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probing a file tells: display size (rotation applied), timing and codec."""
+
+    path: str
+    num_frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    rotation: int
+    codec: str
+    backend: str
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"frame size must be positive, got {self.width}x{self.height}")
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """One window of a video: which frames to read and the time span they cover."""
+
+    index: int
+    start_s: float
+    end_s: float
+    frame_indices: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.frame_indices:
+            raise ValueError("a clip needs at least one frame index")
+        if self.end_s < self.start_s:
+            raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
+
+
+@dataclass
+class Clip:
+    """A decoded clip: ``frames`` is uint8 (T, H, W, 3), RGB, display orientation."""
+
+    index: int
+    start_s: float
+    end_s: float
+    frames: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
+            raise ValueError(
+                f"clip frames must be uint8 (T, H, W, 3); got {self.frames.dtype} {self.frames.shape}"
+            )
+
+
+def window_starts(duration_s: float, clip_seconds: float, hop_seconds: float) -> list[tuple[float, float]]:
+    """Windows of ``clip_seconds`` every ``hop_seconds``, the last moved back to end at the end.
+
+    A video shorter than one window gives one window over its whole length.
+    """
+    if clip_seconds <= 0 or hop_seconds <= 0:
+        raise ValueError(f"clip and hop seconds must be positive, got {clip_seconds}, {hop_seconds}")
+    if duration_s <= clip_seconds + _EPS:
+        return [(0.0, duration_s)]
+    windows = []
+    start = 0.0
+    while start + clip_seconds <= duration_s + _EPS:
+        windows.append((start, start + clip_seconds))
+        start = round(start + hop_seconds, 9)
+    if windows[-1][1] < duration_s - _EPS:
+        windows.append((duration_s - clip_seconds, duration_s))
+    return windows
+
+
+def plan_clips(
+    frame_times: np.ndarray,
+    num_frames: int = 16,
+    clip_seconds: float = 2.0,
+    hop_seconds: float = 2.0,
+) -> list[ClipPlan]:
+    """Plan clips over a video whose frame i is on screen during ``frame_times[i]`` (start, end).
+
+    Times are seconds from the first frame. Frame j of window [s, e) is the frame on screen
+    at s + j·(e − s)/num_frames; each clip's times come from its first and last frames.
+    """
+    times = np.asarray(frame_times, dtype=np.float64)
+    if times.ndim != 2 or times.shape[1] != 2 or len(times) == 0:
+        raise ValueError(f"frame_times must be a non-empty (N, 2) array, got shape {times.shape}")
+    starts = times[:, 0]
+    duration = float(times[-1, 1])
+    plans = []
+    for i, (s, e) in enumerate(window_starts(duration, clip_seconds, hop_seconds)):
+        sample_t = s + np.arange(num_frames) * (e - s) / num_frames
+        idx = np.clip(np.searchsorted(starts, sample_t + _EPS, side="right") - 1, 0, len(starts) - 1)
+        plans.append(
+            ClipPlan(
+                index=i,
+                start_s=float(times[idx[0], 0]),
+                end_s=float(times[idx[-1], 1]),
+                frame_indices=tuple(int(x) for x in idx),
+            )
+        )
+    return plans
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resize uint8 (N, H, W, 3) frames to ``size`` (height, width), antialiased.
+
+    torch's uint8 antialiased bilinear resize matches PIL's (the reference processor's) to
+    within rounding, unlike decoders' own scalers, so frames are decoded at full size and
+    resized here, a few frames at a time so that memory stays bounded.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    if mode == "bilinear":
+        y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    else:
+        y = F.interpolate(x.float(), size=size, mode=mode, antialias=True, align_corners=False)
+        y = y.round_().clamp_(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
+
+
+@dataclass(frozen=True)
+class FrameSize:
+    """How decoded frames are resized: shortest edge to ``short_edge``, long edge truncated.
+
+    ``short_edge=None`` keeps the decoded size.
+    """
+
+    short_edge: int | None = 224
+    mode: str = "bilinear"
+
+    def __call__(self, height: int, width: int) -> tuple[int, int]:
+        s = self.short_edge
+        if s is None:
+            return height, width
+        if width <= height:
+            return int(s * height / width), s
+        return s, int(s * width / height)
+
+
+#: Decoded pixels held at once while resizing (about 200 MB of RGB).
+_PIXEL_BUDGET = 64_000_000
+
+
+class VideoReader:
+    """An open video. ``frame_times`` is (N, 2): each frame's on-screen [start, end) seconds
+    from the first frame. ``read_clips`` streams planned clips resized by ``frame_size``."""
+
+    info: VideoInfo
+    frame_times: np.ndarray
+
+    def __init__(self, path: str, header: "_Header", frame_size: FrameSize):
+        self.path = path
+        self.rotation = header.rotation
+        self.frame_size = frame_size
+        dw, dh = _display_size(header)
+        th, tw = frame_size(dh, dw)
+        # resize in the coded orientation, then rotate the small frames
+        self._coded_target = (tw, th) if (header.rotation // 90) % 2 else (th, tw)
+        self._coded_shape = (header.height, header.width)
+
+    def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
+        raise NotImplementedError
+
+    def _chunk(self) -> int:
+        h, w = self._coded_shape
+        return max(1, _PIXEL_BUDGET // (h * w))
+
+    def _finish(self, frames: np.ndarray) -> np.ndarray:
+        if frames.ndim != 4 or frames.shape[1:] != (*self._coded_shape, 3):
+            raise DecodeError(
+                self.path,
+                f"decoder returned frames of shape {frames.shape}, expected (N, {self._coded_shape[0]}, "
+                f"{self._coded_shape[1]}, 3)",
+            )
+        return _rotate(resize_frames(frames, self._coded_target, self.frame_size.mode), self.rotation)
+
+    def close(self) -> None:
+        """Release the decoder."""
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2))) if k else frames
+
+
+@dataclass(frozen=True)
+class _Header:
+    codec: str
+    width: int
+    height: int
+    rotation: int
+    fps: float
+
+
+def _probe_header(path: str) -> _Header:
+    """Read the container header with PyAV and decode one frame: the cheap validity check."""
+    import av
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise DecodeError(path, "file is empty")
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise DecodeError(path, "no video stream (audio-only or not a video)")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            codec = stream.codec_context.name
+            try:
+                frame = next(container.decode(stream))
+            except StopIteration:
+                raise DecodeError(path, "video stream has no decodable frames") from None
+            rate = stream.average_rate or stream.guessed_rate or 0
+            return _Header(
+                codec=codec,
+                width=frame.width,
+                height=frame.height,
+                rotation=int(frame.rotation or 0),
+                fps=float(rate) if rate else 0.0,
+            )
+    except DecodeError:
+        raise
+    except PermissionError as exc:
+        raise DecodeError(path, "permission denied") from exc
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(path, f"not a decodable video ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _display_size(header: _Header) -> tuple[int, int]:
+    if (header.rotation // 90) % 2:
+        return header.height, header.width
+    return header.width, header.height
+
+
+def _info(path: str, header: _Header, frame_times: np.ndarray, backend: str) -> VideoInfo:
+    n = len(frame_times)
+    duration = float(frame_times[-1, 1])
+    dw, dh = _display_size(header)
+    return VideoInfo(
+        path=path, num_frames=n, fps=n / duration if duration > 0 else header.fps, duration_s=duration,
+        width=dw, height=dh, rotation=header.rotation, codec=header.codec, backend=backend,
+    )
+
+
+class DecordReader(VideoReader):
+    """decord backend: random access per window, the reader reset after each window."""
+
+    def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1):
+        import torch  # noqa: F401  (decord must come after torch)
+        import decord
+
+        super().__init__(path, header, frame_size)
+        try:
+            self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+            n = len(self._vr)
+            if n < 1:
+                raise DecodeError(path, "video stream has no frames")
+            times = np.asarray(self._vr.get_frame_timestamp(range(n)), dtype=np.float64)
+        except decord.DECORDError as exc:
+            raise DecodeError(path, f"decord cannot open it ({_short(exc)})") from exc
+        self.frame_times = _normalise_times(times, header.fps)
+        self.info = _info(path, header, self.frame_times, "decord")
+
+    def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
+        import decord
+
+        chunk = self._chunk()
+        for plan in plans:
+            idx = list(plan.frame_indices)
+            parts = []
+            try:
+                for i in range(0, len(idx), chunk):
+                    parts.append(self._finish(self._vr.get_batch(idx[i : i + chunk]).asnumpy()))
+                # decord reads ahead in the background; without a reset its memory grows with the video
+                self._vr.seek(0)
+            except decord.DECORDError as exc:
+                raise _Truncated(plan, _short(exc)) from exc
+            yield Clip(plan.index, plan.start_s, plan.end_s, np.concatenate(parts))
+
+    def close(self) -> None:
+        self.__dict__.pop("_vr", None)
+
+
+class PyAVReader(VideoReader):
+    """PyAV backend: packet timestamps for planning, one sequential decode for reading."""
+
+    def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1):
+        import av
+
+        super().__init__(path, header, frame_size)
+        self._num_threads = num_threads
+        try:
+            with av.open(path, metadata_errors="ignore") as container:
+                stream = container.streams.video[0]
+                tb = float(stream.time_base)
+                pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
+        except av.error.FFmpegError as exc:
+            raise DecodeError(path, f"cannot read packets ({_short(exc)})") from exc
+        if not pts:
+            raise DecodeError(path, "video stream has no frames")
+        starts = np.asarray(pts, dtype=np.float64) * tb
+        ends = np.append(starts[1:], starts[-1] + (1.0 / header.fps if header.fps else 0.04))
+        self.frame_times = _normalise_times(np.stack([starts, ends], axis=1), header.fps)
+        self.info = _info(path, header, self.frame_times, "pyav")
+
+    def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
+        import av
+
+        if not plans:
+            return
+        wanted: dict[int, list[ClipPlan]] = {}
+        for plan in plans:
+            for i in set(plan.frame_indices):
+                wanted.setdefault(i, []).append(plan)
+        pending: dict[int, dict[int, np.ndarray]] = {plan.index: {} for plan in plans}
+        order = sorted(plans, key=lambda p: (p.frame_indices[-1], p.index))
+        next_out = 0
+        last_needed = order[-1].frame_indices[-1]
+        i = -1
+        try:
+            with av.open(self.path, metadata_errors="ignore") as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = self._num_threads
+                for i, frame in enumerate(container.decode(stream)):
+                    users = wanted.get(i)
+                    if users:
+                        small = self._finish(frame.to_ndarray(format="rgb24")[None])[0]
+                        for plan in users:
+                            pending[plan.index][i] = small
+                    while next_out < len(order) and order[next_out].frame_indices[-1] <= i:
+                        plan = order[next_out]
+                        frames = np.stack([pending[plan.index][j] for j in plan.frame_indices])
+                        del pending[plan.index]
+                        yield Clip(plan.index, plan.start_s, plan.end_s, frames)
+                        next_out += 1
+                    if i >= last_needed:
+                        break
+        except av.error.FFmpegError as exc:
+            if next_out < len(order):
+                raise _Truncated(order[next_out], _short(exc)) from exc
+        if next_out < len(order):
+            raise _Truncated(order[next_out], f"stream ended after {i + 1} frames")
+
+
+class _Truncated(Exception):
+    """Internal: reading stopped at ``plan``; the clips before it were good."""
+
+    def __init__(self, plan: ClipPlan, reason: str):
+        self.plan = plan
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
+    """Shift to start at 0, make monotonic, and give every frame a positive duration."""
+    times = np.array(times, dtype=np.float64, copy=True)
+    times -= times[0, 0]
+    order = np.argsort(times[:, 0], kind="stable")
+    times = times[order]
+    fallback = 1.0 / fps if fps and fps > 0 else 0.04
+    bad = times[:, 1] <= times[:, 0]
+    times[bad, 1] = times[bad, 0] + fallback
+    return times
+
+
+def _decord_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_video(
+    path: str | os.PathLike,
+    frame_size: FrameSize | None = None,
+    backend: str = "auto",
+    num_threads: int = 1,
+) -> VideoReader:
+    """Probe ``path`` and open it with decord, or PyAV where decord cannot read it.
+
+    Raises DecodeError naming the file and the reason for anything that is not a decodable video.
+    """
+    path = os.fspath(path)
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"backend must be auto, decord or pyav; got {backend!r}")
+    frame_size = frame_size or FrameSize()
+    header = _probe_header(path)
+    use_decord = backend == "decord" or (
+        backend == "auto" and header.codec not in DECORD_UNSUPPORTED_CODECS and _decord_available()
+    )
+    if use_decord:
+        try:
+            return DecordReader(path, header, frame_size, num_threads)
+        except DecodeError as exc:
+            if backend == "decord":
+                raise
+            log.debug("decord failed on %s (%s); trying PyAV", path, exc.reason)
+    return PyAVReader(path, header, frame_size, num_threads)
+
+
+def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[str] | None = None) -> Iterator[Clip]:
+    """Stream the planned clips; a stream that breaks part-way yields what came before it
+    and adds a warning (how much was read) to ``warnings``.
+
+    Raises DecodeError when not even the first clip can be read.
+    """
+    try:
+        yield from reader.read_clips(plans)
+    except _Truncated as exc:
+        if exc.plan.index == plans[0].index:
+            raise DecodeError(reader.info.path, f"no clip could be decoded ({exc.reason})") from None
+        msg = (
+            f"{reader.info.path}: decoding stopped at {exc.plan.start_s:.1f}s of {reader.info.duration_s:.1f}s "
+            f"({exc.reason}); indexed the part before it"
+        )
+        log.warning("%s", msg)
+        if warnings is not None:
+            warnings.append(msg)

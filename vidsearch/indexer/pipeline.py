@@ -1,0 +1,406 @@
+"""The indexing job: incremental, resumable, decode in worker processes overlapped with embedding.
+
+Each video is committed (row, clips, embeddings, status) in one transaction as soon as its
+last clip is embedded, so killing the job at any moment loses only the videos in flight, and
+running it again finishes the work. The FAISS file is saved every minute and at the end; a
+file older than the catalog is rebuilt from it on the next open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vidsearch.indexer.decode import Clip, VideoInfo
+from vidsearch.indexer.discover import DiscoveryReport, VideoFile, discover, fingerprint
+from vidsearch.indexer.embed import DEFAULT_MODEL, Encoder, load_encoder
+from vidsearch.indexer.workers import CLIP, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool
+from vidsearch.storage.catalog import STATUS_INDEXED, ClipRecord, Video, VideoRecord
+from vidsearch.storage.library import ClipSettings, Library
+
+log = logging.getLogger(__name__)
+
+SAVE_EVERY_S = 60.0
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """Settings of an indexing job. ``None`` means: the index's own, or the default."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    workers: int = field(default_factory=default_workers)
+    clip_seconds: float | None = None
+    hop_seconds: float | None = None
+    timeout_s: float = 300.0
+    retry_failed: bool = False
+    prune: bool = False
+    exclude: tuple[str, ...] = ()
+    faiss_spec: str | None = None
+    progress: bool = False
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout_s}")
+
+
+@dataclass
+class IndexSummary:
+    indexed: int = 0
+    skipped: int = 0
+    moved: int = 0
+    copied: int = 0
+    pruned: int = 0
+    clips: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+@dataclass
+class _Job:
+    file: VideoFile
+    replace_id: int | None
+    info: VideoInfo | None = None
+    planned: int = 0
+    clips: dict[int, Clip] = field(default_factory=dict)
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+    done: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _open_or_create(index_dir, opts: IndexOptions, encoder: Encoder | None) -> tuple[Library, Encoder]:
+    clips = None
+    if opts.clip_seconds is not None or opts.hop_seconds is not None:
+        clips = ClipSettings(opts.clip_seconds or 2.0, opts.hop_seconds or opts.clip_seconds or 2.0)
+    if Library.exists(index_dir):
+        lib = Library.open(index_dir, writable=True)
+        try:
+            if clips is not None:
+                lib.check_compatible(clips=clips)
+            if encoder is None:
+                encoder = load_encoder(opts.model or lib.manifest.encoder.model, opts.device, opts.dtype)
+            lib.check_compatible(encoder.settings)
+            if opts.faiss_spec and opts.faiss_spec != lib.manifest.faiss_spec:
+                lib.update_manifest(faiss_spec=opts.faiss_spec, faiss_pinned=True)
+        except BaseException:
+            lib.close()
+            raise
+        return lib, encoder
+    if encoder is None:
+        encoder = load_encoder(opts.model or os.environ.get("VIDSEARCH_MODEL") or DEFAULT_MODEL, opts.device, opts.dtype)
+    return Library.create(index_dir, encoder.settings, clips, opts.faiss_spec), encoder
+
+
+def _plan_work(lib: Library, files: Sequence[VideoFile], opts: IndexOptions, summary: IndexSummary):
+    """Split discovered files into work: unchanged (skip), moved, copied, or to (re)index."""
+    with lib.catalog.read() as session:
+        rows = session.execute(
+            Video.__table__.select().with_only_columns(
+                Video.id, Video.path, Video.size, Video.mtime_ns, Video.fingerprint, Video.status
+            )
+        ).all()
+    by_path = {r.path: r for r in rows}
+    by_fp: dict[str, list] = {}
+    for r in rows:
+        if r.status == STATUS_INDEXED:
+            by_fp.setdefault(r.fingerprint, []).append(r)
+    work: list[_Job] = []
+    claimed: set[int] = set()
+    for f in files:
+        row = by_path.get(f.path_bytes)
+        if row is not None and row.size == f.size and row.mtime_ns == f.mtime_ns:
+            if row.status == STATUS_INDEXED or not opts.retry_failed:
+                summary.skipped += 1
+                continue
+        try:
+            f = fingerprint(f)
+        except OSError as exc:
+            _fail(lib, f, f"cannot read file ({exc.strerror or exc})", summary)
+            continue
+        if row is not None and row.fingerprint == f.fingerprint and row.status == STATUS_INDEXED:
+            lib.catalog.move_video(row.id, f.path_bytes, f.size, f.mtime_ns)  # touched, same content
+            summary.skipped += 1
+            continue
+        twins = [r for r in by_fp.get(f.fingerprint, ()) if r.path != f.path_bytes and r.id not in claimed]
+        gone = [r for r in twins if not os.path.exists(r.path)]
+        if gone:
+            claimed.add(gone[0].id)
+            lib.catalog.move_video(gone[0].id, f.path_bytes, f.size, f.mtime_ns)
+            summary.moved += 1
+            log.info("%s: moved from %s; embeddings kept", f.path, os.fsdecode(gone[0].path))
+            continue
+        if twins:
+            _, clip_ids = lib.catalog.copy_video(twins[0].id, _record(f, None))
+            _add_vectors(lib, clip_ids)
+            summary.copied += 1
+            continue
+        work.append(_Job(f, row.id if row is not None else None))
+    if opts.prune:
+        gone_ids = [r.id for r in rows if not os.path.exists(r.path) and r.id not in claimed]
+        removed = lib.catalog.remove_videos(gone_ids)
+        if removed:
+            vi = lib.vectors()
+            vi.remove(removed)
+            lib.vectors_added(vi, lib.catalog.generation())
+        summary.pruned = len(gone_ids)
+    return work
+
+
+def _add_vectors(lib: Library, clip_ids: Sequence[int]) -> None:
+    with lib.catalog.read() as session:
+        ids, vectors = lib.catalog.embeddings_by_ids(session, clip_ids, lib.manifest.encoder.dim)
+        generation = lib.catalog.generation(session)
+    vi = lib.vectors_current()
+    vi.add(ids, vectors)
+    lib.vectors_added(vi, generation)
+
+
+def _record(f: VideoFile, info: VideoInfo | None) -> VideoRecord:
+    return VideoRecord(
+        path=f.path_bytes, size=f.size, mtime_ns=f.mtime_ns, fingerprint=f.fingerprint,
+        duration_s=info.duration_s if info else None, fps=info.fps if info else None,
+        width=info.width if info else None, height=info.height if info else None,
+    )
+
+
+def _fail(lib: Library, f: VideoFile, reason: str, summary: IndexSummary) -> None:
+    log.error("%s: %s", f.path, reason)
+    summary.failed.append((f.path, reason))
+    lib.catalog.store_failure(_record(f, None), reason)
+
+
+def index_paths(
+    index_dir: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    options: IndexOptions | None = None,
+    encoder: Encoder | None = None,
+) -> IndexSummary:
+    """Index the videos under ``paths`` into ``index_dir`` (created on first use).
+
+    Unchanged files are skipped, changed ones re-indexed, moved ones keep their embeddings.
+    Failed videos are recorded with their reason; the job goes on. Returns a summary.
+    """
+    opts = options or IndexOptions()
+    t0 = time.monotonic()
+    summary = IndexSummary()
+    lib, encoder = _open_or_create(index_dir, opts, encoder)
+    run_id = None
+    try:
+        run_id = lib.catalog.start_run()
+        report = DiscoveryReport()
+        files = list(discover(paths, opts.exclude, report))
+        summary.problems = report.problems
+        lib.vectors()  # load or rebuild before any change, so the writer's copy tracks its commits
+        work = _plan_work(lib, files, opts, summary)
+        if work:
+            _run(lib, encoder, work, opts, summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        try:
+            lib.save_vectors()
+            if run_id is not None:
+                lib.catalog.finish_run(
+                    run_id, "interrupted" if summary.interrupted else "done", indexed=summary.indexed,
+                    skipped=summary.skipped, moved=summary.moved, failed=len(summary.failed), clips=summary.clips,
+                )
+        finally:
+            lib.close()
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, summary: IndexSummary) -> None:
+    m = lib.manifest
+    pp = m.encoder.preprocessing
+    settings = DecodeSettings(
+        short_edge=pp.shortest_edge if pp.do_resize else None, resample=pp.resample,
+        num_frames=m.encoder.num_frames, clip_seconds=m.clips.clip_seconds, hop_seconds=m.clips.hop_seconds,
+        backend=opts.backend,
+    )
+    _estimate(encoder, work, m.clips.hop_seconds)
+    jobs = {i: job for i, job in enumerate(work)}
+    todo = deque(jobs)
+    pending: list[tuple[int, int]] = []  # (token, clip index) waiting for the encoder
+    pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s, queue_size=max(4, 2 * opts.batch_size))
+    bar = _progress(len(work), opts.progress)
+    last_save = time.monotonic()
+    try:
+        while todo or pool.busy() or pending:
+            for wid in pool.idle():
+                if not todo:
+                    break
+                token = todo.popleft()
+                pool.assign(wid, DecodeTask(token, jobs[token].file.path))
+            msg = pool.get(timeout=0.05 if pending else 0.5)
+            if msg is not None:
+                kind, _, token, payload = msg
+                job = jobs[token]
+                if kind == INFO:
+                    job.info, job.planned = payload
+                elif kind == CLIP:
+                    job.clips[payload.index] = payload
+                    pending.append((token, payload.index))
+                elif kind == DONE:
+                    job.done, job.warnings = payload
+                elif kind == ERROR:
+                    _fail(lib, job.file, payload, summary)
+                    pending = [p for p in pending if p[0] != token]
+                    del jobs[token]
+                    bar.update(1)
+            if len(pending) >= opts.batch_size or (pending and (msg is None or not pool.busy())):
+                _embed(encoder, jobs, pending[: opts.batch_size], pool, summary)
+                del pending[: opts.batch_size]
+            for task, reason in pool.reap():
+                if task.token in jobs:
+                    _fail(lib, jobs[task.token].file, reason, summary)
+                    pending = [p for p in pending if p[0] != task.token]
+                    del jobs[task.token]
+                    bar.update(1)
+            for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
+                _commit(lib, jobs.pop(token), summary)
+                bar.update(1)
+                bar.set_postfix(clips=summary.clips, refresh=False)
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                lib.save_vectors()
+                last_save = time.monotonic()
+    finally:
+        pool.close()
+        bar.close()
+
+
+def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]], pool: WorkerPool, summary: IndexSummary) -> None:
+    t = time.monotonic()
+    clips = [jobs[tok].clips[i] for tok, i in batch]
+    sizes = [(jobs[tok].info.width, jobs[tok].info.height) for tok, _ in batch]
+    vectors = encoder.embed([c.frames for c in clips], sizes)
+    for (tok, i), vec in zip(batch, vectors):
+        job = jobs[tok]
+        job.embeddings[i] = vec
+        job.clips[i].frames = job.clips[i].frames[:0]  # frames are no longer needed
+    spent = time.monotonic() - t
+    summary.embed_seconds += spent
+    pool.pause_clock(spent)
+
+
+def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
+    if job.done == 0:
+        _fail(lib, job.file, "no clip could be decoded", summary)
+        return
+    order = sorted(job.embeddings)
+    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
+    old_clip_ids: list[int] = []
+    if job.replace_id is not None:
+        with lib.catalog.read() as session:
+            old_clip_ids = lib.catalog.clip_ids_of(session, job.replace_id)
+    _, clip_ids = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
+    vi = lib.vectors_current()
+    vi.remove(old_clip_ids)
+    vi.add(np.asarray(clip_ids, dtype=np.int64), np.stack([job.embeddings[i] for i in order]))
+    lib.vectors_added(vi, lib.catalog.generation())
+    summary.indexed += 1
+    summary.clips += len(records)
+    summary.warnings.extend(job.warnings)
+    if job.planned and job.done < job.planned:
+        log.info("%s: %d of %d clips decoded", job.file.path, job.done, job.planned)
+
+
+def _estimate(encoder: Encoder, work: list[_Job], hop_seconds: float) -> None:
+    """On a CPU, say up front roughly how long embedding will take."""
+    if str(encoder.device).startswith("cuda"):
+        return
+    import av
+
+    seconds = 0.0
+    for job in work:
+        try:
+            with av.open(job.file.path, metadata_errors="ignore") as c:
+                seconds += (c.duration or 0) / 1e6
+        except Exception:  # unreadable files fail later with their reason
+            continue
+    clips = max(len(work), int(seconds / hop_seconds))
+    nf, size = encoder.settings.num_frames, encoder.settings.preprocessing
+    dummy = np.zeros((nf, size.crop_height, size.crop_width, 3), dtype=np.uint8)
+    t = time.monotonic()
+    encoder.embed([dummy])
+    per_clip = time.monotonic() - t
+    total = per_clip * clips
+    if total > 60:
+        log.warning(
+            "running %s on the CPU: about %d clips at %.1fs each, roughly %s of embedding; "
+            "a GPU (--device cuda) is far faster",
+            encoder.settings.model, clips, per_clip, _duration(total),
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="video", desc="indexing", dynamic_ncols=True)
+
+
+def remove_paths(index_dir: str | os.PathLike, paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Take videos (files, or every video under a folder) out of the catalog and FAISS index."""
+    from vidsearch.errors import VideoNotFoundError
+
+    with Library.open(index_dir, writable=True) as lib:
+        vi = lib.vectors()
+        with lib.catalog.read() as session:
+            rows = session.execute(Video.__table__.select().with_only_columns(Video.id, Video.path)).all()
+        chosen: dict[int, bytes] = {}
+        for p in paths:
+            target = os.fsencode(os.path.abspath(os.fsdecode(p)))
+            hits = [r for r in rows if r.path == target or r.path.startswith(target.rstrip(b"/") + b"/")]
+            if not hits:
+                raise VideoNotFoundError(f"{os.fsdecode(p)}: no indexed video at that path")
+            chosen.update((r.id, r.path) for r in hits)
+        removed = lib.catalog.remove_videos(list(chosen))
+        vi.remove(removed)
+        lib.vectors_added(vi, lib.catalog.generation())
+        lib.save_vectors()
+    return [os.fsdecode(p) for p in chosen.values()]
+

@@ -1,0 +1,313 @@
+"""The index directory: manifest, catalog and vectors, and the rules for opening them.
+
+```
+my-index/
+  manifest.json     format version, model + revision, dim, pooling, preprocessing, clip settings, FAISS spec
+  catalog.sqlite    the source of truth (WAL mode)
+  vectors.faiss     derived from the catalog; rebuilt when missing, stale or foreign
+  lock              held (flock) by the one writer; records its host and pid
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from vidsearch import __version__
+from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+from vidsearch.indexer.embed import EncoderSettings, Preprocessing
+from vidsearch.storage.atomic import atomic_write_bytes
+from vidsearch.storage.catalog import Catalog
+from vidsearch.storage.vectors import DEFAULT_SPEC, VectorFileError, VectorIndex
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CATALOG = "catalog.sqlite"
+VECTORS = "vectors.faiss"
+LOCK = "lock"
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    clip_seconds: float = 2.0
+    hop_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (self.clip_seconds > 0 and self.hop_seconds > 0):
+            raise ValueError(f"clip and hop seconds must be positive, got {self.clip_seconds}, {self.hop_seconds}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    encoder: EncoderSettings
+    clips: ClipSettings
+    index_uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    faiss_spec: str = DEFAULT_SPEC
+    faiss_pinned: bool = False
+    duplicate_threshold: float | None = None
+    calibration: dict | None = None
+    format_version: int = FORMAT_VERSION
+    created_by: str = f"vidsearch {__version__}"
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def to_json(self) -> dict:
+        enc = self.encoder
+        return {
+            "format_version": self.format_version,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "index_uid": self.index_uid,
+            "model": {"id": enc.model, "revision": enc.revision},
+            "dim": enc.dim,
+            "pooling": enc.pooling,
+            "num_frames": enc.num_frames,
+            "image_size": enc.image_size,
+            "preprocessing": enc.preprocessing.to_dict(),
+            "clip_seconds": self.clips.clip_seconds,
+            "hop_seconds": self.clips.hop_seconds,
+            "faiss": {"spec": self.faiss_spec, "pinned": self.faiss_pinned},
+            "duplicate_threshold": self.duplicate_threshold,
+            "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, where: str) -> "Manifest":
+        version = d.get("format_version")
+        if not isinstance(version, int):
+            raise CorruptIndexError(f"{where}: no format_version; not a vidsearch manifest")
+        if version > FORMAT_VERSION:
+            raise IncompatibleIndexError(
+                f"{where} is format {version}, made by a newer vidsearch ({d.get('created_by', '?')}); "
+                f"this vidsearch {__version__} reads format {FORMAT_VERSION}: upgrade vidsearch"
+            )
+        try:
+            pp = d["preprocessing"]
+            pp["image_mean"], pp["image_std"] = tuple(pp["image_mean"]), tuple(pp["image_std"])
+            encoder = EncoderSettings(
+                model=d["model"]["id"], revision=d["model"]["revision"], dim=int(d["dim"]),
+                pooling=d["pooling"], num_frames=int(d["num_frames"]), image_size=int(d["image_size"]),
+                preprocessing=Preprocessing(**pp),
+            )
+            return cls(
+                encoder=encoder,
+                clips=ClipSettings(float(d["clip_seconds"]), float(d["hop_seconds"])),
+                index_uid=d["index_uid"],
+                faiss_spec=d["faiss"]["spec"],
+                faiss_pinned=bool(d["faiss"].get("pinned", False)),
+                duplicate_threshold=d.get("duplicate_threshold"),
+                calibration=d.get("calibration"),
+                format_version=version,
+                created_by=d.get("created_by", "?"),
+                created_at=d.get("created_at", "?"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptIndexError(f"{where} is damaged: bad or missing field {exc}") from exc
+
+
+def describe_differences(have: EncoderSettings, clips: ClipSettings, want: EncoderSettings | None, want_clips: ClipSettings | None) -> list[str]:
+    """Human-readable list of what differs between an index and the settings asked for."""
+    diffs = []
+    if want is not None:
+        if have.revision != want.revision or (
+            have.model != want.model and not (have.revision.startswith("sha:") and have.revision == want.revision)
+        ):
+            diffs.append(f"model: index has {have.model} @ {have.revision}, asked for {want.model} @ {want.revision}")
+        for name in ("dim", "pooling", "num_frames", "image_size"):
+            a, b = getattr(have, name), getattr(want, name)
+            if a != b:
+                diffs.append(f"{name}: index has {a}, asked for {b}")
+        if have.preprocessing != want.preprocessing:
+            a, b = asdict(have.preprocessing), asdict(want.preprocessing)
+            diffs += [f"preprocessing.{k}: index has {a[k]}, asked for {b[k]}" for k in a if a[k] != b[k]]
+    if want_clips is not None:
+        for name in ("clip_seconds", "hop_seconds"):
+            a, b = getattr(clips, name), getattr(want_clips, name)
+            if abs(a - b) > 1e-9:
+                diffs.append(f"{name}: index has {a}, asked for {b}")
+    return diffs
+
+
+class Library:
+    """An open index directory. Writers hold the lock; readers never write."""
+
+    def __init__(self, root: Path, manifest: Manifest, catalog: Catalog, writable: bool, lock_fd: int | None):
+        self.root = root
+        self.manifest = manifest
+        self.catalog = catalog
+        self.writable = writable
+        self._lock_fd = lock_fd
+        self._vectors: VectorIndex | None = None
+        self._vectors_generation = -1
+
+    # ---- opening ---------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(root: str | os.PathLike) -> bool:
+        return (Path(root) / MANIFEST).exists()
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, encoder: EncoderSettings, clips: ClipSettings | None = None,
+               faiss_spec: str | None = None) -> "Library":
+        root = Path(root)
+        if cls.exists(root):
+            raise IncompatibleIndexError(f"{root} already holds an index")
+        if root.exists() and any(p.name not in (LOCK,) for p in root.iterdir()):
+            raise IncompatibleIndexError(f"{root} exists and is not an empty folder or a vidsearch index")
+        root.mkdir(parents=True, exist_ok=True)
+        lock_fd = _acquire_lock(root)
+        manifest = Manifest(
+            encoder=encoder, clips=clips or ClipSettings(),
+            faiss_spec=faiss_spec or DEFAULT_SPEC, faiss_pinned=faiss_spec is not None,
+        )
+        catalog = Catalog(root / CATALOG, create=True)
+        lib = cls(root, manifest, catalog, True, lock_fd)
+        lib.write_manifest()  # written last: a folder without a manifest is not yet an index
+        return lib
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, writable: bool = False) -> "Library":
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.exists():
+            if root.is_dir() and (root / CATALOG).exists():
+                raise CorruptIndexError(f"{path} is missing, but {root / CATALOG} exists; not starting a new index over it")
+            raise IndexNotFoundError(f"no vidsearch index at {root} (run `vidsearch index PATH --index {root}` first)")
+        try:
+            manifest = Manifest.from_json(json.loads(path.read_text()), str(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptIndexError(f"{path} is not valid JSON ({exc})") from exc
+        lock_fd = _acquire_lock(root) if writable else None
+        try:
+            catalog = Catalog(root / CATALOG, readonly=not writable)
+        except BaseException:
+            _release_lock(lock_fd)
+            raise
+        return cls(root, manifest, catalog, writable, lock_fd)
+
+    def check_compatible(self, encoder: EncoderSettings | None = None, clips: ClipSettings | None = None) -> None:
+        diffs = describe_differences(self.manifest.encoder, self.manifest.clips, encoder, clips)
+        if diffs:
+            raise IncompatibleIndexError(
+                f"{self.root} was built with other settings ({'; '.join(diffs)}); "
+                "use the index's own settings or a new --index folder"
+            )
+
+    def close(self) -> None:
+        self.catalog.close()
+        _release_lock(self._lock_fd)
+        self._lock_fd = None
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- manifest --------------------------------------------------------------------------
+
+    def write_manifest(self) -> None:
+        self._require_writer()
+        atomic_write_bytes(self.root / MANIFEST, [json.dumps(self.manifest.to_json(), indent=2).encode() + b"\n"])
+
+    def update_manifest(self, **changes) -> None:
+        self.manifest = replace(self.manifest, **changes)
+        self.write_manifest()
+
+    # ---- vectors ---------------------------------------------------------------------------
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.root / VECTORS
+
+    def vectors(self) -> VectorIndex:
+        """The FAISS index matching the catalog now.
+
+        Loaded from ``vectors.faiss`` when it matches the catalog generation; otherwise built
+        from the catalog, and written back only by a writer.
+        """
+        generation = self.catalog.generation()
+        if self._vectors is not None and self._vectors_generation == generation:
+            return self._vectors
+        dim = self.manifest.encoder.dim
+        try:
+            vi, header = VectorIndex.load(self.vectors_path)
+            problem = None
+            if header.index_uid != self.manifest.index_uid:
+                problem = "belongs to another index"
+            elif header.dim != dim:
+                problem = f"has dim {header.dim}, the index {dim}"
+            elif header.generation != generation:
+                problem = f"is stale (catalog generation {header.generation}, now {generation})"
+            elif header.spec != self.manifest.faiss_spec:
+                problem = f"is of type {header.spec}, the manifest says {self.manifest.faiss_spec}"
+        except VectorFileError as exc:
+            problem = str(exc)
+        if problem is None:
+            self._vectors, self._vectors_generation = vi, generation
+            return vi
+        log.info("%s %s; building from the catalog", self.vectors_path, problem)
+        return self.rebuild_vectors()
+
+    def rebuild_vectors(self) -> VectorIndex:
+        """Build the FAISS index from the catalog in one snapshot (and save it, as a writer)."""
+        dim = self.manifest.encoder.dim
+        with self.catalog.read() as session:
+            generation = self.catalog.generation(session)
+            vi = VectorIndex.from_chunks(self.catalog.iter_embeddings(session, dim), dim, self.manifest.faiss_spec)
+        self._vectors, self._vectors_generation = vi, generation
+        if self.writable:
+            self.save_vectors()
+        return vi
+
+    def save_vectors(self) -> None:
+        """Write the in-memory index (kept in step with this writer's commits) to disk."""
+        self._require_writer()
+        if self._vectors is None:
+            return
+        self._vectors.save(self.vectors_path, self._vectors_generation, self.manifest.index_uid)
+
+    def vectors_current(self) -> VectorIndex:
+        """A writer's in-memory index as it stands (kept in step with its own commits)."""
+        return self._vectors if self._vectors is not None else self.vectors()
+
+    def vectors_added(self, vi: VectorIndex, generation: int) -> None:
+        """Record that ``vi`` now reflects catalog ``generation`` (a writer after its commit)."""
+        self._vectors, self._vectors_generation = vi, generation
+
+    def _require_writer(self) -> None:
+        if not self.writable:
+            raise RuntimeError("this index was opened read-only")
+
+
+def _acquire_lock(root: Path) -> int:
+    """Take the writer lock; a lock left by a killed process is free (flock dies with it)."""
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise IndexLockedError(f"{root} is being written by {holder}; wait for that job to finish or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
+    return fd
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

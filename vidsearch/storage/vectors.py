@@ -121,11 +121,11 @@ class VectorIndex:
         if len(queries) == 0 or self.ntotal <= 0:
             return np.zeros(len(queries) + 1, dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
         lims, d, i = self.index.range_search(queries, float(threshold))
+        lims = lims.astype(np.int64)
         if self.tombstones:
             keep = ~np.isin(i, np.fromiter(self.tombstones, dtype=np.int64))
-            counts = np.add.reduceat(keep.astype(np.int64), lims[:-1]) if len(i) else np.zeros(len(queries), np.int64)
-            counts[lims[:-1] == lims[1:]] = 0
-            lims = np.concatenate([[0], np.cumsum(counts)])
+            owner = np.repeat(np.arange(len(queries)), np.diff(lims))
+            lims = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(queries)))])
             d, i = d[keep], i[keep]
         return lims, d, i
 

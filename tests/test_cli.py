@@ -1,0 +1,115 @@
+"""The CLI end to end: index a folder, search it with a trimmed re-encoded copy, and the error paths."""
+
+import json
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import transcode
+from vidsearch.cli import cli
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, library_videos, tiny_model):
+    root = tmp_path_factory.mktemp("cli")
+    videos = root / "videos"
+    shutil.copytree(library_videos, videos)
+    idx = root / "idx"
+    r = run("index", videos, "--index", idx, "--model", tiny_model, "--workers", 2)
+    assert r.exit_code == 0, r.output
+    # the query: a.mp4 from 2.6 s to 6.6 s (not a multiple of the hop), resized and re-encoded
+    query = transcode(videos / "a.mp4", root / "query.mp4", start_s=2.6, end_s=6.6, size=(120, 72))
+    return idx, videos, query
+
+
+def test_every_command_has_help():
+    for name, command in cli.commands.items():
+        assert command.help, f"{name} has no help text"
+        r = run(name, "--help")
+        assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_search_finds_the_trimmed_copy_and_its_time_range(indexed):
+    idx, videos, query = indexed
+    r = run("search", query, "--index", idx, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["schema_version"] == 1
+    results = out["queries"][0]["results"]
+    assert results[0]["path"] == str(videos / "a.mp4")
+    assert results[0]["score"] > results[1]["score"]
+    seg = results[0]["segments"][0]
+    hop = 2.0
+    assert abs(seg["library_start"] - 2.6) <= hop and abs(seg["library_end"] - 6.6) <= hop
+    assert seg["library_start"] - seg["query_start"] == pytest.approx(2.6, abs=hop)
+    # the readable table shows the same
+    table = run("search", query, "--index", idx).output
+    assert table.splitlines()[1].split()[-1] == str(videos / "a.mp4")
+    assert "query [" in table and "-> library [" in table
+
+
+def test_time_range_raw_clips_and_self(indexed):
+    idx, videos, query = indexed
+    out = json.loads(run("search", videos / "b.mp4", "--index", idx, "--json", "--start", 1, "--end", 5, "--clips").output)
+    q = out["queries"][0]
+    assert q["query_start"] >= 1.0 - 1e-6 and q["query_end"] <= 5.0 + 1e-6
+    assert all(res["path"] != str(videos / "b.mp4") for res in q["results"])  # itself left out
+    assert q["clips"] and all(c["path"] != str(videos / "b.mp4") for c in q["clips"])
+    out = json.loads(run("search", videos / "b.mp4", "--index", idx, "--json", "--include-self").output)
+    top = out["queries"][0]["results"][0]
+    seg = top["segments"][0]
+    assert top["path"] == str(videos / "b.mp4")
+    assert seg["library_start"] - seg["query_start"] == pytest.approx(0.0, abs=1.0)
+    assert seg["query_end"] - seg["query_start"] >= 5.5  # the whole 6 s video matches itself
+
+
+def test_query_by_indexed_path_whose_file_is_gone(indexed, tmp_path):
+    idx, videos, _ = indexed
+    gone = videos / "c.mkv"
+    backup = tmp_path / "c.mkv"
+    shutil.move(gone, backup)
+    try:
+        out = json.loads(run("search", gone, "--index", idx, "--json", "--include-self").output)
+        assert out["queries"][0]["results"][0]["path"] == str(gone)
+    finally:
+        shutil.move(backup, gone)
+
+
+def test_stats(indexed):
+    idx, _, _ = indexed
+    st = json.loads(run("stats", "--index", idx, "--json").output)
+    assert (st["videos_indexed"], st["videos_failed"], st["clips"], st["dim"], st["pooling"]) == (3, 0, 10, 64, "mean")
+    assert st["total_duration_s"] == pytest.approx(19.0, abs=0.2)
+    assert st["index_type"] == "IDMap2,Flat" and st["size_bytes"] > 0
+    assert "videos indexed: 3" in run("stats", "--index", idx).output
+
+
+def test_bad_query_file_is_one_line_and_nonzero(indexed, tmp_path):
+    idx, _, _ = indexed
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    r = run("search", bad, "--index", idx)
+    assert r.exit_code == 6
+    assert r.output.strip().count("\n") == 0 and "broken.mp4" in r.output and "not a decodable video" in r.output
+    r = run("search", tmp_path / "missing.mp4", "--index", idx)
+    assert r.exit_code == 8 and "missing.mp4" in r.output
+
+
+def test_error_exit_codes(indexed, tmp_path, tiny_model):
+    idx, videos, _ = indexed
+    r = run("search", videos / "a.mp4", "--index", tmp_path / "no-index")
+    assert r.exit_code == 4 and "no vidsearch index" in r.output
+    r = run("index", videos, "--index", idx, "--model", tiny_model, "--clip-seconds", 3)
+    assert r.exit_code == 4 and "clip_seconds: index has 2.0, asked for 3.0" in r.output
+    r = run("index", videos, "--index", tmp_path / "new", "--model", "nobody/not-a-model", env={"HF_HUB_OFFLINE": "1"})
+    assert r.exit_code == 3 and "nobody/not-a-model" in r.output and "--model" in r.output
+    assert r.output.strip().count("\n") == 0
+    assert not (tmp_path / "new" / "manifest.json").exists()
+    r = run("remove", tmp_path / "nothing.mp4", "--index", idx)
+    assert r.exit_code == 8

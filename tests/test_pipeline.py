@@ -1,0 +1,214 @@
+"""The indexing job end to end: incremental runs, failures, and crashes (SIGKILL) with nothing lost."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from helpers import write_video
+from vidsearch.cli import cli
+from vidsearch.storage.library import Library
+from vidsearch.storage.vectors import VectorIndex
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+    return result
+
+
+def index(folder, idx, model, *extra, env=None):
+    return run("index", folder, "--index", idx, "--model", model, "--workers", 2, *extra, env=env)
+
+
+def catalog_state(idx):
+    con = sqlite3.connect(idx / "catalog.sqlite")
+    try:
+        videos = {os.fsdecode(p): (vid, status) for vid, p, status in con.execute("select id, path, status from videos")}
+        clips = {vid: sorted(c for (c,) in con.execute("select id from clips where video_id=?", (vid,))) for vid, _ in videos.values()}
+        return videos, clips
+    finally:
+        con.close()
+
+
+def assert_faiss_matches_catalog(idx):
+    with Library.open(idx) as lib:
+        vi, header = VectorIndex.load(lib.vectors_path)
+        assert header.generation == lib.catalog.generation(), "vectors.faiss is stale after the job"
+        with lib.catalog.read() as s:
+            ids = sorted(int(i) for chunk, _ in lib.catalog.iter_embeddings(s, lib.manifest.encoder.dim) for i in chunk)
+        assert sorted(vi.ids().tolist()) == ids
+
+
+@pytest.fixture
+def lib_copy(tmp_path, library_videos):
+    dst = tmp_path / "videos"
+    shutil.copytree(library_videos, dst)
+    return dst
+
+
+def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model):
+    idx = tmp_path / "idx"
+    r = index(lib_copy, idx, tiny_model)
+    assert r.exit_code == 0, r.output
+    assert "indexed 3, skipped 0" in r.output
+    videos, clips = catalog_state(idx)
+    assert len(videos) == 3 and all(s == "indexed" for _, s in videos.values())
+    # a.mp4 is 8 s: windows at 0, 2, 4, 6; b.mp4 6 s: 0, 2, 4; c.mkv 5 s: 0, 2, then [3, 5]
+    assert sorted(len(c) for c in clips.values()) == [3, 3, 4]
+    assert_faiss_matches_catalog(idx)
+
+    r = index(lib_copy, idx, tiny_model)
+    assert "indexed 0, skipped 3" in r.output
+
+    # new content in one file: only it is re-indexed, its old clips are gone, ids move on
+    old_ids = clips[videos[str(lib_copy / "b.mp4")][0]]
+    write_video(lib_copy / "b.mp4", seconds=4, fps=30, size=(128, 128), seed=22)
+    r = index(lib_copy, idx, tiny_model)
+    assert "indexed 1, skipped 2" in r.output, r.output
+    videos2, clips2 = catalog_state(idx)
+    new_ids = clips2[videos2[str(lib_copy / "b.mp4")][0]]
+    assert len(new_ids) == 2 and min(new_ids) > max(max(c) for c in clips.values())
+    assert not set(old_ids) & {i for c in clips2.values() for i in c}
+    assert_faiss_matches_catalog(idx)
+
+    # a rename re-embeds nothing: same clip ids under the new path
+    a_ids = clips2[videos2[str(lib_copy / "a.mp4")][0]]
+    os.rename(lib_copy / "a.mp4", lib_copy / "renamed.mp4")
+    r = index(lib_copy, idx, tiny_model)
+    assert "indexed 0, skipped 2, moved 1" in r.output, r.output
+    videos3, clips3 = catalog_state(idx)
+    assert str(lib_copy / "a.mp4") not in videos3
+    assert clips3[videos3[str(lib_copy / "renamed.mp4")][0]] == a_ids
+
+    # --prune after deleting a file removes its clips from the catalog and FAISS
+    c_ids = clips3[videos3[str(lib_copy / "c.mkv")][0]]
+    (lib_copy / "c.mkv").unlink()
+    r = index(lib_copy, idx, tiny_model, "--prune")
+    assert "pruned 1" in r.output
+    videos4, clips4 = catalog_state(idx)
+    assert str(lib_copy / "c.mkv") not in videos4
+    assert not set(c_ids) & {i for c in clips4.values() for i in c}
+    assert_faiss_matches_catalog(idx)
+
+
+def test_corrupt_and_hanging_files_fail_and_the_rest_is_indexed(tmp_path, lib_copy, tiny_model):
+    (lib_copy / "garbage.mp4").write_bytes(os.urandom(5000))
+    shutil.copy(lib_copy / "a.mp4", lib_copy / "hang.mp4")
+    os.utime(lib_copy / "hang.mp4", ns=(1, 1))
+    with open(lib_copy / "hang.mp4", "ab") as f:
+        f.write(b"\0")  # a different fingerprint: not an identical copy of a.mp4
+    idx = tmp_path / "idx"
+    env = {"VIDSEARCH_TEST_WORKER_HANG": "hang.mp4"}
+    r = index(lib_copy, idx, tiny_model, "--timeout", 3, env=env)
+    assert r.exit_code == 1
+    assert "indexed 3" in r.output and "failed 2" in r.output
+    assert "garbage.mp4: not a decodable video" in r.output
+    assert "hang.mp4: decoding timed out (3s without progress)" in r.output
+    videos, _ = catalog_state(idx)
+    assert videos[str(lib_copy / "garbage.mp4")][1] == "failed"
+    stats = json.loads(run("stats", "--index", idx, "--json").output)
+    assert stats["videos_indexed"] == 3 and stats["videos_failed"] == 2
+    assert {f["path"] for f in stats["failed"]} == {str(lib_copy / "garbage.mp4"), str(lib_copy / "hang.mp4")}
+    # failures are not retried unless asked
+    r = index(lib_copy, idx, tiny_model, "--timeout", 3, env=env)
+    assert "indexed 0, skipped 5" in r.output and r.exit_code == 0
+    r = index(lib_copy, idx, tiny_model, "--retry-failed", "--timeout", 60)
+    assert "indexed 1" in r.output and "failed 1" in r.output  # hang.mp4 decodes now; garbage still fails
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_finishes_with_nothing_twice(tmp_path, tiny_model):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(8):
+        write_video(folder / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=100 + i)
+    idx = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "vidsearch.cli", "index", str(folder), "--index", str(idx), "--model", str(tiny_model),
+           "--workers", "2", "--batch-size", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline:
+        workers = workers or [p for p in _children(proc.pid) if "resource_tracker" not in open(f"/proc/{p}/cmdline").read()]
+        if (idx / "catalog.sqlite").exists():
+            try:
+                done = catalog_state(idx)[0]
+            except sqlite3.OperationalError:
+                done = {}
+            if len(done) >= 2:
+                break
+        time.sleep(0.05)
+    workers = [p for p in _children(proc.pid)] or workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    videos, _ = catalog_state(idx)
+    assert 2 <= len(videos) < 8, "the kill should land mid-run"
+    assert workers, "decode workers were running"
+    t = time.monotonic()
+    while any(_alive(p) for p in workers) and time.monotonic() - t < 10:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "worker processes outlived the killed job"
+
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    videos, clips = catalog_state(idx)
+    assert sorted(os.path.basename(p) for p in videos) == [f"v{i}.mp4" for i in range(8)]
+    assert all(s == "indexed" for _, s in videos.values())
+    assert all(len(c) == 3 for c in clips.values())  # 6 s videos: exactly 3 clips each, none twice
+    all_ids = [i for c in clips.values() for i in c]
+    assert len(all_ids) == len(set(all_ids)) == 24
+    assert_faiss_matches_catalog(idx)
+
+
+def test_api_index_and_remove(tmp_path, lib_copy, encoder):
+    import vidsearch
+
+    idx = tmp_path / "idx"
+    summary = vidsearch.index_paths(idx, [lib_copy], vidsearch.IndexOptions(workers=1), encoder=encoder)
+    assert (summary.indexed, summary.clips, summary.failed) == (3, 10, [])
+    removed = vidsearch.remove_paths(idx, [lib_copy / "a.mp4"])
+    assert removed == [str(lib_copy / "a.mp4")]
+    videos, clips = catalog_state(idx)
+    assert len(videos) == 2 and sum(len(c) for c in clips.values()) == 6
+    assert_faiss_matches_catalog(idx)
+    with pytest.raises(vidsearch.errors.VideoNotFoundError):
+        vidsearch.remove_paths(idx, [lib_copy / "nope.mp4"])
+    # an identical copy reuses the stored embeddings instead of decoding again
+    shutil.copy(lib_copy / "b.mp4", lib_copy / "b-copy.mp4")
+    summary = vidsearch.index_paths(idx, [lib_copy], vidsearch.IndexOptions(workers=1), encoder=encoder)
+    assert (summary.indexed, summary.copied) == (1, 1)  # a.mp4 comes back; b-copy.mp4 is copied
+    videos, clips = catalog_state(idx)
+    b, copy = videos[str(lib_copy / "b.mp4")][0], videos[str(lib_copy / "b-copy.mp4")][0]
+    assert len(clips[copy]) == len(clips[b]) and not set(clips[copy]) & set(clips[b])
+    assert_faiss_matches_catalog(idx)

@@ -1,0 +1,229 @@
+"""Index directory, catalog and FAISS vectors, on synthetic embeddings."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+from vidsearch.indexer.embed import EncoderSettings, Preprocessing
+from vidsearch.storage.catalog import ClipRecord, VideoRecord
+from vidsearch.storage.library import ClipSettings, Library
+from vidsearch.storage.vectors import VectorIndex
+
+DIM = 8
+
+
+def settings(**kw):
+    base = dict(model="org/model", revision="abc", dim=DIM, pooling="mean", num_frames=16, image_size=224,
+                preprocessing=Preprocessing())
+    base.update(kw)
+    return EncoderSettings(**base)
+
+
+def unit(rng, n, dim=DIM):
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def record(name, fp="f"):
+    return VideoRecord(path=name.encode(), size=1, mtime_ns=1, fingerprint=fp, duration_s=4.0)
+
+
+def clips(rng, n):
+    return [ClipRecord(2.0 * i, 2.0 * i + 2, v) for i, v in enumerate(unit(rng, n))]
+
+
+@pytest.fixture
+def lib(tmp_path):
+    lib = Library.create(tmp_path / "idx", settings())
+    yield lib
+    lib.close()
+
+
+def test_manifest_round_trip_and_refusals(tmp_path):
+    root = tmp_path / "idx"
+    Library.create(root, settings(), ClipSettings(2.0, 1.0)).close()
+    with Library.open(root) as lib:
+        assert lib.manifest.encoder == settings()
+        assert lib.manifest.clips == ClipSettings(2.0, 1.0)
+        lib.check_compatible(settings(), ClipSettings(2.0, 1.0))
+        cases = {
+            "model": settings(model="org/other", revision="zzz"),
+            "pooling": settings(pooling="fc_norm_mean"),
+            "dim": settings(dim=16),
+            "preprocessing.image_mean": settings(preprocessing=Preprocessing(image_mean=(0.5, 0.5, 0.5))),
+        }
+        for what, other in cases.items():
+            with pytest.raises(IncompatibleIndexError, match=what):
+                lib.check_compatible(other)
+        with pytest.raises(IncompatibleIndexError, match="hop_seconds: index has 1.0, asked for 2.0"):
+            lib.check_compatible(clips=ClipSettings(2.0, 2.0))
+
+
+def test_newer_format_refused_and_damaged_manifest(tmp_path):
+    root = tmp_path / "idx"
+    Library.create(root, settings()).close()
+    m = json.loads((root / "manifest.json").read_text())
+    m["format_version"] = 99
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IncompatibleIndexError, match="newer vidsearch"):
+        Library.open(root)
+    (root / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptIndexError, match="not valid JSON"):
+        Library.open(root)
+    (root / "manifest.json").unlink()
+    with pytest.raises(CorruptIndexError, match="manifest.json is missing"):
+        Library.open(root)
+    with pytest.raises(IndexNotFoundError):
+        Library.open(tmp_path / "nothing-here")
+
+
+def test_damaged_catalog_is_an_error_not_a_new_index(tmp_path):
+    root = tmp_path / "idx"
+    Library.create(root, settings()).close()
+    (root / "catalog.sqlite").write_bytes(b"garbage" * 1000)
+    for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
+        if (root / name).exists():
+            (root / name).unlink()
+    with pytest.raises(CorruptIndexError, match="damaged or not a SQLite database"):
+        Library.open(root)
+    assert (root / "catalog.sqlite").read_bytes() == b"garbage" * 1000
+
+
+def test_store_is_transactional(lib):
+    rng = np.random.default_rng(0)
+    bad = clips(rng, 3) + [ClipRecord(0, 1, np.zeros(DIM))]
+    generation = lib.catalog.generation()
+
+    def boom(*a, **k):
+        raise RuntimeError("crash inside the commit")
+
+    original = lib.catalog._store
+    lib.catalog._store = lambda *a, **k: (original(*a, **k), boom())
+    with pytest.raises(RuntimeError):
+        lib.catalog.store_video(record("a.mp4"), bad)
+    lib.catalog._store = original
+    with lib.catalog.read() as s:
+        assert lib.catalog.clip_count(s) == 0
+        assert lib.catalog.video_by_path(s, b"a.mp4") is None
+    assert lib.catalog.generation() == generation
+
+
+def test_clip_ids_never_reused(lib):
+    rng = np.random.default_rng(1)
+    _, first = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    lib.catalog.remove_videos([v for v in [1]])
+    _, second = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    assert first == [1, 2, 3] and second == [4, 5, 6]
+    # replacing a video at the same path drops its old clips, ids still move on
+    _, third = lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
+    assert third == [7, 8]
+    with lib.catalog.read() as s:
+        assert lib.catalog.clip_count(s) == 2
+
+
+def test_embeddings_float16_round_trip(lib):
+    rng = np.random.default_rng(2)
+    vecs = unit(rng, 5, DIM)
+    lib.catalog.store_video(record("a.mp4"), [ClipRecord(0, 2, v) for v in vecs])
+    with lib.catalog.read() as s:
+        ids, back = next(lib.catalog.iter_embeddings(s, DIM))
+    assert np.all(np.sum(back * vecs, axis=1) > 0.9999)  # float16 storage costs < 1e-4 in cosine
+    np.testing.assert_allclose(np.linalg.norm(back, axis=1), 1, atol=1e-6)
+
+
+def test_vectors_rebuilt_when_missing_stale_or_foreign(tmp_path, lib):
+    rng = np.random.default_rng(3)
+    lib.catalog.store_video(record("a.mp4"), clips(rng, 4))
+    vi = lib.vectors()
+    assert vi.ntotal == 4 and lib.vectors_path.exists()
+    # stale: a commit after the file was written
+    lib.catalog.store_video(record("b.mp4"), clips(rng, 3))
+    _, header = VectorIndex.load(lib.vectors_path)
+    assert header.generation < lib.catalog.generation()
+    assert lib.vectors().ntotal == 7
+    _, header = VectorIndex.load(lib.vectors_path)
+    assert header.generation == lib.catalog.generation() and header.ntotal == 7
+    # foreign: another index's file
+    other = Library.create(tmp_path / "other", settings())
+    other.catalog.store_video(record("x.mp4"), clips(rng, 2))
+    other.vectors()
+    other.close()
+    os.replace(tmp_path / "other" / "vectors.faiss", lib.vectors_path)
+    lib._vectors = None
+    assert lib.vectors().ntotal == 7
+    # truncated
+    data = lib.vectors_path.read_bytes()
+    lib.vectors_path.write_bytes(data[: len(data) // 2])
+    lib._vectors = None
+    assert sorted(lib.vectors().ids()) == list(range(1, 8))
+
+
+def test_reader_never_writes_vectors_file(tmp_path, lib):
+    rng = np.random.default_rng(4)
+    lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    root = lib.root
+    lib.close()
+    with Library.open(root) as reader:
+        assert reader.vectors().ntotal == 3
+    assert not (root / "vectors.faiss").exists()
+
+
+def test_search_matches_brute_force_and_empty_index_is_safe():
+    rng = np.random.default_rng(5)
+    empty = VectorIndex.empty(DIM)
+    scores, ids = empty.search(unit(rng, 2), 5)
+    assert (ids == -1).all()
+    lims, _, _ = empty.range_search(unit(rng, 2), 0.5)
+    assert list(lims) == [0, 0, 0]
+    data = unit(rng, 200)
+    vi = VectorIndex.empty(DIM)
+    vi.add(np.arange(100, 300), data)
+    q = unit(rng, 10)
+    scores, ids = vi.search(q, 5)
+    exact = np.argsort(-(q @ data.T), axis=1)[:, :5] + 100
+    np.testing.assert_array_equal(ids, exact)
+    vi.remove(range(100, 150))
+    _, ids = vi.search(q, 5)
+    assert ids.min() >= 150
+
+
+def test_hnsw_cannot_remove_so_tombstones_filter(tmp_path):
+    rng = np.random.default_rng(6)
+    data = unit(rng, 50)
+    vi = VectorIndex.empty(DIM, "HNSW16,Flat")
+    vi.add(np.arange(50), data)
+    vi.remove([0, 1, 2])
+    assert vi.tombstones == {0, 1, 2} and vi.ntotal == 47
+    _, ids = vi.search(data[:3], 3)
+    assert not set(ids.ravel()) & {0, 1, 2}
+    lims, _, rids = vi.range_search(data[:3], 0.99)
+    assert not set(rids) & {0, 1, 2}
+    vi.save(tmp_path / "v.faiss", 1, "uid")
+    back, header = VectorIndex.load(tmp_path / "v.faiss")
+    assert back.tombstones == {0, 1, 2} and header.spec == "HNSW16,Flat"
+
+
+def test_second_writer_refused_with_holder_and_lock_freed_on_close(tmp_path):
+    root = tmp_path / "idx"
+    first = Library.create(root, settings())
+    with pytest.raises(IndexLockedError, match=f"pid {os.getpid()}"):
+        Library.open(root, writable=True)
+    with Library.open(root) as reader:  # readers need no lock
+        assert reader.catalog.generation() == 0
+    first.close()
+    Library.open(root, writable=True).close()
+
+
+def test_reader_snapshot_does_not_see_a_later_commit(lib):
+    rng = np.random.default_rng(7)
+    lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
+    with lib.catalog.read() as s:
+        before = lib.catalog.clip_count(s)
+        lib.catalog.store_video(record("b.mp4"), clips(rng, 3))  # another connection commits meanwhile
+        assert lib.catalog.clip_count(s) == before == 2
+        assert lib.catalog.generation(s) == 1
+    with lib.catalog.read() as s:
+        assert lib.catalog.clip_count(s) == 5

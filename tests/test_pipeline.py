@@ -212,3 +212,52 @@ def test_api_index_and_remove(tmp_path, lib_copy, encoder):
     b, copy = videos[str(lib_copy / "b.mp4")][0], videos[str(lib_copy / "b-copy.mp4")][0]
     assert len(clips[copy]) == len(clips[b]) and not set(clips[copy]) & set(clips[b])
     assert_faiss_matches_catalog(idx)
+
+
+def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    odd = [b"with space.mp4", "unicodé ü 映像.mp4".encode(), b"shell $(rm -rf x); 'q' \"d\" `b`.mp4", b"bad\xffbyte.mp4"]
+    for name in odd:
+        shutil.copy(library_videos / "b.mp4", os.fsencode(folder) + b"/" + name)
+        with open(os.fsencode(folder) + b"/" + name, "ab") as f:
+            f.write(name)  # distinct content, so none is an identical copy of another
+    idx = tmp_path / "idx"
+    r = index(folder, idx, tiny_model)
+    assert r.exit_code == 0, r.output
+    assert "indexed 4" in r.output
+    con = sqlite3.connect(idx / "catalog.sqlite")
+    stored = sorted(os.path.basename(p) for (p,) in con.execute("select path from videos where status='indexed'"))
+    con.close()
+    assert stored == sorted(odd)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(8):
+        write_video(folder / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=200 + i)
+    idx = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "vidsearch.cli", "index", str(folder), "--index", str(idx), "--model", str(tiny_model),
+           "--workers", "2", "--batch-size", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if len(catalog_state(idx)[0]) >= 1:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    videos, clips = catalog_state(idx)
+    assert 1 <= len(videos) < 8 and all(len(c) == 3 for c in clips.values())
+    assert_faiss_matches_catalog(idx)  # the FAISS file was saved on the way out
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(catalog_state(idx)[0]) == 8

@@ -243,6 +243,9 @@ def _probe_header(path: str) -> _Header:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
                 raise DecodeError(path, "no video stream (audio-only or not a video)")
+            demuxer = container.format.name
+            if demuxer == "image2" or demuxer.endswith("_pipe"):
+                raise DecodeError(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             codec = stream.codec_context.name
@@ -291,6 +294,10 @@ class DecordReader(VideoReader):
     """decord backend: random access per window, the reader reset after each window."""
 
     def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1):
+        if header.rotation % 360:
+            # decord rotates frames itself, but only where its bundled FFmpeg reads the display
+            # matrix (MP4 yes, Matroska no), so the orientation it returns is not known here
+            raise DecodeError(path, f"decord cannot read rotated ({header.rotation}°) video reliably; use PyAV")
         import torch  # noqa: F401  (decord must come after torch)
         import decord
 
@@ -409,6 +416,14 @@ def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
     return times
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decord_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -434,7 +449,11 @@ def open_video(
     frame_size = frame_size or FrameSize()
     header = _probe_header(path)
     use_decord = backend == "decord" or (
-        backend == "auto" and header.codec not in DECORD_UNSUPPORTED_CODECS and _decord_available()
+        backend == "auto"
+        and header.codec not in DECORD_UNSUPPORTED_CODECS
+        and not header.rotation % 360
+        and _utf8(path)  # decord's C API takes UTF-8 names only; PyAV takes any file name
+        and _decord_available()
     )
     if use_decord:
         try:

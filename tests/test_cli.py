@@ -113,3 +113,33 @@ def test_error_exit_codes(indexed, tmp_path, tiny_model):
     assert not (tmp_path / "new" / "manifest.json").exists()
     r = run("remove", tmp_path / "nothing.mp4", "--index", idx)
     assert r.exit_code == 8
+
+
+def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model):
+    videos = tmp_path / "videos"
+    shutil.copytree(library_videos, videos)
+    transcode(videos / "a.mp4", videos / "a-reencoded.mp4")
+    transcode(videos / "b.mp4", videos / "b-small.mp4", size=(96, 96), codec="mpeg4")
+    idx = tmp_path / "idx"
+    assert run("index", videos, "--index", idx, "--model", tiny_model, "--workers", 2).exit_code == 0
+    # before calibration, dupes says it uses the default threshold
+    r = CliRunner().invoke(cli, ["dupes", "--index", str(idx), "--format", "json"])
+    assert "default threshold" in r.stderr
+    r = run("calibrate", "--index", idx, "--sample", 10, "--json")
+    assert r.exit_code == 0, r.output
+    cal = json.loads(r.output[r.output.index("{"):])
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert manifest["duplicate_threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
+    assert manifest["calibration"]["negatives"] == cal["negatives"] > 0
+    assert cal["positives"] > 0 and 0 <= cal["recall"] <= 1 and cal["fpr"] <= cal["target_fpr"]
+    out = json.loads(run("dupes", "--index", idx, "--format", "json", "--groups").output)
+    assert out["threshold_source"] == "calibrated" and out["threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
+    groups = [sorted(os.path.basename(v["path"]) for v in g["videos"]) for g in out["groups"]]
+    assert sorted(groups) == [["a-reencoded.mp4", "a.mp4"], ["b-small.mp4", "b.mp4"]]
+    pairs = json.loads(run("dupes", "--index", idx, "--format", "json").output)["pairs"]
+    assert all(p["relation"] == "same" for p in pairs) and len(pairs) == 2
+    csv_out = run("dupes", "--index", idx, "--format", "csv").output.splitlines()
+    assert csv_out[0].startswith("a,b,score") and len(csv_out) == 3
+    # a VSC export of the same index
+    r = run("export", tmp_path / "d.npz", "--index", idx)
+    assert r.exit_code == 0 and "descriptors" in r.output

@@ -255,6 +255,140 @@ def remove_cmd(paths, index_dir):
     click.echo(f"removed {len(removed)} video(s)")
 
 
+def _pair_json(p) -> dict:
+    return {
+        "a": p.a, "b": p.b, "a_duration": round(p.a_duration, 3), "b_duration": round(p.b_duration, 3),
+        "score": round(p.score, 5), "similarity": round(p.similarity, 5), "relation": p.relation,
+        "a_covered": round(p.a_covered, 4), "b_covered": round(p.b_covered, 4),
+        "segments": [
+            {"a_start": round(s.q_start, 3), "a_end": round(s.q_end, 3), "b_start": round(s.r_start, 3),
+             "b_end": round(s.r_end, 3), "similarity": round(s.similarity, 5), "clips": s.matches}
+            for s in p.segments
+        ],
+    }
+
+
+@cli.command("dupes")
+@index_option
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
+              help="Clip similarity threshold [default: the calibrated one, else 0.90].")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
+              help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
+@click.pass_context
+@_handle_errors
+def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
+    """Find near-duplicate videos across the library (pairs, or --groups)."""
+    from vidsearch.api import open_library
+    from vidsearch.search.duplicates import find_duplicates
+
+    with open_library(index_dir) as lib:
+        report = find_duplicates(lib, threshold, min_seconds)
+    if report.threshold_source == "default":
+        click.echo(f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
+                   "to this model and library", err=True)
+    if fmt == "json":
+        body = {"schema_version": JSON_SCHEMA_VERSION, "threshold": report.threshold,
+                "threshold_source": report.threshold_source, "min_seconds": report.min_seconds}
+        if groups:
+            body["groups"] = [
+                {"original": g.original, "videos": [{"path": p, "duration": round(d, 3)} for p, d in g.videos]}
+                for g in report.groups()
+            ]
+        else:
+            body["pairs"] = [_pair_json(p) for p in report.pairs]
+        click.echo(json.dumps(body, indent=2))
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        if groups:
+            w.writerow(["group", "path", "duration", "original"])
+            for i, g in enumerate(report.groups(), 1):
+                for p, d in g.videos:
+                    w.writerow([i, p, f"{d:.3f}", int(p == g.original)])
+        else:
+            w.writerow(["a", "b", "score", "similarity", "relation", "a_covered", "b_covered",
+                        "a_start", "a_end", "b_start", "b_end"])
+            for p in report.pairs:
+                s = p.segments[0]
+                w.writerow([p.a, p.b, f"{p.score:.5f}", f"{p.similarity:.5f}", p.relation, f"{p.a_covered:.4f}",
+                            f"{p.b_covered:.4f}", f"{s.q_start:.3f}", f"{s.q_end:.3f}", f"{s.r_start:.3f}", f"{s.r_end:.3f}"])
+        click.echo(buf.getvalue(), nl=False)
+    elif groups:
+        found = report.groups()
+        click.echo(f"{len(found)} duplicate group(s) at threshold {report.threshold:g} ({report.threshold_source})")
+        for i, g in enumerate(found, 1):
+            click.echo(f"group {i}: {len(g.videos)} videos")
+            for p, d in g.videos:
+                click.echo(f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}")
+        if found:
+            click.echo("(* the longest video, likely the original)")
+    else:
+        click.echo(f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})")
+        for p in report.pairs:
+            click.echo(f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
+                       f"{p.b_covered:.0%} of b")
+            for s in p.segments:
+                click.echo(f"         a [{_fmt_time(s.q_start)}-{_fmt_time(s.q_end)}] <-> b "
+                           f"[{_fmt_time(s.r_start)}-{_fmt_time(s.r_end)}]  similarity {s.similarity:.3f}")
+
+
+@cli.command("calibrate")
+@index_option
+@model_options
+@click.option("--sample", default=50, show_default=True, type=click.IntRange(2), help="Videos to sample.")
+@click.option("--clips-per-video", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--target-fpr", default=0.001, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="False-positive rate to hold among unrelated nearest-neighbour clips.")
+@click.option("--max-seconds", default=600.0, show_default=True, type=click.FloatRange(min=1), help="Time budget.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@json_option
+@_handle_errors
+def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, as_json):
+    """Fit the duplicate threshold to this model and library; stored in the manifest."""
+    from vidsearch.api import open_library
+    from vidsearch.indexer.embed import load_encoder
+    from vidsearch.search.calibrate import calibrate
+
+    with open_library(index_dir, writable=True) as lib:
+        encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
+        cal = calibrate(lib, encoder, sample=sample, clips_per_video=clips_per_video, target_fpr=target_fpr,
+                        max_seconds=max_seconds, seed=seed, say=lambda m: click.echo(m, err=True))
+    f = cal.figures()
+    if as_json:
+        click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **f}, indent=2))
+        return
+    click.echo(f"threshold {f['threshold']} (stored in the manifest)")
+    click.echo(f"  positives (augmented copies): {f['positives']}, quantiles {f['positive_quantiles']}")
+    click.echo(f"  negatives (unrelated nearest clips): {f['negatives']}, quantiles {f['negative_quantiles']}")
+    click.echo(f"  at the threshold: recall {f['recall']:.3f}, false-positive rate {f['fpr']:.4f} "
+               f"(target {f['target_fpr']:g}); {f['videos']} videos, {f['clips']} clips, {f['seconds']}s")
+    for note in f["notes"]:
+        click.echo(f"  note: {note}")
+
+
+@cli.command("export")
+@click.argument("out", type=click.Path(dir_okay=False))
+@index_option
+@click.option("--format", "fmt", type=click.Choice(["vsc", "npz", "parquet"]), default="vsc", show_default=True)
+@click.option("--only", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File listing the videos to export (paths or file stems, one a line).")
+@click.option("--dim", type=click.IntRange(1), default=None, help="Reduce with PCA fitted on the exported set (VSC: 512).")
+@_handle_errors
+def export_cmd(out, index_dir, fmt, only, dim):
+    """Write clip descriptors to OUT: VSC 2022 descriptor npz, plain npz, or parquet."""
+    from vidsearch.api import open_library
+    from vidsearch.storage.export import export
+
+    with open_library(index_dir) as lib:
+        n = export(lib, out, fmt, only, dim)
+    click.echo(f"wrote {n} descriptors to {out}")
+
+
 def main() -> None:
     cli(prog_name="vidsearch")
 

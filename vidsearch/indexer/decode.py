@@ -111,21 +111,25 @@ def plan_clips(
     times = np.asarray(frame_times, dtype=np.float64)
     if times.ndim != 2 or times.shape[1] != 2 or len(times) == 0:
         raise ValueError(f"frame_times must be a non-empty (N, 2) array, got shape {times.shape}")
-    starts = times[:, 0]
     duration = float(times[-1, 1])
-    plans = []
-    for i, (s, e) in enumerate(window_starts(duration, clip_seconds, hop_seconds)):
-        sample_t = s + np.arange(num_frames) * (e - s) / num_frames
-        idx = np.clip(np.searchsorted(starts, sample_t + _EPS, side="right") - 1, 0, len(starts) - 1)
-        plans.append(
-            ClipPlan(
-                index=i,
-                start_s=float(times[idx[0], 0]),
-                end_s=float(times[idx[-1], 1]),
-                frame_indices=tuple(int(x) for x in idx),
-            )
-        )
-    return plans
+    return [
+        plan_window(times, s, e, num_frames, index=i)
+        for i, (s, e) in enumerate(window_starts(duration, clip_seconds, hop_seconds))
+    ]
+
+
+def plan_window(frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, index: int = 0) -> ClipPlan:
+    """The clip of window [start_s, end_s): frame j is the one on screen at start + j·(end − start)/num_frames."""
+    times = np.asarray(frame_times, dtype=np.float64)
+    starts = times[:, 0]
+    sample_t = start_s + np.arange(num_frames) * (end_s - start_s) / num_frames
+    idx = np.clip(np.searchsorted(starts, sample_t + _EPS, side="right") - 1, 0, len(starts) - 1)
+    return ClipPlan(
+        index=index,
+        start_s=float(times[idx[0], 0]),
+        end_s=float(times[idx[-1], 1]),
+        frame_indices=tuple(int(x) for x in idx),
+    )
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
@@ -345,13 +349,18 @@ class PyAVReader(VideoReader):
             with av.open(path, metadata_errors="ignore") as container:
                 stream = container.streams.video[0]
                 tb = float(stream.time_base)
-                pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
+                packets = sorted(
+                    (p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None and p.size > 0
+                )
         except av.error.FFmpegError as exc:
             raise DecodeError(path, f"cannot read packets ({_short(exc)})") from exc
-        if not pts:
+        if not packets:
             raise DecodeError(path, "video stream has no frames")
-        starts = np.asarray(pts, dtype=np.float64) * tb
-        ends = np.append(starts[1:], starts[-1] + (1.0 / header.fps if header.fps else 0.04))
+        starts = np.asarray([pts for pts, _ in packets], dtype=np.float64) * tb
+        # the container's duration for the last frame, as decord reads it: 1/fps drifts from it by
+        # the timestamps' rounding, enough to plan one more window than decord does
+        last = packets[-1][1] * tb or (1.0 / header.fps if header.fps else 0.04)
+        ends = np.append(starts[1:], starts[-1] + last)
         self.frame_times = _normalise_times(np.stack([starts, ends], axis=1), header.fps)
         self.info = _info(path, header, self.frame_times, "pyav")
 

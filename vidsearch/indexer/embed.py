@@ -245,6 +245,11 @@ def _unavailable(model: str, exc: Exception) -> ModelUnavailableError:
             f"cannot load the VideoMAE checkpoint in {model}: {exc}. The folder should hold config.json "
             "and model weights as written by save_pretrained."
         )
+    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
+        return ModelUnavailableError(
+            f"no checkpoint folder at {model}. Pass a folder that holds config.json and model weights "
+            "(as written by save_pretrained), or a hub id such as MCG-NJU/videomae-large."
+        )
     return ModelUnavailableError(
         f"model {model!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
         f"Download it once on a machine with network access (`hf download {model}`, or any "
@@ -269,6 +274,8 @@ def load_encoder(
     torch_dtype = resolve_dtype(dtype, device)
     try:
         config_path = cached_file(model, "config.json", revision=revision)
+        if config_path is None:  # what cached_file returns for a local folder without the file
+            raise FileNotFoundError("it has no config.json")
         with open(config_path) as f:
             raw_config = json.load(f)
     except (OSError, ValueError) as exc:

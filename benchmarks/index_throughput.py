@@ -1,0 +1,174 @@
+"""Indexing throughput, side by side in one run, on the same videos and the same model.
+
+1. model-only: the encoder on clips already decoded and preprocessed, at vidsearch's default
+   dtype (the ceiling for this machine);
+2. vidsearch end to end: ``index_paths`` into a fresh index, with the model already loaded
+   (without start-up), and the ``vidsearch index`` command in a new process (with start-up
+   and model load);
+3. the straightforward way, from the model card: decord ``get_batch`` at full resolution per
+   clip, transformers' image processor, one clip per forward pass, fp32.
+
+Usage: python benchmarks/index_throughput.py [VIDEO_DIR] [--model PATH] [--skip-naive] [--skip-cli]
+Defaults: ../shared/videos when present; a VideoMAE-large-shaped random-init model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+
+def large_shaped_checkpoint(folder: Path, layers: int) -> Path:
+    """A random-init checkpoint shaped like MCG-NJU/videomae-large (weights are random: say so)."""
+    import json
+
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    torch.manual_seed(0)
+    config = VideoMAEConfig(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=16,
+                            intermediate_size=4096, use_mean_pooling=False, initializer_range=0.2)
+    VideoMAEModel(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_normalize": True, "do_rescale": True,
+        "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2,
+        "rescale_factor": 1 / 255, "size": {"shortest_edge": 224},
+    }))
+    return folder
+
+
+def videos_in(folder: Path) -> list[Path]:
+    from vidsearch.indexer.discover import discover
+
+    return [Path(v.path) for v in discover([folder])]
+
+
+def decoded_clips(paths, encoder, clip_seconds=2.0, hop_seconds=2.0):
+    from vidsearch.indexer.decode import iter_clips, open_video, plan_clips
+
+    out = []
+    pp = encoder.settings.preprocessing
+    for p in paths:
+        with open_video(p, pp.frame_size()) as r:
+            plans = plan_clips(r.frame_times, encoder.settings.num_frames, clip_seconds, hop_seconds)
+            out += [(c, (r.info.width, r.info.height), p, plans[c.index]) for c in iter_clips(r, plans)]
+    return out
+
+
+def model_only(encoder, clips, batch_size) -> float:
+    import torch
+
+    pixels = torch.stack([encoder.preprocess(c.frames, size) for c, size, _, _ in clips])
+    encoder.embed_pixels(pixels[:1])  # warm-up
+    t = time.perf_counter()
+    for i in range(0, len(pixels), batch_size):
+        encoder.embed_pixels(pixels[i : i + batch_size])
+    return len(clips) / (time.perf_counter() - t)
+
+
+def naive(model_dir: Path, clips) -> tuple[float, np.ndarray]:
+    """The model-card way: full-resolution decord get_batch, the image processor, fp32, one clip a pass."""
+    import torch
+    import decord
+    from transformers import VideoMAEModel
+    from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil
+
+    processor = VideoMAEImageProcessorPil.from_pretrained(model_dir)
+    model = VideoMAEModel.from_pretrained(model_dir).eval()
+    vectors = []
+    t = time.perf_counter()
+    for _, _, path, plan in clips:
+        vr = decord.VideoReader(str(path))
+        frames = vr.get_batch(list(plan.frame_indices)).asnumpy()
+        inputs = processor(list(frames), return_tensors="pt")
+        with torch.no_grad():
+            v = model(**inputs).last_hidden_state.mean(1)
+        vectors.append(torch.nn.functional.normalize(v, dim=-1)[0].numpy())
+    return len(clips) / (time.perf_counter() - t), np.stack(vectors)
+
+
+def main() -> None:
+    default_dir = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("videos", nargs="?", type=Path, default=default_dir)
+    ap.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: random VideoMAE-large shape)")
+    ap.add_argument("--layers", type=int, default=24, help="layers of the random model (24 = large)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--skip-cli", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from vidsearch.indexer.embed import load_encoder
+    from vidsearch.indexer.pipeline import IndexOptions, default_workers, index_paths
+
+    tmp = Path(tempfile.mkdtemp(prefix="vidsearch-bench-"))
+    model_dir = args.model or large_shaped_checkpoint(tmp / "model", args.layers)
+    paths = videos_in(args.videos)
+    encoder = load_encoder(str(model_dir), args.device)
+    print(f"videos: {len(paths)} in {args.videos}; model: {model_dir}{' (random weights)' if not args.model else ''}")
+    print(f"device: {encoder.device}, dtype: {str(encoder.dtype).removeprefix('torch.')}, torch threads: {torch.get_num_threads()}, "
+          f"cpus: {os.cpu_count()}")
+    clips = decoded_clips(paths, encoder)
+    print(f"clips: {len(clips)}")
+
+    rows = []
+    mo = model_only(encoder, clips, args.batch_size)
+    rows.append(("model-only (decoded + preprocessed clips)", mo))
+
+    workers = args.workers or default_workers()
+    opts = IndexOptions(batch_size=args.batch_size, workers=workers, device=args.device)
+    t = time.perf_counter()
+    summary = index_paths(tmp / "idx-api", [args.videos], opts, encoder=encoder)
+    e2e = summary.clips / (time.perf_counter() - t)
+    rows.append((f"vidsearch end to end, model loaded ({workers} workers)", e2e))
+
+    if not args.skip_cli:
+        cmd = [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(args.videos), "--index", str(tmp / "idx-cli"),
+               "--model", str(model_dir), "--batch-size", str(args.batch_size), "--workers", str(workers),
+               "--device", args.device]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        rows.append(("vidsearch index command, with start-up + model load", summary.clips / (time.perf_counter() - t)))
+
+    if not args.skip_naive:
+        nv, naive_vecs = naive(Path(model_dir), clips)
+        rows.append(("straightforward (full-res get_batch, image processor, fp32, 1 clip/pass)", nv))
+        ours = encoder.embed([c.frames for c, *_ in clips[:4]], [s for _, s, *_ in clips[:4]])
+        cos = np.sum(ours * naive_vecs[:4], axis=1)
+        print(f"cosine, vidsearch ({str(encoder.dtype).removeprefix('torch.')}) vs straightforward fp32, first 4 clips: "
+              f"min {cos.min():.5f} (random weights)")
+
+    print()
+    print(f"{'method':<75} {'clips/s':>9} {'x model-only':>13}")
+    for name, rate in rows:
+        print(f"{name:<75} {rate:9.3f} {rate / mo:13.2f}")
+    if not args.skip_naive:
+        print(f"\nend to end (model loaded) / straightforward: {e2e / nv:.2f}x")
+    if str(encoder.device) == "cpu" and encoder.dtype == torch.float32:
+        bf = load_encoder(str(model_dir), "cpu", "bfloat16")
+        pix = torch.stack([encoder.preprocess(c.frames, s) for c, s, *_ in clips[:4]])
+        t = time.perf_counter()
+        vb = bf.embed_pixels(pix)
+        tb = time.perf_counter() - t
+        t = time.perf_counter()
+        vf = encoder.embed_pixels(pix)
+        tf = time.perf_counter() - t
+        print(f"bf16 autocast vs fp32 on this CPU: {tf / tb:.2f}x faster, cosine min {np.sum(vb * vf, axis=1).min():.5f} "
+              "(random weights; this CPU has no native bf16, so auto stays fp32)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Near-duplicate pairs and groups on planted embeddings (exact answers known), and the export."""
+
+import numpy as np
+import pytest
+
+from vidsearch.indexer.embed import EncoderSettings, Preprocessing
+from vidsearch.search.duplicates import DuplicatePair, find_duplicates, group_pairs
+from vidsearch.storage.catalog import ClipRecord, VideoRecord
+from vidsearch.storage.library import Library
+
+DIM = 32
+HOP = 2.0
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+class Planter:
+    def __init__(self, seed=0):
+        self.rng = np.random.default_rng(seed)
+
+    def random(self, n):
+        return unit(self.rng.standard_normal((n, DIM)))
+
+    def noisy(self, vecs, sim=0.97):
+        """Vectors at cosine ~``sim`` from ``vecs``."""
+        noise = unit(self.rng.standard_normal(vecs.shape))
+        noise -= np.sum(noise * vecs, axis=1, keepdims=True) * vecs
+        noise = unit(noise)
+        return unit(sim * vecs + np.sqrt(1 - sim**2) * noise)
+
+
+def store(lib, name, vecs, duration=None, starts=None):
+    n = len(vecs)
+    starts = starts if starts is not None else [HOP * i for i in range(n)]
+    duration = duration if duration is not None else starts[-1] + 2.0
+    clips = [ClipRecord(s, s + 2.0, v) for s, v in zip(starts, vecs)]
+    lib.catalog.store_video(VideoRecord(name.encode(), 1, 1, name, duration_s=duration), clips)
+
+
+@pytest.fixture
+def planted(tmp_path):
+    settings = EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing())
+    lib = Library.create(tmp_path / "idx", settings)
+    p = Planter(0)
+    orig = p.random(10)  # 20 s
+    store(lib, "/orig.mp4", orig)
+    store(lib, "/trim.mp4", p.noisy(orig[2:6]))  # orig 4-12 s, re-timed to 0-8 s
+    store(lib, "/long.mp4", np.concatenate([p.random(5), p.noisy(orig[0:5]), p.random(5)]))  # orig 0-10 s at 10-20 s
+    shared1, shared2 = p.random(3), p.random(3)
+    store(lib, "/x.mp4", np.concatenate([shared1, p.random(4), shared2]))  # shares 0-6 s and 14-20 s with y
+    store(lib, "/y.mp4", np.concatenate([p.random(2), p.noisy(shared1), p.random(3), p.noisy(shared2), p.random(2)]))
+    u1 = p.random(6)
+    u2 = p.random(6)
+    u2[3] = p.noisy(u1[1:2], 0.95)[0]  # one clip above the threshold by chance
+    store(lib, "/u1.mp4", u1)
+    store(lib, "/u2.mp4", u2)
+    s1 = p.random(2)
+    store(lib, "/s1.mp4", s1, duration=3.0, starts=[0.0, 1.0])  # 3-second videos: clips [0,2) and [1,3)
+    store(lib, "/s2.mp4", p.noisy(s1), duration=3.0, starts=[0.0, 1.0])
+    yield lib
+    lib.close()
+
+
+def by_names(report):
+    return {tuple(sorted((p.a, p.b))): p for p in report.pairs}
+
+
+def test_planted_pairs_exactly(planted):
+    report = find_duplicates(planted, threshold=0.9)
+    pairs = by_names(report)
+    assert set(pairs) == {
+        ("/orig.mp4", "/trim.mp4"), ("/long.mp4", "/orig.mp4"), ("/long.mp4", "/trim.mp4"),
+        ("/x.mp4", "/y.mp4"), ("/s1.mp4", "/s2.mp4"),
+    }
+    assert report.threshold_source == "given"
+
+    trim = pairs[("/orig.mp4", "/trim.mp4")]
+    seg = trim.segments[0]
+    assert (seg.q_start, seg.q_end, seg.r_start, seg.r_end, seg.matches) == (4.0, 12.0, 0.0, 8.0, 4)
+    assert trim.relation == "b in a" and trim.b_covered == pytest.approx(1.0) and trim.a_covered == pytest.approx(0.4)
+
+    contained = pairs[("/long.mp4", "/orig.mp4")]
+    seg = contained.segments[0]
+    assert (seg.q_start, seg.q_end, seg.r_start, seg.r_end) == (0.0, 10.0, 10.0, 20.0)  # orig is video a (lower id)
+    assert contained.a_covered == pytest.approx(0.5) and contained.b_covered == pytest.approx(10 / 30)
+
+    two = pairs[("/x.mp4", "/y.mp4")]
+    assert sorted((s.q_start, s.q_end, s.r_start, s.r_end) for s in two.segments) == [
+        (0.0, 6.0, 4.0, 10.0), (14.0, 20.0, 16.0, 22.0)
+    ]
+    assert two.a_covered == pytest.approx(12 / 20)
+
+    short = pairs[("/s1.mp4", "/s2.mp4")]
+    assert short.segments[0].length == pytest.approx(3.0) and short.relation == "same"
+
+
+def test_min_seconds_and_threshold(planted):
+    pairs = by_names(find_duplicates(planted, threshold=0.9, min_seconds=7.0))
+    assert set(pairs) == {("/orig.mp4", "/trim.mp4"), ("/long.mp4", "/orig.mp4")}
+    assert find_duplicates(planted, threshold=0.999).pairs == []
+
+
+def test_groups_union_find_with_longest_first(planted):
+    groups = find_duplicates(planted, threshold=0.9).groups()
+    assert [[p for p, _ in g.videos] for g in groups] == [
+        ["/long.mp4", "/orig.mp4", "/trim.mp4"], ["/s1.mp4", "/s2.mp4"], ["/y.mp4", "/x.mp4"],  # y (26 s) is longer
+    ]
+    assert groups[0].original == "/long.mp4"
+
+
+def test_group_pairs_chains_transitively():
+    def pair(a, b):
+        return DuplicatePair(a, b, float(len(a)), float(len(b)), 1.0, 1.0, (), 1.0, 1.0)
+
+    groups = group_pairs([pair("a", "bb"), pair("ccc", "dddd"), pair("bb", "ccc"), pair("x", "yy")])
+    assert [[p for p, _ in g.videos] for g in groups] == [["dddd", "ccc", "bb", "a"], ["yy", "x"]]
+
+
+def test_default_and_calibrated_threshold(planted):
+    from vidsearch.search.duplicates import DEFAULT_THRESHOLD
+
+    r = find_duplicates(planted)
+    assert (r.threshold, r.threshold_source) == (DEFAULT_THRESHOLD, "default")
+    planted.update_manifest(duplicate_threshold=0.999)
+    r = find_duplicates(planted)
+    assert (r.threshold, r.threshold_source, r.pairs) == (0.999, "calibrated", [])
+
+
+def test_vsc_export_loads_without_pickle(planted, tmp_path):
+    from vidsearch.storage.export import export
+
+    out = tmp_path / "desc.npz"
+    n = export(planted, out, "vsc")
+    data = np.load(out, allow_pickle=False)
+    assert set(data.files) == {"video_ids", "features", "timestamps"}
+    assert n == 10 + 4 + 15 + 10 + 13 + 6 + 6 + 2 + 2
+    assert data["features"].shape == (n, DIM) and data["features"].dtype == np.float32
+    assert data["timestamps"].shape == (n, 2) and data["video_ids"].dtype.kind == "U"
+    # rows of a video are contiguous and its timestamps match the catalog
+    ids = data["video_ids"]
+    order = [ids[0]] + [b for a, b in zip(ids[:-1], ids[1:]) if a != b]
+    assert order == ["long", "orig", "s1", "s2", "trim", "u1", "u2", "x", "y"]
+    rows = np.nonzero(ids == "s1")[0]
+    np.testing.assert_allclose(data["timestamps"][rows], [[0, 2], [1, 3]])
+    assert np.all(np.diff(rows) == 1)
+    only = tmp_path / "queries.txt"
+    only.write_text("trim\n/s2.mp4\n")
+    n = export(planted, tmp_path / "q.npz", "vsc", only=only)
+    q = np.load(tmp_path / "q.npz", allow_pickle=False)
+    assert n == 6 and set(q["video_ids"]) == {"trim", "s2"}
+    n = export(planted, tmp_path / "pca.npz", "vsc", dim=8)
+    f = np.load(tmp_path / "pca.npz")["features"]
+    assert f.shape == (68, 8)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-5)
+    n = export(planted, tmp_path / "raw.npz", "npz")
+    raw = np.load(tmp_path / "raw.npz", allow_pickle=False)
+    assert "/orig.mp4" in set(raw["paths"]) and raw["features"].shape == (68, DIM)

@@ -1,0 +1,126 @@
+"""Export clip descriptors: the VSC 2022 descriptor format, plain npz, or parquet.
+
+VSC (facebookresearch/vsc2022, ``vsc/storage.py``) loads ``np.load(f, allow_pickle=False)`` with
+``video_ids`` (one per row, rows of a video contiguous), ``features`` (float32 N×D) and
+``timestamps`` (N×2 start/end seconds).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from vidsearch.errors import VideoNotFoundError
+from vidsearch.storage.atomic import atomic_write_bytes
+from vidsearch.storage.catalog import STATUS_INDEXED, ClipRow, Video, decode_embeddings
+from vidsearch.storage.library import Library
+
+
+@dataclass(frozen=True)
+class Descriptors:
+    paths: np.ndarray  # (N,) str, the video path of each row
+    video_ids: np.ndarray  # (N,) fixed-width unicode
+    features: np.ndarray  # (N, D) float32
+    timestamps: np.ndarray  # (N, 2) float32
+
+
+def _read_only_list(path: str | os.PathLike) -> set[str]:
+    """Names in a file, one a line: absolute paths, paths relative to the list, or file stems."""
+    entries = set()
+    base = Path(path).parent
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entries.add(line)
+            entries.add(str((base / line).resolve()) if not os.path.isabs(line) else line)
+    return entries
+
+
+def collect(lib: Library, only: str | os.PathLike | None = None, id_by: str = "stem") -> Descriptors:
+    """Every indexed clip (optionally of the listed videos), in (video, time) order."""
+    wanted = _read_only_list(only) if only else None
+    with lib.catalog.read() as session:
+        videos = session.execute(
+            select(Video.id, Video.path).where(Video.status == STATUS_INDEXED).order_by(Video.path)
+        ).all()
+        paths, ids, feats, times = [], [], [], []
+        for vid, raw in videos:
+            path = os.fsdecode(raw)
+            stem = Path(path).stem
+            if wanted is not None and not ({path, stem, Path(path).name} & wanted):
+                continue
+            rows = session.execute(
+                select(ClipRow.start_s, ClipRow.end_s, ClipRow.embedding).where(ClipRow.video_id == vid)
+                .order_by(ClipRow.start_s, ClipRow.id)
+            ).all()
+            if not rows:
+                continue
+            feats.append(decode_embeddings([r[2] for r in rows], lib.manifest.encoder.dim))
+            times.append(np.array([[r[0], r[1]] for r in rows], dtype=np.float32))
+            paths += [path] * len(rows)
+            ids += [stem if id_by == "stem" else path] * len(rows)
+    if wanted is not None and not paths:
+        raise VideoNotFoundError(f"none of the videos listed in {only} is indexed")
+    dim = lib.manifest.encoder.dim
+    return Descriptors(
+        paths=np.array(paths, dtype=str),
+        video_ids=np.array(ids, dtype=str),
+        features=np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
+        timestamps=np.concatenate(times) if times else np.zeros((0, 2), np.float32),
+    )
+
+
+def pca_reduce(features: np.ndarray, dim: int) -> np.ndarray:
+    """PCA fitted on the exported set itself, then L2-normalised (the VSC descriptor track allowed 512-d)."""
+    if dim >= features.shape[1]:
+        return features
+    if len(features) < dim:
+        raise ValueError(f"PCA to {dim} dimensions needs at least {dim} clips; the export has {len(features)}")
+    import faiss
+
+    pca = faiss.PCAMatrix(features.shape[1], dim)
+    pca.train(np.ascontiguousarray(features, dtype=np.float32))
+    out = pca.apply(np.ascontiguousarray(features, dtype=np.float32))
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def export(lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLike | None = None, dim: int | None = None) -> int:
+    """Write descriptors to ``out`` (atomically); returns the number of rows."""
+    d = collect(lib, only, id_by="stem" if fmt == "vsc" else "path")
+    feats = pca_reduce(d.features, dim) if dim else d.features
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    if fmt == "vsc":
+        data = _npz_bytes(video_ids=d.video_ids, features=feats, timestamps=d.timestamps)
+    elif fmt == "npz":
+        data = _npz_bytes(paths=d.paths, features=feats, timestamps=d.timestamps)
+    elif fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("parquet export needs pyarrow: pip install 'vidsearch[parquet]'") from None
+        import io
+
+        table = pa.table({
+            "path": d.paths.tolist(), "start_s": d.timestamps[:, 0], "end_s": d.timestamps[:, 1],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), feats.shape[1]),
+        })
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        data = buf.getvalue()
+    else:
+        raise ValueError(f"export format must be vsc, npz or parquet; got {fmt!r}")
+    atomic_write_bytes(out, [data])
+    return len(feats)

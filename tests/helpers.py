@@ -69,7 +69,7 @@ def write_video(
         if codec == "libx264":
             stream.options = {"crf": "18", "preset": "ultrafast", "g": "25"}
         if rotation is not None:
-            stream.metadata["rotate"] = str(rotation)
+            stream.set_display_rotation(rotation)
         source = frames if frames is not None else (f for _, f in scene_frames(seed, seconds, fps, width, height))
         for arr in source:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")

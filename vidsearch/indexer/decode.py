@@ -182,6 +182,8 @@ class VideoReader:
 
     info: VideoInfo
     frame_times: np.ndarray
+    #: set when the file holds less than its header declares (a truncated file)
+    truncation: str | None = None
 
     def __init__(self, path: str, header: "_Header", frame_size: FrameSize):
         self.path = path
@@ -231,6 +233,7 @@ class _Header:
     height: int
     rotation: int
     fps: float
+    declared_s: float | None = None
 
 
 def _probe_header(path: str) -> _Header:
@@ -258,12 +261,17 @@ def _probe_header(path: str) -> _Header:
             except StopIteration:
                 raise DecodeError(path, "video stream has no decodable frames") from None
             rate = stream.average_rate or stream.guessed_rate or 0
+            if stream.duration and stream.time_base:
+                declared = float(stream.duration * stream.time_base)
+            else:
+                declared = container.duration / 1e6 if container.duration else None
             return _Header(
                 codec=codec,
                 width=frame.width,
                 height=frame.height,
                 rotation=int(frame.rotation or 0),
                 fps=float(rate) if rate else 0.0,
+                declared_s=declared,
             )
     except DecodeError:
         raise
@@ -464,14 +472,20 @@ def open_video(
         and _utf8(path)  # decord's C API takes UTF-8 names only; PyAV takes any file name
         and _decord_available()
     )
+    reader: VideoReader | None = None
     if use_decord:
         try:
-            return DecordReader(path, header, frame_size, num_threads)
+            reader = DecordReader(path, header, frame_size, num_threads)
         except DecodeError as exc:
             if backend == "decord":
                 raise
             log.debug("decord failed on %s (%s); trying PyAV", path, exc.reason)
-    return PyAVReader(path, header, frame_size, num_threads)
+    reader = reader or PyAVReader(path, header, frame_size, num_threads)
+    read = reader.info.duration_s
+    if header.declared_s and header.declared_s - read > max(1.0, 0.05 * header.declared_s):
+        # a truncated download: the header promises more than the stream holds
+        reader.truncation = f"{path}: only {read:.1f}s of the {header.declared_s:.1f}s its header declares could be read; indexed that part"
+    return reader
 
 
 def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[str] | None = None) -> Iterator[Clip]:
@@ -480,6 +494,10 @@ def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[st
 
     Raises DecodeError when not even the first clip can be read.
     """
+    if reader.truncation:
+        log.warning("%s", reader.truncation)
+        if warnings is not None:
+            warnings.append(reader.truncation)
     try:
         yield from reader.read_clips(plans)
     except _Truncated as exc:

@@ -326,6 +326,8 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
     summary.indexed += 1
     summary.clips += len(records)
     summary.warnings.extend(job.warnings)
+    for w in job.warnings:  # workers do not log: the parent says it
+        log.warning("%s", w)
     if job.planned and job.done < job.planned:
         log.info("%s: %d of %d clips decoded", job.file.path, job.done, job.planned)
 

@@ -143,3 +143,26 @@ def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model
     # a VSC export of the same index
     r = run("export", tmp_path / "d.npz", "--index", idx)
     assert r.exit_code == 0 and "descriptors" in r.output
+
+
+def test_reindex_pins_and_unpins_the_index_type(tmp_path, library_videos, tiny_model):
+    videos = tmp_path / "videos"
+    shutil.copytree(library_videos, videos)
+    idx = tmp_path / "idx"
+    assert run("index", videos, "--index", idx, "--model", tiny_model, "--workers", 1).exit_code == 0
+    before = json.loads(run("search", videos / "a.mp4", "--index", idx, "--json", "--include-self").output)
+    r = run("reindex", "--index", idx, "--spec", "HNSW16,Flat")
+    assert r.exit_code == 0 and "rebuilt HNSW16,Flat (pinned) over 10 clips" in r.output
+    st = json.loads(run("stats", "--index", idx, "--json").output)
+    assert (st["index_type"], st["index_type_pinned"]) == ("HNSW16,Flat", True)
+    after = json.loads(run("search", videos / "a.mp4", "--index", idx, "--json", "--include-self").output)
+    assert [x["path"] for x in after["queries"][0]["results"]] == [x["path"] for x in before["queries"][0]["results"]]
+    # removal from HNSW is by tombstone: the removed video's clips never come back
+    assert run("remove", videos / "b.mp4", "--index", idx).exit_code == 0
+    after = json.loads(run("search", videos / "b.mp4", "--index", idx, "--json", "--include-self").output)
+    assert str(videos / "b.mp4") not in [x["path"] for x in after["queries"][0]["results"]]
+    r = run("reindex", "--index", idx, "--auto")
+    assert r.exit_code == 0 and "rebuilt IDMap2,Flat (chosen by size) over 7 clips" in r.output
+    r = run("reindex", "--index", idx, "--spec", "Bogus99")
+    assert r.exit_code == 1 and "not a FAISS index factory string" in r.output
+    assert json.loads(run("stats", "--index", idx, "--json").output)["index_type"] == "IDMap2,Flat"

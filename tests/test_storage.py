@@ -227,3 +227,59 @@ def test_reader_snapshot_does_not_see_a_later_commit(lib):
         assert lib.catalog.generation(s) == 1
     with lib.catalog.read() as s:
         assert lib.catalog.clip_count(s) == 5
+
+
+def test_index_type_chosen_by_size_with_hysteresis():
+    from vidsearch.storage.vectors import DEFAULT_SPEC, choose_spec, should_switch
+
+    assert choose_spec(150_000) == DEFAULT_SPEC
+    assert choose_spec(1_000_000) == "IVF1024,SQ8"
+    assert choose_spec(4_000_000) == "IVF2048,SQ8"
+    assert should_switch(DEFAULT_SPEC, 250_000) and not should_switch(DEFAULT_SPEC, 150_000)
+    assert not should_switch("IVF512,SQ8", 150_000)  # hysteresis: not back to exact just below the limit
+    assert should_switch("IVF512,SQ8", 50_000)
+    assert not should_switch("IVF512,SQ8", 1_000_000) and should_switch("IVF256,SQ8", 4_000_000)
+
+
+def clustered(rng, n, dim=DIM, centres=40):
+    c = unit(rng, centres, dim)
+    v = c[rng.integers(0, centres, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_path, monkeypatch):
+    import vidsearch.storage.vectors as vectors_mod
+
+    monkeypatch.setattr(vectors_mod, "EXACT_LIMIT", 1000)
+    rng = np.random.default_rng(8)
+    lib = Library.create(tmp_path / "idx", settings(dim=32))
+    data = clustered(rng, 4000, 32)
+    for v in range(200):
+        lib.catalog.store_video(record(f"v{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])])
+    assert lib.switch_index_type() is True
+    m = lib.manifest
+    assert m.faiss_spec == "IVF64,SQ8" and not m.faiss_pinned
+    assert m.faiss_params["recall_at_10"] >= 0.97 and m.faiss_params["nprobe"] >= 1
+    vi = lib.vectors()
+    assert vi.spec == "IVF64,SQ8" and vi.params["nprobe"] == m.faiss_params["nprobe"]
+    queries = data[rng.choice(len(data), 200, replace=False)] + 0.2 * rng.standard_normal((200, 32)).astype(np.float32) / np.sqrt(32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)  # unseen clips from the library's distribution
+    _, found = vi.search(queries, 10)
+    with lib.catalog.read() as s:
+        ids, vecs = zip(*lib.catalog.iter_embeddings(s, 32))
+    ids, vecs = np.concatenate(ids), np.concatenate(vecs)
+    exact = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
+    recall = np.mean([len(np.intersect1d(f, e)) / 10 for f, e in zip(found, exact)])
+    assert recall >= 0.95
+    # the saved file carries the tuned nprobe; a reader gets it back
+    lib.close()
+    with Library.open(tmp_path / "idx") as reader:
+        assert reader.vectors().params["nprobe"] == m.faiss_params["nprobe"]
+    # a pinned type is never switched automatically
+    with Library.open(tmp_path / "idx", writable=True) as writer:
+        writer.switch_index_type("IDMap2,Flat")
+        assert writer.manifest.faiss_pinned and writer.switch_index_type() is False
+        assert writer.vectors().spec == "IDMap2,Flat"
+        with pytest.raises(ValueError, match="not a FAISS index factory string"):
+            writer.switch_index_type("NoSuchIndex42")
+        assert writer.manifest.faiss_spec == "IDMap2,Flat"

@@ -255,6 +255,32 @@ def remove_cmd(paths, index_dir):
     click.echo(f"removed {len(removed)} video(s)")
 
 
+@cli.command("reindex")
+@index_option
+@click.option("--spec", default=None, help="Pin a FAISS index factory string, e.g. 'IVF1024,SQ8' or 'HNSW32,Flat'.")
+@click.option("--auto", "auto", is_flag=True, help="Unpin: let the index size choose the type again.")
+@_handle_errors
+def reindex_cmd(index_dir, spec, auto):
+    """Rebuild the FAISS index from the catalog (optionally of another type)."""
+    from vidsearch.api import open_library
+
+    if spec and auto:
+        raise click.UsageError("give --spec or --auto, not both")
+    with open_library(index_dir, writable=True) as lib:
+        if auto:
+            lib.update_manifest(faiss_pinned=False)
+            if not lib.switch_index_type():
+                lib.rebuild_vectors()
+        elif spec:
+            lib.switch_index_type(spec)
+        else:
+            lib.rebuild_vectors()
+        m = lib.manifest
+        n = lib.vectors().ntotal
+    click.echo(f"rebuilt {m.faiss_spec} ({'pinned' if m.faiss_pinned else 'chosen by size'}) over {n} clips"
+               + (f"; {m.faiss_params}" if m.faiss_params else ""))
+
+
 def _pair_json(p) -> dict:
     return {
         "a": p.a, "b": p.b, "a_duration": round(p.a_duration, 3), "b_duration": round(p.b_duration, 3),

@@ -210,6 +210,7 @@ def index_paths(
     summary = IndexSummary()
     lib, encoder = _open_or_create(index_dir, opts, encoder)
     run_id = None
+    completed = False
     try:
         run_id = lib.catalog.start_run()
         report = DiscoveryReport()
@@ -219,10 +220,13 @@ def index_paths(
         work = _plan_work(lib, files, opts, summary)
         if work:
             _run(lib, encoder, work, opts, summary)
+        completed = True
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         try:
+            if completed:
+                lib.switch_index_type()  # exact while small; approximate and tuned past a size
             lib.save_vectors()
             if run_id is not None:
                 lib.catalog.finish_run(

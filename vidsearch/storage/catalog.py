@@ -255,6 +255,20 @@ class Catalog:
             yield ids, decode_embeddings([r[1] for r in rows], dim)
             last = int(ids[-1])
 
+    def sample_embeddings(self, session: Session, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``n`` clips drawn evenly at random (by a seeded hash of the id), with their vectors."""
+        table = ClipRow.__table__
+        total = self.clip_count(session)
+        if total <= n:
+            ids, vecs = zip(*self.iter_embeddings(session, dim)) if total else ((), ())
+            if not ids:
+                return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+            return np.concatenate(ids), np.concatenate(vecs)
+        rng = np.random.default_rng(seed)
+        all_ids = np.fromiter(session.scalars(select(table.c.id)), dtype=np.int64, count=total)
+        pick = np.sort(rng.choice(all_ids, size=n, replace=False))
+        return self.embeddings_by_ids(session, pick.tolist(), dim)
+
     def clip_ids_of(self, session: Session, video_id: int) -> list[int]:
         return list(session.scalars(select(ClipRow.id).where(ClipRow.video_id == video_id).order_by(ClipRow.id)))
 

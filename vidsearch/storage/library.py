@@ -26,11 +26,14 @@ from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLoc
 from vidsearch.indexer.embed import EncoderSettings, Preprocessing
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.catalog import Catalog
-from vidsearch.storage.vectors import DEFAULT_SPEC, VectorFileError, VectorIndex
+from vidsearch.storage.vectors import DEFAULT_SPEC, VectorFileError, VectorIndex, exact_knn, should_switch, tune, choose_spec
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: Vectors an IVF index is trained on, and held-out queries its nprobe is tuned with.
+TRAIN_SAMPLE = 100_000
+TUNE_QUERIES = 500
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
 VECTORS = "vectors.faiss"
@@ -54,6 +57,7 @@ class Manifest:
     index_uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     faiss_spec: str = DEFAULT_SPEC
     faiss_pinned: bool = False
+    faiss_params: dict = field(default_factory=dict)
     duplicate_threshold: float | None = None
     calibration: dict | None = None
     format_version: int = FORMAT_VERSION
@@ -75,7 +79,7 @@ class Manifest:
             "preprocessing": enc.preprocessing.to_dict(),
             "clip_seconds": self.clips.clip_seconds,
             "hop_seconds": self.clips.hop_seconds,
-            "faiss": {"spec": self.faiss_spec, "pinned": self.faiss_pinned},
+            "faiss": {"spec": self.faiss_spec, "pinned": self.faiss_pinned, "params": self.faiss_params},
             "duplicate_threshold": self.duplicate_threshold,
             "calibration": self.calibration,
         }
@@ -104,6 +108,7 @@ class Manifest:
                 index_uid=d["index_uid"],
                 faiss_spec=d["faiss"]["spec"],
                 faiss_pinned=bool(d["faiss"].get("pinned", False)),
+                faiss_params=dict(d["faiss"].get("params") or {}),
                 duplicate_threshold=d.get("duplicate_threshold"),
                 calibration=d.get("calibration"),
                 format_version=version,
@@ -259,15 +264,62 @@ class Library:
         return self.rebuild_vectors()
 
     def rebuild_vectors(self) -> VectorIndex:
-        """Build the FAISS index from the catalog in one snapshot (and save it, as a writer)."""
+        """Build the FAISS index from the catalog in one snapshot (and save it, as a writer).
+
+        An index type that needs training is trained on a random sample of the catalog, and its
+        search parameters are tuned for recall against exact search on held-out clips.
+        """
         dim = self.manifest.encoder.dim
+        spec = self.manifest.faiss_spec
         with self.catalog.read() as session:
             generation = self.catalog.generation(session)
-            vi = VectorIndex.from_chunks(self.catalog.iter_embeddings(session, dim), dim, self.manifest.faiss_spec)
+            vi = VectorIndex.empty(dim, spec)
+            if vi.needs_training:
+                _, sample = self.catalog.sample_embeddings(session, TRAIN_SAMPLE, dim)
+                try:
+                    vi.train(sample)
+                except RuntimeError as exc:  # too few clips yet for this type: exact until there are
+                    log.warning("%s: cannot train %s on %d clips (%s); searching exactly for now",
+                                self.root, spec, len(sample), str(exc).strip().splitlines()[-1])
+                    vi = VectorIndex.empty(dim, DEFAULT_SPEC)
+            for ids, vecs in self.catalog.iter_embeddings(session, dim):
+                vi.add(ids, vecs)
+            params = {}
+            if vi.spec != DEFAULT_SPEC and vi.ntotal > TUNE_QUERIES:
+                qids, queries = self.catalog.sample_embeddings(session, TUNE_QUERIES, dim, seed=1)
+                truth = exact_knn(queries, self.catalog.iter_embeddings(session, dim), 11)
+                params = tune(vi, queries, qids, truth)
+                log.info("%s: tuned %s for %d clips: %s", self.root, spec, vi.ntotal, params)
+        if params:
+            vi.set_params(params)
         self._vectors, self._vectors_generation = vi, generation
         if self.writable:
+            if params != self.manifest.faiss_params:
+                self.update_manifest(faiss_params=params)
             self.save_vectors()
         return vi
+
+    def switch_index_type(self, spec: str | None = None) -> bool:
+        """Pin ``spec`` (rebuilding), or with None let the size choose when the type is not pinned.
+
+        Returns whether the index was rebuilt.
+        """
+        self._require_writer()
+        if spec is not None:
+            VectorIndex.empty(self.manifest.encoder.dim, spec)  # a bad factory string fails here
+            self.update_manifest(faiss_spec=spec, faiss_pinned=True, faiss_params={})
+        else:
+            if self.manifest.faiss_pinned:
+                return False
+            with self.catalog.read() as session:
+                n = self.catalog.clip_count(session)
+            if not should_switch(self.manifest.faiss_spec, n):
+                return False
+            log.info("%s: %d clips; switching the index type from %s to %s", self.root, n,
+                     self.manifest.faiss_spec, choose_spec(n))
+            self.update_manifest(faiss_spec=choose_spec(n), faiss_params={})
+        self.rebuild_vectors()
+        return True
 
     def save_vectors(self) -> None:
         """Write the in-memory index (kept in step with this writer's commits) to disk."""

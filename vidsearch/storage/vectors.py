@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,41 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"VSFAISS1"
 DEFAULT_SPEC = "IDMap2,Flat"
+#: Below this many clips, search is exact; above it, an IVF index tuned for recall.
+EXACT_LIMIT = 200_000
+#: Recall@10 against exact search that tuning aims for (the target is 0.95; this leaves a margin).
+TARGET_RECALL = 0.97
+
+
+def choose_spec(n: int) -> str:
+    """The index type for ``n`` clips: exact while small, then IVF with 8-bit scalar codes.
+
+    SQ8 keeps recall close to exact search at a quarter of the memory; the number of lists
+    grows with the square root of the size (1M clips → 1024 lists).
+    """
+    if n < EXACT_LIMIT:
+        return DEFAULT_SPEC
+    nlist = 2 ** int(round(np.log2(np.sqrt(n))))
+    return f"IVF{nlist},SQ8"
+
+
+def should_switch(current: str, n: int) -> bool:
+    """Whether an automatic (not pinned) index of type ``current`` should change at ``n`` clips.
+
+    With hysteresis, so that an index near a boundary is not rebuilt back and forth.
+    """
+    want = choose_spec(n)
+    if want == current:
+        return False
+    if current == DEFAULT_SPEC:
+        return True
+    if want == DEFAULT_SPEC:
+        return n < EXACT_LIMIT // 2
+    m_cur, m_want = re.match(r"IVF(\d+)", current), re.match(r"IVF(\d+)", want)
+    if not (m_cur and m_want):
+        return True
+    ratio = int(m_want.group(1)) / int(m_cur.group(1))
+    return ratio >= 4 or ratio <= 0.25
 
 
 @dataclass(frozen=True)
@@ -32,6 +68,7 @@ class VectorHeader:
     spec: str
     ntotal: int
     tombstones: tuple[int, ...] = ()
+    params: dict = field(default_factory=dict)
 
 
 class VectorFileError(Exception):
@@ -52,13 +89,34 @@ class VectorIndex:
     dim: int
     spec: str = DEFAULT_SPEC
     tombstones: set[int] = field(default_factory=set)
+    params: dict = field(default_factory=dict)
 
     @classmethod
     def empty(cls, dim: int, spec: str = DEFAULT_SPEC) -> "VectorIndex":
         faiss = _faiss()
         native_ids = spec.startswith("IVF") or spec.startswith("IDMap")
         factory = spec if native_ids else f"IDMap2,{spec}"
-        return cls(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT), dim, spec)
+        try:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ValueError(f"not a FAISS index factory string: {spec!r} ({str(exc).strip().splitlines()[-1]})") from exc
+        return cls(index, dim, spec)
+
+    @property
+    def needs_training(self) -> bool:
+        return not self.index.is_trained
+
+    def train(self, vectors: np.ndarray) -> None:
+        self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def set_params(self, params: dict) -> None:
+        """Search parameters (e.g. ``{"nprobe": 16}``), applied with FAISS's ParameterSpace."""
+        faiss = _faiss()
+        ps = faiss.ParameterSpace()
+        for name, value in params.items():
+            if name in ("nprobe", "efSearch"):
+                ps.set_index_parameter(self.index, name, value)
+        self.params = dict(params)
 
     @classmethod
     def from_chunks(cls, chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, spec: str = DEFAULT_SPEC) -> "VectorIndex":
@@ -81,7 +139,7 @@ class VectorIndex:
         if not len(ids):
             return
         if not self.index.is_trained:
-            self.index.train(vectors)
+            raise ValueError(f"a {self.spec} index must be trained before vectors are added")
         self.index.add_with_ids(vectors, ids)
 
     def remove(self, ids: Iterable[int]) -> None:
@@ -153,7 +211,7 @@ class VectorIndex:
         faiss = _faiss()
         header = VectorHeader(
             generation=generation, index_uid=index_uid, dim=self.dim, spec=self.spec,
-            ntotal=int(self.index.ntotal), tombstones=tuple(sorted(self.tombstones)),
+            ntotal=int(self.index.ntotal), tombstones=tuple(sorted(self.tombstones)), params=self.params,
         )
         blob = json.dumps(header.__dict__).encode()
         payload = faiss.serialize_index(self.index)
@@ -179,4 +237,58 @@ class VectorIndex:
             raise VectorFileError(f"damaged ({exc})") from exc
         if int(index.ntotal) != header.ntotal or int(index.d) != header.dim:
             raise VectorFileError("header does not match the index it holds")
-        return cls(index, header.dim, header.spec, set(header.tombstones)), header
+        vi = cls(index, header.dim, header.spec, set(header.tombstones))
+        vi.set_params(header.params)
+        return vi, header
+
+
+def exact_knn(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """Exact top-``k`` ids (inner product) of ``queries`` over streamed (ids, vectors) chunks."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for ids, vecs in chunks:
+        s = queries @ np.ascontiguousarray(vecs, dtype=np.float32).T
+        all_s = np.concatenate([best_s, s], axis=1)
+        all_i = np.concatenate([best_i, np.broadcast_to(ids, s.shape)], axis=1)
+        top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+    order = np.argsort(-best_s, axis=1)
+    return np.take_along_axis(best_i, order, 1)
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each row of ``truth`` (ignoring -1) that ``found`` also holds."""
+    hits = total = 0
+    for f, t in zip(found, truth):
+        t = t[t >= 0]
+        hits += len(np.intersect1d(f, t))
+        total += len(t)
+    return hits / total if total else 1.0
+
+
+def tune(vi: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, k: int = 10,
+         target: float = TARGET_RECALL) -> dict:
+    """Smallest ``nprobe`` whose recall@k (each query's own id left out) reaches ``target``.
+
+    ``truth`` is the exact top-(k+1) per query. Returns the parameters with the recall measured.
+    """
+    faiss = _faiss()
+    try:
+        nlist = faiss.extract_index_ivf(vi.index).nlist
+    except RuntimeError:
+        return {}
+    truth = np.array([[i for i in row if i != q][:k] for row, q in zip(truth, query_ids)])
+    params, recall = {}, 0.0
+    nprobe = 1
+    while True:
+        vi.set_params({"nprobe": nprobe})
+        _, found = vi.search(queries, k + 1)
+        found = np.array([[i for i in row if i != q][:k] for row, q in zip(found, query_ids)])
+        recall = recall_at(found, truth)
+        params = {"nprobe": nprobe, "recall_at_10": round(recall, 4), "tuned_on": int(len(queries))}
+        if recall >= target or nprobe >= nlist:
+            break
+        nprobe = min(nlist, nprobe * 2)
+    vi.set_params(params)
+    return params

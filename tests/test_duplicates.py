@@ -158,3 +158,16 @@ def test_vsc_export_loads_without_pickle(planted, tmp_path):
     n = export(planted, tmp_path / "raw.npz", "npz")
     raw = np.load(tmp_path / "raw.npz", allow_pickle=False)
     assert "/orig.mp4" in set(raw["paths"]) and raw["features"].shape == (68, DIM)
+
+
+def test_partitioned_candidates_find_the_same_pairs_as_exact(planted, monkeypatch):
+    import vidsearch.search.duplicates as dup
+
+    exact = by_names(find_duplicates(planted, threshold=0.9))
+    monkeypatch.setattr(dup, "EXACT_CANDIDATES_LIMIT", 10)  # 68 clips: k-means cells instead of all pairs
+    cells = dup._partitions(Planter(1).random(68).astype(np.float16), DIM)
+    assert len(cells) > 1
+    approx = by_names(find_duplicates(planted, threshold=0.9))
+    assert set(approx) == set(exact)
+    for key, pair in exact.items():
+        assert approx[key].segments[0] == pair.segments[0]

@@ -1,7 +1,8 @@
 """Library-wide near-duplicate pairs and groups.
 
-Every clip's neighbours above the clip-similarity threshold (FAISS range search, or k-NN where
-the index type has no range search, in batches) give candidate video pairs; each pair is
+Every clip's neighbours above the clip-similarity threshold give candidate video pairs: all
+pairs of clips while the library is small, then pairs within overlapping k-means cells (FAISS),
+in blocks so memory stays bounded; each pair is
 aligned in time with the code that search uses; a pair is reported when its best aligned
 segment is long enough and its mean similarity is above the threshold. Connected pairs form
 groups (union-find). The cost grows with the number of clips and their close neighbours, not
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.90
 #: A video covered at least this much by the matched segments is "contained" in the other.
 CONTAINED_SHARE = 0.8
+#: Up to this many clips, candidates come from comparing every clip with every other (exact).
+EXACT_CANDIDATES_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -108,34 +111,58 @@ def resolve_threshold(lib: Library, threshold: float | None) -> tuple[float, str
     return DEFAULT_THRESHOLD, "default"
 
 
-def clip_pairs(lib: Library, table: ClipTable, threshold: float, batch: int = 4096, k: int = 64) -> dict[tuple[int, int], np.ndarray]:
+def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
+    """Row groups to compare within: one group (exact) while small, else overlapping k-means cells.
+
+    Each clip joins the cells of its two nearest centroids, so two clips similar enough to be
+    near-duplicates almost always share a cell; comparing only within cells makes the cost
+    about n·√n instead of n².
+    """
+    import faiss
+
+    n = len(vectors)
+    if n <= EXACT_CANDIDATES_LIMIT:
+        return [np.arange(n)]
+    nlist = 2 ** int(round(np.log2(np.sqrt(n))))
+    rng = np.random.default_rng(0)
+    sample = vectors[np.sort(rng.choice(n, size=min(n, 30 * nlist), replace=False))].astype(np.float32)
+    km = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=1)
+    km.train(sample)
+    cells = np.empty((n, 2), dtype=np.int64)
+    for i in range(0, n, 65536):
+        _, cells[i : i + 65536] = km.index.search(vectors[i : i + 65536].astype(np.float32), 2)
+    rows = np.repeat(np.arange(n), 2)
+    flat = cells.ravel()
+    order = np.argsort(flat, kind="stable")
+    cuts = np.nonzero(np.diff(flat[order]))[0] + 1
+    log.info("comparing %d clips within %d overlapping cells", n, nlist)
+    return np.split(rows[order], cuts)
+
+
+def clip_pairs(lib: Library, table: ClipTable, threshold: float, block: int = 2048) -> dict[tuple[int, int], np.ndarray]:
     """Matches between clips of different videos above ``threshold``, keyed by (video a, video b), a < b.
 
     Each value is an (M, 3) array: row of a's clip, row of b's clip, similarity (each clip pair
-    once, with its best similarity). Memory grows with the number of such matches, not with
-    the number of video pairs.
+    once, with its best similarity). Similarities are computed in blocks (matrix products), so
+    memory stays bounded by the block size and the number of matches.
     """
-    vi = lib.vectors()
     dim = lib.manifest.encoder.dim
-    parts = []
+    vectors = np.empty((len(table.ids), dim), dtype=np.float16)  # float16: half the memory
     with lib.catalog.read() as session:
-        for ids, vecs in lib.catalog.iter_embeddings(session, dim, chunk=batch):
-            rows = table.lookup(ids)
-            try:
-                lims, sims, nbrs = vi.range_search(vecs, threshold)
-                owner = np.repeat(np.arange(len(ids)), np.diff(lims))
-            except RuntimeError:  # HNSW and some others have no range search: k-NN, then filter
-                d, i = vi.search(vecs, k)
-                keep = (i >= 0) & (d >= threshold)
-                owner = np.nonzero(keep)[0]
-                sims, nbrs = d[keep], i[keep]
-            qrows, nrows = rows[owner], table.lookup(nbrs)
-            ok = (nrows >= 0) & (qrows >= 0)
-            qrows, nrows, sims = qrows[ok], nrows[ok], sims[ok]
-            ok = table.video[qrows] != table.video[nrows]
-            qrows, nrows, sims = qrows[ok], nrows[ok], sims[ok]
-            swap = table.video[qrows] > table.video[nrows]  # orient every pair as (lower video id, higher)
-            parts.append(np.stack([np.where(swap, nrows, qrows), np.where(swap, qrows, nrows), sims], axis=1))
+        for ids, vecs in lib.catalog.iter_embeddings(session, dim):
+            vectors[table.lookup(ids)] = vecs
+    parts = []
+    for members in _partitions(vectors, dim):
+        x = vectors[members].astype(np.float32)
+        vids = table.video[members]
+        for i in range(0, len(members), block):
+            s = x[i : i + block] @ x.T
+            qi, nj = np.nonzero(s >= threshold)
+            keep = (nj > qi + i) & (vids[qi + i] != vids[nj])  # each unordered pair once, across videos
+            qi, nj = qi[keep], nj[keep]
+            a, b = members[qi + i], members[nj]
+            swap = table.video[a] > table.video[b]  # orient every pair as (lower video id, higher)
+            parts.append(np.stack([np.where(swap, b, a), np.where(swap, a, b), s[qi, nj]], axis=1))
     if not parts:
         return {}
     m = np.concatenate(parts)

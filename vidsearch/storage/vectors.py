@@ -175,6 +175,9 @@ class VectorIndex:
 
     def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lims, scores, ids) as FAISS gives them: neighbours of query j are [lims[j], lims[j+1])."""
+        if "HNSW" in self.spec or "NSG" in self.spec:
+            # FAISS has no range search for graph indexes, and its error there aborts the process
+            raise RuntimeError(f"a {self.spec} index has no range search; use search() with k")
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if len(queries) == 0 or self.ntotal <= 0:
             return np.zeros(len(queries) + 1, dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)

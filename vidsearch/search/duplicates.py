@@ -125,7 +125,7 @@ def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
         return [np.arange(n)]
     nlist = 2 ** int(round(np.log2(np.sqrt(n))))
     rng = np.random.default_rng(0)
-    sample = vectors[np.sort(rng.choice(n, size=min(n, 30 * nlist), replace=False))].astype(np.float32)
+    sample = vectors[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))].astype(np.float32)
     km = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=1)
     km.train(sample)
     cells = np.empty((n, 2), dtype=np.int64)

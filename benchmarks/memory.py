@@ -1,0 +1,106 @@
+"""Peak memory of an index run: a long 1080p video against a short one (decoding must stream).
+
+Writes a 10-second and a 10-minute 1920x1080 H.264 video (textured, moving), indexes each with
+a tiny VideoMAE in a fresh ``vidsearch index`` process, and samples the RSS of the whole process
+tree (the job and its decode workers) every 0.1 s. Prints both peaks and their difference.
+
+Usage: python benchmarks/memory.py [--minutes 10] [--fps 25] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack += children.get(p, [])
+    return total / 2**20
+
+
+def write_1080p(path: Path, seconds: float, fps: int) -> None:
+    import av
+
+    rng = np.random.default_rng(0)
+    tiles = [np.repeat(np.repeat(rng.integers(0, 256, (34, 60, 3), dtype=np.uint8), 32, 0), 32, 1)[:1080, :1920 + 64]
+             for _ in range(8)]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = 1920, 1080, "yuv420p"
+        s.options = {"preset": "ultrafast", "crf": "28", "g": str(fps * 2)}
+        for i in range(int(seconds * fps)):
+            tile = tiles[(i // (fps * 3)) % len(tiles)]  # a new scene every 3 s, panning within it
+            x = (i % (fps * 3)) * 64 // (fps * 3)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(tile[:, x : x + 1920]), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def peak_index_rss(video: Path, model: Path, index: Path) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(video), "--index", str(index),
+           "--model", str(model), "--workers", "1"]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss_mb(proc.pid))
+        time.sleep(0.1)
+    if proc.returncode:
+        raise SystemExit(f"index failed ({proc.returncode}) on {video}")
+    return peak, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--fps", type=int, default=25)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers import make_checkpoint
+
+    tmp = Path(tempfile.mkdtemp(prefix="vidsearch-mem-", dir=args.workdir))
+    model = make_checkpoint(tmp / "model", image_size=224)
+    short, long = tmp / "short.mp4", tmp / "long.mp4"
+    t = time.perf_counter()
+    write_1080p(short, 10, args.fps)
+    write_1080p(long, args.minutes * 60, args.fps)
+    print(f"wrote 10 s and {args.minutes:g} min of 1920x1080 at {args.fps} fps in {time.perf_counter() - t:.0f}s "
+          f"({long.stat().st_size / 1e6:.0f} MB)")
+    p_short, t_short = peak_index_rss(short, model, tmp / "idx-short")
+    p_long, t_long = peak_index_rss(long, model, tmp / "idx-long")
+    print(f"peak RSS, job + decode worker: 10 s video {p_short:.0f} MB ({t_short:.0f}s); "
+          f"{args.minutes:g} min video {p_long:.0f} MB ({t_long:.0f}s); difference {p_long - p_short:+.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

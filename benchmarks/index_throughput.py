@@ -103,16 +103,17 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: random VideoMAE-large shape)")
     ap.add_argument("--layers", type=int, default=24, help="layers of the random model (24 = large)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: vidsearch's (1 on CPU, 32 on GPU)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-cli", action="store_true")
+    ap.add_argument("--skip-bf16", action="store_true", help="skip the bf16-vs-fp32 comparison on CPU")
     args = ap.parse_args()
 
     import torch
 
     from vidsearch.indexer.embed import load_encoder
-    from vidsearch.indexer.pipeline import IndexOptions, default_workers, index_paths
+    from vidsearch.indexer.pipeline import IndexOptions, default_batch_size, default_workers, index_paths
 
     tmp = Path(tempfile.mkdtemp(prefix="vidsearch-bench-"))
     model_dir = args.model or large_shaped_checkpoint(tmp / "model", args.layers)
@@ -122,14 +123,15 @@ def main() -> None:
     print(f"device: {encoder.device}, dtype: {str(encoder.dtype).removeprefix('torch.')}, torch threads: {torch.get_num_threads()}, "
           f"cpus: {os.cpu_count()}")
     clips = decoded_clips(paths, encoder)
-    print(f"clips: {len(clips)}")
+    batch_size = args.batch_size or default_batch_size(encoder.device)
+    print(f"clips: {len(clips)}, batch size {batch_size}")
 
     rows = []
-    mo = model_only(encoder, clips, args.batch_size)
+    mo = model_only(encoder, clips, batch_size)
     rows.append(("model-only (decoded + preprocessed clips)", mo))
 
     workers = args.workers or default_workers()
-    opts = IndexOptions(batch_size=args.batch_size, workers=workers, device=args.device)
+    opts = IndexOptions(batch_size=batch_size, workers=workers, device=args.device)
     t = time.perf_counter()
     summary = index_paths(tmp / "idx-api", [args.videos], opts, encoder=encoder)
     e2e = summary.clips / (time.perf_counter() - t)
@@ -137,7 +139,7 @@ def main() -> None:
 
     if not args.skip_cli:
         cmd = [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(args.videos), "--index", str(tmp / "idx-cli"),
-               "--model", str(model_dir), "--batch-size", str(args.batch_size), "--workers", str(workers),
+               "--model", str(model_dir), "--batch-size", str(batch_size), "--workers", str(workers),
                "--device", args.device]
         t = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -157,7 +159,7 @@ def main() -> None:
         print(f"{name:<75} {rate:9.3f} {rate / mo:13.2f}")
     if not args.skip_naive:
         print(f"\nend to end (model loaded) / straightforward: {e2e / nv:.2f}x")
-    if str(encoder.device) == "cpu" and encoder.dtype == torch.float32:
+    if str(encoder.device) == "cpu" and encoder.dtype == torch.float32 and not args.skip_bf16:
         bf = load_encoder(str(model_dir), "cpu", "bfloat16")
         pix = torch.stack([encoder.preprocess(c.frames, s) for c, s, *_ in clips[:4]])
         t = time.perf_counter()

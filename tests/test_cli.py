@@ -166,3 +166,13 @@ def test_reindex_pins_and_unpins_the_index_type(tmp_path, library_videos, tiny_m
     r = run("reindex", "--index", idx, "--spec", "Bogus99")
     assert r.exit_code == 1 and "not a FAISS index factory string" in r.output
     assert json.loads(run("stats", "--index", idx, "--json").output)["index_type"] == "IDMap2,Flat"
+
+
+def test_environment_variables_give_the_index_and_model(tmp_path, library_videos, tiny_model):
+    env = {"VIDSEARCH_INDEX": str(tmp_path / "env-idx"), "VIDSEARCH_MODEL": str(tiny_model)}
+    r = CliRunner().invoke(cli, ["index", str(library_videos / "a.mp4"), "--workers", "1"], env=env)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "env-idx" / "manifest.json").read_text())
+    assert manifest["model"]["id"] == str(tiny_model)
+    r = CliRunner().invoke(cli, ["stats", "--json"], env=env)
+    assert json.loads(r.output)["videos_indexed"] == 1

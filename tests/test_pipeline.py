@@ -106,7 +106,7 @@ def test_corrupt_and_hanging_files_fail_and_the_rest_is_indexed(tmp_path, lib_co
     with open(lib_copy / "hang.mp4", "ab") as f:
         f.write(b"\0")  # a different fingerprint: not an identical copy of a.mp4
     idx = tmp_path / "idx"
-    env = {"VIDSEARCH_TEST_WORKER_HANG": "hang.mp4"}
+    env = {"VIDSEARCH_FAULT_WORKER": "hang:hang.mp4"}
     r = index(lib_copy, idx, tiny_model, "--timeout", 3, env=env)
     assert r.exit_code == 1
     assert "indexed 3" in r.output and "failed 2" in r.output
@@ -122,6 +122,14 @@ def test_corrupt_and_hanging_files_fail_and_the_rest_is_indexed(tmp_path, lib_co
     assert "indexed 0, skipped 5" in r.output and r.exit_code == 0
     r = index(lib_copy, idx, tiny_model, "--retry-failed", "--timeout", 60)
     assert "indexed 1" in r.output and "failed 1" in r.output  # hang.mp4 decodes now; garbage still fails
+
+
+def test_decoder_crash_fails_that_video_and_a_new_worker_goes_on(tmp_path, lib_copy, tiny_model):
+    idx = tmp_path / "idx"
+    r = index(lib_copy, idx, tiny_model, env={"VIDSEARCH_FAULT_WORKER": "crash:b.mp4"})
+    assert r.exit_code == 1
+    assert "indexed 2" in r.output and "failed 1" in r.output
+    assert f"failed: {lib_copy / 'b.mp4'}: decoder crashed (signal 11)" in r.output
 
 
 def _children(pid):

@@ -92,7 +92,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @index_option
 @model_options
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Clips per encoder batch.")
+@click.option("--batch-size", default=None, type=click.IntRange(1), help="Clips per encoder batch [default: 32 on a GPU, 1 on a CPU].")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Decode worker processes [default: CPU count, at most 8].")
 @click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help="Clip window length [default: 2.0, or the index's].")
 @click.option("--hop-seconds", type=click.FloatRange(min=0.1), default=None, help="Seconds between clip starts [default: clip seconds].")
@@ -279,6 +279,38 @@ def reindex_cmd(index_dir, spec, auto):
         n = lib.vectors().ntotal
     click.echo(f"rebuilt {m.faiss_spec} ({'pinned' if m.faiss_pinned else 'chosen by size'}) over {n} clips"
                + (f"; {m.faiss_params}" if m.faiss_params else ""))
+
+
+@cli.command("verify")
+@index_option
+@click.option("--repair", is_flag=True, help="Rebuild what can be rebuilt (the FAISS file; damaged catalog rows).")
+@json_option
+@click.pass_context
+@_handle_errors
+def verify_cmd(ctx, index_dir, repair, as_json):
+    """Check that the manifest, catalog and FAISS index agree (exit 5 when they do not)."""
+    from vidsearch.storage.verify import verify
+
+    report = verify(index_dir, repair=repair)
+    if as_json:
+        click.echo(json.dumps({
+            "schema_version": JSON_SCHEMA_VERSION, "index": report.index, "ok": report.ok, "counts": report.counts,
+            "problems": [{"part": p.part, "message": p.message, "repairable": p.repairable} for p in report.problems],
+            "repaired": report.repaired,
+        }, indent=2))
+    else:
+        for p in report.problems:
+            click.echo(f"{p.part}: {p.message}{'' if p.repairable else ' (cannot be repaired)'}")
+        for r in report.repaired:
+            click.echo(f"repaired: {r}")
+        if not report.problems:
+            c = report.counts
+            click.echo(f"ok: {c.get('videos', 0)} videos, {c.get('clips', 0)} clips; manifest, catalog and "
+                       "vectors.faiss agree")
+        elif not repair and all(p.repairable for p in report.problems):
+            click.echo("run `vidsearch verify --repair` to fix these")
+    if not report.ok:
+        ctx.exit(5)
 
 
 def _pair_json(p) -> dict:

@@ -56,3 +56,9 @@ class VideoNotFoundError(VidsearchError):
     """A path names no indexed video (search by indexed path, remove)."""
 
     exit_code = 8
+
+
+class StorageError(VidsearchError):
+    """Writing the index failed (disk full, I/O error); what was committed before is kept."""
+
+    exit_code = 9

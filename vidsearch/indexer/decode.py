@@ -21,8 +21,12 @@ log = logging.getLogger(__name__)
 
 #: Codecs decord cannot decode (its bundled FFmpeg predates them); PyAV reads these.
 DECORD_UNSUPPORTED_CODECS = frozenset({"av1", "libdav1d", "libaom-av1"})
+#: decord holds several decoded RGB frames at once: above 4K (8K: 100 MB a frame) PyAV is used.
+DECORD_MAX_PIXELS = 3840 * 2160
 
 _EPS = 1e-6
+#: An uncovered tail shorter than this gets no window of its own (timestamp rounding, not footage).
+_TAIL = 0.05
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def window_starts(duration_s: float, clip_seconds: float, hop_seconds: float) ->
     while start + clip_seconds <= duration_s + _EPS:
         windows.append((start, start + clip_seconds))
         start = round(start + hop_seconds, 9)
-    if windows[-1][1] < duration_s - _EPS:
+    if windows[-1][1] < duration_s - _TAIL:
         windows.append((duration_s - clip_seconds, duration_s))
     return windows
 
@@ -172,8 +176,8 @@ class FrameSize:
         return s, int(s * width / height)
 
 
-#: Decoded pixels held at once while resizing (about 200 MB of RGB).
-_PIXEL_BUDGET = 64_000_000
+#: Decoded pixels held at once while resizing (about 50 MB of RGB: eight 1080p frames, one 8K).
+_PIXEL_BUDGET = 17_000_000
 
 
 class VideoReader:
@@ -253,8 +257,7 @@ def _probe_header(path: str) -> _Header:
             demuxer = container.format.name
             if demuxer == "image2" or demuxer.endswith("_pipe"):
                 raise DecodeError(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream = container.streams.video[0]  # one decoder thread: frame threads each hold a frame
             codec = stream.codec_context.name
             try:
                 frame = next(container.decode(stream))
@@ -422,11 +425,15 @@ class _Truncated(Exception):
 
 
 def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
-    """Shift to start at 0, make monotonic, and give every frame a positive duration."""
+    """Shift to start at 0, sort, and give every frame a positive duration.
+
+    A frame is on screen until the next one starts (decoders' own per-packet durations are
+    the stream's nominal rate, wrong for variable frame rates); the last keeps its own.
+    """
     times = np.array(times, dtype=np.float64, copy=True)
-    times -= times[0, 0]
-    order = np.argsort(times[:, 0], kind="stable")
-    times = times[order]
+    times -= times[:, 0].min()
+    times = times[np.argsort(times[:, 0], kind="stable")]
+    times[:-1, 1] = times[1:, 0]
     fallback = 1.0 / fps if fps and fps > 0 else 0.04
     bad = times[:, 1] <= times[:, 0]
     times[bad, 1] = times[bad, 0] + fallback
@@ -469,6 +476,7 @@ def open_video(
         backend == "auto"
         and header.codec not in DECORD_UNSUPPORTED_CODECS
         and not header.rotation % 360
+        and header.width * header.height <= DECORD_MAX_PIXELS
         and _utf8(path)  # decord's C API takes UTF-8 names only; PyAV takes any file name
         and _decord_available()
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidsearch.faults import fault
 from vidsearch.indexer.decode import Clip, VideoInfo
 from vidsearch.indexer.discover import DiscoveryReport, VideoFile, discover, fingerprint
 from vidsearch.indexer.embed import DEFAULT_MODEL, Encoder, load_encoder
@@ -33,6 +34,12 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
+def default_batch_size(device: str) -> int:
+    """32 clips on a GPU; 1 on a CPU, where batching VideoMAE-L was measured 10% slower than
+    one clip at a time (benchmarks/RESULTS.md)."""
+    return 32 if str(device).startswith("cuda") else 1
+
+
 @dataclass(frozen=True)
 class IndexOptions:
     """Settings of an indexing job. ``None`` means: the index's own, or the default."""
@@ -40,7 +47,7 @@ class IndexOptions:
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 8
+    batch_size: int | None = None
     workers: int = field(default_factory=default_workers)
     clip_seconds: float | None = None
     hop_seconds: float | None = None
@@ -53,7 +60,7 @@ class IndexOptions:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
@@ -189,9 +196,11 @@ def _record(f: VideoFile, info: VideoInfo | None) -> VideoRecord:
 
 
 def _fail(lib: Library, f: VideoFile, reason: str, summary: IndexSummary) -> None:
-    log.error("%s: %s", f.path, reason)
+    _, kept = lib.catalog.store_failure(_record(f, None), reason)
+    if kept:
+        reason += " (the version indexed before is kept)"
+    log.info("failed: %s: %s", f.path, reason)
     summary.failed.append((f.path, reason))
-    lib.catalog.store_failure(_record(f, None), reason)
 
 
 def index_paths(
@@ -248,12 +257,13 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
         backend=opts.backend,
     )
     _estimate(encoder, work, m.clips.hop_seconds)
+    batch_size = opts.batch_size or default_batch_size(encoder.device)
     jobs = {i: job for i, job in enumerate(work)}
     todo = deque(jobs)
     pending: list[tuple[int, int]] = []  # (token, clip index) waiting for the encoder
-    pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s, queue_size=max(4, 2 * opts.batch_size))
+    pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s, queue_size=max(4, 2 * batch_size))
     bar = _progress(len(work), opts.progress)
-    last_save = time.monotonic()
+    last_save = started = time.monotonic()
     try:
         while todo or pool.busy() or pending:
             for wid in pool.idle():
@@ -272,14 +282,15 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     pending.append((token, payload.index))
                 elif kind == DONE:
                     job.done, job.warnings = payload
+                    fault("after_decode")
                 elif kind == ERROR:
                     _fail(lib, job.file, payload, summary)
                     pending = [p for p in pending if p[0] != token]
                     del jobs[token]
                     bar.update(1)
-            if len(pending) >= opts.batch_size or (pending and (msg is None or not pool.busy())):
-                _embed(encoder, jobs, pending[: opts.batch_size], pool, summary)
-                del pending[: opts.batch_size]
+            if len(pending) >= batch_size or (pending and (msg is None or not pool.busy())):
+                _embed(encoder, jobs, pending[:batch_size], pool, summary)
+                del pending[:batch_size]
             for task, reason in pool.reap():
                 if task.token in jobs:
                     _fail(lib, jobs[task.token].file, reason, summary)
@@ -289,7 +300,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
             for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
                 _commit(lib, jobs.pop(token), summary)
                 bar.update(1)
-                bar.set_postfix(clips=summary.clips, refresh=False)
+                rate = summary.clips / max(time.monotonic() - started, 1e-9)
+                bar.set_postfix_str(f"{summary.clips} clips, {rate:.1f} clips/s", refresh=False)
             if time.monotonic() - last_save > SAVE_EVERY_S:
                 lib.save_vectors()
                 last_save = time.monotonic()
@@ -310,11 +322,21 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
     spent = time.monotonic() - t
     summary.embed_seconds += spent
     pool.pause_clock(spent)
+    fault("after_embed")
 
 
 def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
     if job.done == 0:
         _fail(lib, job.file, "no clip could be decoded", summary)
+        return
+    try:
+        st = os.stat(job.file.path)
+        changed = (st.st_size, st.st_mtime_ns) != (job.file.size, job.file.mtime_ns)
+    except FileNotFoundError:
+        _fail(lib, job.file, "file was deleted while it was being indexed", summary)
+        return
+    if changed:  # its clips may mix old and new content: keep none; the next run sees it as changed
+        _fail(lib, job.file, "file changed while it was being indexed; run again to index the new version", summary)
         return
     order = sorted(job.embeddings)
     records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
@@ -343,13 +365,14 @@ def _estimate(encoder: Encoder, work: list[_Job], hop_seconds: float) -> None:
     import av
 
     seconds = 0.0
-    for job in work:
+    sample = work if len(work) <= 200 else [work[i] for i in np.linspace(0, len(work) - 1, 200).astype(int)]
+    for job in sample:  # container headers only: milliseconds a file
         try:
             with av.open(job.file.path, metadata_errors="ignore") as c:
                 seconds += (c.duration or 0) / 1e6
         except Exception:  # unreadable files fail later with their reason
             continue
-    clips = max(len(work), int(seconds / hop_seconds))
+    clips = max(len(work), int(seconds * len(work) / len(sample) / hop_seconds))
     nf, size = encoder.settings.num_frames, encoder.settings.preprocessing
     dummy = np.zeros((nf, size.crop_height, size.crop_width, 3), dtype=np.uint8)
     t = time.monotonic()
@@ -374,7 +397,7 @@ class _NoBar:
     def update(self, n: int = 1) -> None:
         pass
 
-    def set_postfix(self, **kw) -> None:
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
         pass
 
     def close(self) -> None:

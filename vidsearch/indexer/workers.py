@@ -70,13 +70,16 @@ def worker_main(worker_id: int, tasks, results, settings: DecodeSettings, parent
     from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips
 
     frame_size = FrameSize(settings.short_edge, settings.resample)
-    fault = os.environ.get("VIDSEARCH_TEST_WORKER_HANG")
+    # tests: VIDSEARCH_FAULT_WORKER="hang:NAME" or "crash:NAME" makes decoding file NAME hang or segfault
+    fault_kind, _, fault_name = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
     while True:
         task = tasks.get()
         if task is None:
             return
         try:
-            if fault and os.path.basename(task.path) == fault:
+            if fault_name and os.path.basename(task.path) == fault_name:
+                if fault_kind == "crash":
+                    os.kill(os.getpid(), signal.SIGSEGV)
                 time.sleep(3600)
             with open_video(task.path, frame_size, settings.backend, num_threads=1) as reader:
                 plans = plan_clips(reader.frame_times, settings.num_frames, settings.clip_seconds, settings.hop_seconds)

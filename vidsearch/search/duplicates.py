@@ -99,7 +99,7 @@ def load_clip_table(lib: Library, session) -> ClipTable:
     rows = session.execute(
         select(ClipRow.id, ClipRow.video_id, ClipRow.start_s, ClipRow.end_s).order_by(ClipRow.id)
     ).all()
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 4)
     return ClipTable(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3])
 
 
@@ -155,8 +155,9 @@ def clip_pairs(lib: Library, table: ClipTable, threshold: float, block: int = 20
     for members in _partitions(vectors, dim):
         x = vectors[members].astype(np.float32)
         vids = table.video[members]
-        for i in range(0, len(members), block):
-            s = x[i : i + block] @ x.T
+        rows = max(16, min(block, 50_000_000 // len(members)))  # a similarity block stays under ~200 MB
+        for i in range(0, len(members), rows):
+            s = x[i : i + rows] @ x.T
             qi, nj = np.nonzero(s >= threshold)
             keep = (nj > qi + i) & (vids[qi + i] != vids[nj])  # each unordered pair once, across videos
             qi, nj = qi[keep], nj[keep]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidsearch.errors import DecodeError, VideoNotFoundError
-from vidsearch.indexer.decode import iter_clips, open_video, plan_clips
+from vidsearch.indexer.decode import ClipPlan, iter_clips, open_video, plan_clips
 from vidsearch.indexer.embed import Encoder
 from vidsearch.search.align import Match, Segment, align
 from vidsearch.storage.catalog import STATUS_INDEXED, Video
@@ -85,7 +85,7 @@ def embed_query(
         plans = plan_clips(sub, m.encoder.num_frames, m.clips.clip_seconds, m.clips.hop_seconds / 2)
         shift = float(times[first, 0])
         plans = [
-            type(p)(p.index, p.start_s + shift, p.end_s + shift, tuple(i + first for i in p.frame_indices))
+            ClipPlan(p.index, p.start_s + shift, p.end_s + shift, tuple(i + first for i in p.frame_indices))
             for p in plans
         ]
         out_times, vectors, batch = [], [], []

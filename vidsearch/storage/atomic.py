@@ -6,6 +6,8 @@ import os
 import tempfile
 from collections.abc import Iterable
 
+from vidsearch.faults import fault
+
 
 def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) -> None:
     """Replace ``path`` with the concatenated chunks; a crash leaves the old file or the new one."""
@@ -21,6 +23,7 @@ def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes | memoryv
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        fault("in_faiss_save" if path.endswith(".faiss") else "in_atomic_write")
         os.replace(tmp, path)
     except BaseException:
         try:

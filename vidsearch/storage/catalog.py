@@ -30,10 +30,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from vidsearch.errors import CorruptIndexError
+from vidsearch.errors import CorruptIndexError, StorageError
+from vidsearch.faults import fault
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ class Catalog:
         try:
             if create:
                 Base.metadata.create_all(self.engine)
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA quick_check(1)")
+            with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
                 missing = {t for t in Base.metadata.tables} - set(
                     conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
                 )
@@ -216,16 +216,21 @@ class Catalog:
         """One write transaction (BEGIN IMMEDIATE); ``bump`` advances the generation with it."""
         if self.readonly:
             raise RuntimeError("this catalog was opened read-only")
-        with self.engine.connect() as conn:
-            conn.info["write"] = True
-            try:
-                with Session(bind=conn) as session:
-                    with session.begin():
-                        yield session
-                        if bump:
-                            _bump_generation(session)
-            finally:
-                conn.info["write"] = False
+        try:
+            with self.engine.connect() as conn:
+                conn.info["write"] = True
+                try:
+                    with Session(bind=conn) as session:
+                        with session.begin():
+                            yield session
+                            if bump:
+                                _bump_generation(session)
+                finally:
+                    conn.info["write"] = False
+        except DBAPIError as exc:
+            raise StorageError(
+                f"{self.path}: cannot write ({_first_line(exc)}); everything committed before is kept"
+            ) from exc
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -303,9 +308,16 @@ class Catalog:
         with self.write() as session:
             return self._store(session, record, clips, replace_id, STATUS_INDEXED, None)
 
-    def store_failure(self, record: VideoRecord, error: str) -> int:
+    def store_failure(self, record: VideoRecord, error: str) -> tuple[int, bool]:
+        """Record a failed video; an indexed version at the same path is kept, not replaced.
+
+        Returns the row id and whether an indexed version was kept.
+        """
         with self.write() as session:
-            return self._store(session, record, [], None, STATUS_FAILED, error)[0]
+            existing = session.scalar(select(Video).where(Video.path == record.path))
+            if existing is not None and existing.status == STATUS_INDEXED:
+                return existing.id, True
+            return self._store(session, record, [], None, STATUS_FAILED, error)[0], False
 
     def _store(self, session, record, clips, replace_id, status, error):
         old_ids = [v for v in (replace_id,) if v is not None]
@@ -329,6 +341,7 @@ class Catalog:
         ]
         session.add_all(rows)
         session.flush()
+        fault("in_commit")
         return video.id, [r.id for r in rows]
 
     def copy_video(self, source_id: int, record: VideoRecord) -> tuple[int, list[int]]:

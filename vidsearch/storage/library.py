@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from vidsearch import __version__
-from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError, StorageError
 from vidsearch.indexer.embed import EncoderSettings, Preprocessing
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.catalog import Catalog
@@ -169,6 +169,7 @@ class Library:
         if root.exists() and any(p.name not in (LOCK,) for p in root.iterdir()):
             raise IncompatibleIndexError(f"{root} exists and is not an empty folder or a vidsearch index")
         root.mkdir(parents=True, exist_ok=True)
+        warn_if_network_filesystem(root)
         lock_fd = _acquire_lock(root)
         manifest = Manifest(
             encoder=encoder, clips=clips or ClipSettings(),
@@ -191,6 +192,7 @@ class Library:
             manifest = Manifest.from_json(json.loads(path.read_text()), str(path))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CorruptIndexError(f"{path} is not valid JSON ({exc})") from exc
+        warn_if_network_filesystem(root)
         lock_fd = _acquire_lock(root) if writable else None
         try:
             catalog = Catalog(root / CATALOG, readonly=not writable)
@@ -222,7 +224,10 @@ class Library:
 
     def write_manifest(self) -> None:
         self._require_writer()
-        atomic_write_bytes(self.root / MANIFEST, [json.dumps(self.manifest.to_json(), indent=2).encode() + b"\n"])
+        try:
+            atomic_write_bytes(self.root / MANIFEST, [json.dumps(self.manifest.to_json(), indent=2).encode() + b"\n"])
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.root / MANIFEST} ({exc.strerror or exc}); the old one is kept") from exc
 
     def update_manifest(self, **changes) -> None:
         self.manifest = replace(self.manifest, **changes)
@@ -326,7 +331,13 @@ class Library:
         self._require_writer()
         if self._vectors is None:
             return
-        self._vectors.save(self.vectors_path, self._vectors_generation, self.manifest.index_uid)
+        try:
+            self._vectors.save(self.vectors_path, self._vectors_generation, self.manifest.index_uid)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot save {self.vectors_path} ({exc.strerror or exc}); the catalog is intact and "
+                "the file is rebuilt from it on the next run"
+            ) from exc
 
     def vectors_current(self) -> VectorIndex:
         """A writer's in-memory index as it stands (kept in step with its own commits)."""
@@ -339,6 +350,39 @@ class Library:
     def _require_writer(self) -> None:
         if not self.writable:
             raise RuntimeError("this index was opened read-only")
+
+
+NETWORK_FILESYSTEMS = frozenset(
+    "nfs nfs4 cifs smb smb2 smb3 smbfs fuse.sshfs sshfs 9p afs ceph glusterfs fuse.glusterfs lustre gpfs "
+    "fuse.s3fs fuse.gcsfuse fuse.rclone davfs".split()
+)
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system ``path`` is on, from /proc/mounts (None where unknown)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = parts[1].replace("\\040", " ")
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+            best, kind = mnt, parts[2]
+    return kind
+
+
+def warn_if_network_filesystem(root: Path) -> None:
+    kind = filesystem_type(root)
+    if kind in NETWORK_FILESYSTEMS:
+        log.warning(
+            "%s is on a network file system (%s): SQLite's WAL mode and file locks may not work there, "
+            "so concurrent use can corrupt the catalog; keep the index on a local disk", root, kind,
+        )
 
 
 def _acquire_lock(root: Path) -> int:

@@ -1,0 +1,431 @@
+"""Robustness: broken and awkward files, crashes at named fault points, disk full, concurrent use,
+and `vidsearch verify`. Nothing already indexed may be lost or corrupted."""
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from helpers import write_video
+from test_pipeline import assert_faiss_matches_catalog, catalog_state
+from vidsearch.cli import cli
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+def index(folder, idx, model, *extra, env=None):
+    return run("index", folder, "--index", idx, "--model", model, "--workers", 2, *extra, env=env)
+
+
+def job(folder, idx, model, *extra):
+    return [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(folder), "--index", str(idx), "--model", str(model),
+            "--workers", "2", "--batch-size", "1", *map(str, extra)]
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def write_audio_only(path):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def write_vfr(path):
+    """3 s at 10 fps, then 1 s at 30 fps: 60 frames over 4 s with real, irregular timestamps."""
+    import av
+
+    times = [i / 10 for i in range(30)] + [3 + i / 30 for i in range(30)]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        rng = np.random.default_rng(5)
+        for t in times:
+            f = av.VideoFrame.from_ndarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), format="rgb24")
+            f.pts, f.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return times
+
+
+def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(tmp_path, library_videos, tiny_model, monkeypatch):
+    from PIL import Image
+
+    import vidsearch.indexer.discover as discover
+
+    d = tmp_path / "videos"
+    d.mkdir()
+    shutil.copy(library_videos / "a.mp4", d / "good.mp4")
+    (d / "empty.mp4").write_bytes(b"")
+    whole = write_video(tmp_path / "whole.mp4", seconds=3, seed=9)
+    data = whole.read_bytes()
+    (d / "cut_index_at_end.mp4").write_bytes(data[: len(data) // 2])
+    (d / "random.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    (d / "text.mp4").write_text("not a video\n" * 100)
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(d / "image.mp4", format="PNG")
+    write_audio_only(d / "audio.mp4")
+    mdat = data.index(b"mdat")  # the frames' bytes zeroed: a video stream with nothing decodable
+    (d / "zero_frames.mp4").write_bytes(data[: mdat + 4] + bytes(len(data) - mdat - 4))
+    shutil.copy(library_videos / "b.mp4", d / "unreadable.mp4")
+    real = discover.sampled_hash
+
+    def no_permission(path, size=None):  # the tests run as root: simulate the permission error
+        if os.path.basename(path) == "unreadable.mp4":
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path, size)
+
+    monkeypatch.setattr(discover, "sampled_hash", no_permission)
+    r = index(d, tmp_path / "idx", tiny_model)
+    assert r.exit_code == 1, r.output
+    assert "indexed 1," in r.output and "failed 8" in r.output
+    failed = {line.split(": ", 2)[1]: line.split(": ", 2)[2] for line in r.output.splitlines() if line.startswith("failed: ")}
+    reasons = {os.path.basename(p): why for p, why in failed.items()}
+    assert reasons["empty.mp4"] == "file is empty"
+    assert reasons["unreadable.mp4"] == "cannot read file (Permission denied)"
+    assert reasons["audio.mp4"].startswith("no video stream")
+    assert reasons["image.mp4"].startswith("a still image")
+    for name in ("cut_index_at_end.mp4", "random.mp4", "text.mp4"):
+        assert reasons[name].startswith("not a decodable video"), (name, reasons[name])
+    assert "zero_frames.mp4" in reasons
+    assert all("\n" not in why for why in reasons.values())
+    videos, _ = catalog_state(tmp_path / "idx")
+    assert {os.path.basename(p): s for p, (_, s) in videos.items()}["good.mp4"] == "indexed"
+    assert sum(s == "failed" for _, s in videos.values()) == 8
+
+
+def test_files_deleted_or_replaced_while_the_job_runs(tmp_path, library_videos, tiny_model, monkeypatch):
+    import vidsearch.indexer.pipeline as pipeline
+
+    d = tmp_path / "videos"
+    shutil.copytree(library_videos, d)
+    real = pipeline._embed
+    done = []
+
+    def embed_then_meddle(*args, **kw):
+        real(*args, **kw)
+        if not done:
+            done.append(1)
+            (d / "b.mp4").unlink()
+            with open(d / "c.mkv", "ab") as f:
+                f.write(b"appended while the job runs")
+
+    monkeypatch.setattr(pipeline, "_embed", embed_then_meddle)
+    r = run("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--workers", 1, "--batch-size", 1)
+    assert r.exit_code == 1
+    assert "indexed 1" in r.output and "failed 2" in r.output
+    assert f"failed: {d / 'c.mkv'}: file changed while it was being indexed" in r.output
+    assert f"failed: {d / 'b.mp4'}: " in r.output  # deleted: cannot be read, or gone at commit
+    monkeypatch.setattr(pipeline, "_embed", real)
+    r = run("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--prune")
+    assert r.exit_code == 0 and "indexed 1" in r.output and "pruned 1" in r.output  # c.mkv again; b.mp4 gone
+
+
+def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog):
+    d = tmp_path / "videos"
+    d.mkdir()
+    write_video(d / "one_frame.mp4", frames=[np.full((96, 128, 3), 120, np.uint8)], size=(128, 96))
+    times = write_vfr(d / "vfr.mp4")
+    write_video(d / "rotated.mp4", seconds=2, size=(160, 96), rotation=90)
+    whole = write_video(tmp_path / "whole.mkv", seconds=6, seed=4)
+    data = whole.read_bytes()
+    (d / "truncated.mkv").write_bytes(data[: len(data) // 2])
+    r = index(d, tmp_path / "idx", tiny_model)
+    assert r.exit_code == 0, r.output
+    assert "indexed 4" in r.output
+    assert "truncated.mkv: only 3.0s of the 6.0s its header declares could be read" in caplog.text  # the warning
+    con = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
+    rows = {os.path.basename(os.fsdecode(p)): (vid, w, h, dur) for vid, p, w, h, dur in
+            con.execute("select id, path, width, height, duration_s from videos where status='indexed'")}
+    clips = {name: con.execute("select start_s, end_s from clips where video_id=? order by id", (v[0],)).fetchall()
+             for name, v in rows.items()}
+    con.close()
+    assert len(clips["one_frame.mp4"]) == 1
+    assert (rows["rotated.mp4"][1], rows["rotated.mp4"][2]) == (96, 160)  # display orientation
+    # VFR: 4 s of real time (a constant-rate reading of 60 frames would not say so)
+    assert rows["vfr.mp4"][3] == pytest.approx(3 + 30 / 30, abs=0.05)
+    # window [0, 2): its last frame is the one on screen at 1.875 s, shown 1.8-1.9 (10 fps part);
+    # window [2, 4): 3.875 s falls in the 30 fps part, frame 3.867-3.9
+    assert clips["vfr.mp4"] == [(pytest.approx(0.0), pytest.approx(1.9, abs=2e-3)),
+                                (pytest.approx(2.0, abs=2e-3), pytest.approx(3.9, abs=2e-3))]
+    assert 1 <= len(clips["truncated.mkv"]) < 3
+
+
+@pytest.mark.slow
+def test_8k_video_decodes_in_bounded_memory(tmp_path):
+    path = write_video(tmp_path / "8k.mp4", frames=[np.full((4320, 7680, 3), 40 * i, np.uint8) for i in range(3)],
+                       size=(7680, 4320), fps=25)
+    code = (
+        "from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips\n"
+        f"r = open_video({str(path)!r}, FrameSize(224))\n"
+        "clips = list(iter_clips(r, plan_clips(r.frame_times)))\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"  # peak RSS of this exec
+        "print(len(clips), clips[0].frames.shape, int(hwm) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n, *shape, peak_mb = out.stdout.replace("(", " ").replace(")", " ").replace(",", " ").split()
+    assert int(n) == 1 and [int(x) for x in shape] == [16, 224, 398, 3]
+    # 16 full 8K RGB frames alone would be 1.6 GB; one frame at a time (PyAV above 4K) stays far below
+    assert int(peak_mb) < 800, f"peak RSS {peak_mb} MB"
+
+
+@pytest.fixture
+def six_videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("six")
+    for i in range(6):
+        write_video(d / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=300 + i)
+    return d
+
+
+def assert_each_video_once(idx, n, clips_each=3):
+    videos, clips = catalog_state(idx)
+    assert len(videos) == n and all(s == "indexed" for _, s in videos.values())
+    assert all(len(c) == clips_each for c in clips.values())
+    ids = [i for c in clips.values() for i in c]
+    assert len(ids) == len(set(ids))
+    assert_faiss_matches_catalog(idx)
+    r = run("verify", "--index", idx)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_decode", "after_embed", "in_commit", "in_faiss_save"])
+def test_sigkill_at_each_fault_point_then_rerun(tmp_path, six_videos, tiny_model, point):
+    idx = tmp_path / "idx"
+    r = subprocess.run(job(six_videos, idx, tiny_model), env={**ENV, "VIDSEARCH_FAULT": f"{point}:2"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    r = subprocess.run(job(six_videos, idx, tiny_model), env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_each_video_once(idx, 6)
+
+
+@pytest.mark.slow
+def test_soak_twenty_sigkills_at_random_moments(tmp_path, six_videos, tiny_model):
+    idx = tmp_path / "idx"
+    rng = random.Random(1)
+    kills = 0
+    while kills < 20:
+        proc = subprocess.Popen(job(six_videos, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.5, 6.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            kills += 1
+            continue
+        # finished before the kill: start over from nothing so that kills keep landing mid-run
+        shutil.rmtree(idx)
+    r = subprocess.run(job(six_videos, idx, tiny_model), env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_each_video_once(idx, 6)
+
+
+def test_disk_full_saving_vectors_keeps_the_previous_state(tmp_path, library_videos, tiny_model, monkeypatch):
+    import vidsearch.storage.vectors as vectors
+
+    d = tmp_path / "videos"
+    shutil.copytree(library_videos, d)
+    idx = tmp_path / "idx"
+    assert index(d, idx, tiny_model).exit_code == 0
+    before = (idx / "vectors.faiss").read_bytes()
+    write_video(d / "new.mp4", seconds=4, seed=77)
+
+    def full(path, chunks):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(vectors, "atomic_write_bytes", full)
+    r = index(d, idx, tiny_model)
+    assert r.exit_code == 9 and "No space left on device" in r.output and "the catalog is intact" in r.output
+    assert (idx / "vectors.faiss").read_bytes() == before  # the previous file is untouched
+    monkeypatch.undo()
+    videos, _ = catalog_state(idx)
+    assert len(videos) == 4  # the new video was committed before the save failed
+    r = run("search", d / "new.mp4", "--index", idx, "--json", "--include-self")
+    assert json.loads(r.output)["queries"][0]["results"][0]["path"] == str(d / "new.mp4")  # a reader rebuilds in memory
+    assert index(d, idx, tiny_model).exit_code == 0
+    assert_faiss_matches_catalog(idx)
+
+
+def test_disk_full_while_committing_keeps_what_was_committed(tmp_path, library_videos, tiny_model, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from vidsearch.storage.catalog import Catalog
+
+    d = tmp_path / "videos"
+    shutil.copytree(library_videos, d)
+    idx = tmp_path / "idx"
+    real = Catalog._store
+    calls = []
+
+    def store(self, session, record, clips, *a):
+        if clips:
+            calls.append(record.path)
+            if len(calls) == 2:
+                raise OperationalError("INSERT INTO clips", {}, sqlite3.OperationalError("database or disk is full"))
+        return real(self, session, record, clips, *a)
+
+    monkeypatch.setattr(Catalog, "_store", store)
+    r = run("index", d, "--index", idx, "--model", tiny_model, "--workers", 1)
+    assert r.exit_code == 9, r.output
+    assert "cannot write (database or disk is full); everything committed before is kept" in r.output
+    monkeypatch.undo()
+    videos, clips = catalog_state(idx)
+    assert len(videos) == 1 and all(len(c) > 0 for c in clips.values())
+    r = index(d, idx, tiny_model)
+    assert r.exit_code == 0 and "indexed 2, skipped 1" in r.output
+    assert_faiss_matches_catalog(idx)
+
+
+@pytest.mark.slow
+def test_readers_see_consistent_snapshots_while_a_job_writes(tmp_path, tiny_model):
+    from vidsearch.api import library_stats, open_library
+    from vidsearch.storage.vectors import VectorIndex
+
+    d = tmp_path / "videos"
+    d.mkdir()
+    for i in range(10):
+        write_video(d / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=400 + i)
+    idx = tmp_path / "idx"
+    proc = subprocess.Popen(job(d, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checks = 0
+    seen_generations = set()
+    while proc.poll() is None:
+        if not (idx / "manifest.json").exists():
+            time.sleep(0.05)
+            continue
+        with open_library(idx) as lib:
+            with lib.catalog.read() as s:
+                per_video = s.execute(sqlite_text("select video_id, count(*) from clips group by video_id")).all()
+                total = lib.catalog.clip_count(s)
+                generation = lib.catalog.generation(s)
+            assert all(n == 3 for _, n in per_video), "a video was seen half-written"
+            assert total == 3 * len(per_video)
+            st = library_stats(lib)
+            assert st.clips == 3 * st.videos_indexed
+            vi = lib.vectors()
+            if lib._vectors_generation == generation:
+                assert vi.ntotal == total
+            seen_generations.add(generation)
+            if (idx / "vectors.faiss").exists():
+                VectorIndex.load(idx / "vectors.faiss")  # replaced atomically: never seen half-written
+        checks += 1
+        time.sleep(0.02)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert checks > 5 and len(seen_generations) > 2, (checks, seen_generations)
+    assert_each_video_once(idx, 10)
+
+
+def sqlite_text(sql):
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+def test_second_job_refused_naming_the_holder_and_stale_lock_taken_over(tmp_path, library_videos, tiny_model):
+    from vidsearch.storage.library import Library
+
+    idx = tmp_path / "idx"
+    assert index(library_videos, idx, tiny_model).exit_code == 0
+    holder = Library.open(idx, writable=True)
+    try:
+        r = index(library_videos, idx, tiny_model)
+        assert r.exit_code == 7 and f"pid {os.getpid()}" in r.output and "being written by" in r.output
+        assert run("stats", "--index", idx).exit_code == 0  # readers are not blocked
+    finally:
+        holder.close()
+    (idx / "lock").write_text("pid 999999 on a-dead-host since 2020-01-01T00:00:00\n")  # left by a killed job
+    r = index(library_videos, idx, tiny_model)
+    assert r.exit_code == 0 and "skipped 3" in r.output
+
+
+def test_network_filesystem_gets_a_warning(tmp_path, monkeypatch, caplog):
+    import vidsearch.storage.library as library
+    from test_storage import settings
+
+    monkeypatch.setattr(library, "filesystem_type", lambda root: "nfs4")
+    with caplog.at_level("WARNING", logger="vidsearch"):
+        library.Library.create(tmp_path / "idx", settings()).close()
+    assert "network file system (nfs4)" in caplog.text
+    assert library.filesystem_type(tmp_path) is not None  # /proc/mounts is read for real here
+
+
+def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_model):
+    d = tmp_path / "videos"
+    shutil.copytree(library_videos, d)
+    idx = tmp_path / "idx"
+    assert index(d, idx, tiny_model).exit_code == 0
+    r = run("verify", "--index", idx)
+    assert r.exit_code == 0 and "ok: 3 videos, 10 clips" in r.output
+
+    def problems():
+        r = run("verify", "--index", idx, "--json")
+        return r.exit_code, json.loads(r.output)
+
+    def repair():
+        r = run("verify", "--index", idx, "--repair")
+        assert r.exit_code == 0, r.output
+        assert run("verify", "--index", idx).exit_code == 0
+        return r.output
+
+    good = (idx / "vectors.faiss").read_bytes()
+    (idx / "vectors.faiss").unlink()
+    code, out = problems()
+    assert code == 5 and out["problems"][0]["part"] == "vectors" and "missing" in out["problems"][0]["message"]
+    assert "rebuilt" in repair()
+    (idx / "vectors.faiss").write_bytes(good[: len(good) // 2])
+    code, out = problems()
+    assert code == 5 and "damaged" in out["problems"][0]["message"]
+    repair()
+    other = tmp_path / "other"
+    assert index(d / "a.mp4", other, tiny_model).exit_code == 0
+    shutil.copy(other / "vectors.faiss", idx / "vectors.faiss")
+    code, out = problems()
+    assert code == 5 and any("belongs to another index" in p["message"] for p in out["problems"])
+    repair()
+
+    con = sqlite3.connect(idx / "catalog.sqlite")
+    con.execute("pragma foreign_keys=off")
+    con.execute("insert into clips (video_id, start_s, end_s, embedding) values (999, 0, 2, ?)", (bytes(128),))
+    vid = con.execute("select id from videos where cast(path as text) like '%b.mp4'").fetchone()[0]
+    cid = con.execute("select min(id) from clips where video_id=?", (vid,)).fetchone()[0]
+    con.execute("update clips set embedding=? where id=?", (np.zeros(64, np.float16).tobytes(), cid))
+    con.commit()
+    con.close()
+    code, out = problems()
+    messages = " | ".join(p["message"] for p in out["problems"])
+    assert code == 5 and "1 clip rows belong to no video" in messages and f"clip {cid}: embedding norm 0.0000" in messages
+    out = repair()
+    assert "deleted 1 orphan clip rows" in out and "dropped 1 damaged video(s)" in out, out
+    r = index(d, idx, tiny_model)
+    assert "indexed 1, skipped 2" in r.output  # b.mp4 embedded again
+    assert_faiss_matches_catalog(idx)
+
+    (idx / "manifest.json").write_text("{broken")
+    code, out = problems()
+    assert code == 5 and out["problems"][0]["part"] == "manifest" and not out["problems"][0]["repairable"]
+    assert run("verify", "--index", idx, "--repair").exit_code == 5

@@ -1,0 +1,152 @@
+"""Check that the manifest, catalog and FAISS index agree; repair what can be rebuilt.
+
+Repairs never touch a video's embeddings unless they are unusable: the FAISS file is rebuilt
+from the catalog; orphan clip rows are deleted; a video whose stored clips are damaged, or that
+is marked indexed without clips, is dropped from the catalog so the next ``index`` run embeds
+it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select, text
+
+from vidsearch.errors import VidsearchError
+from vidsearch.storage.catalog import EMBEDDING_DTYPE, STATUS_INDEXED, ClipRow, Video
+from vidsearch.storage.library import Library
+from vidsearch.storage.vectors import VectorFileError, VectorIndex
+
+log = logging.getLogger(__name__)
+
+NORM_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Problem:
+    part: str
+    message: str
+    repairable: bool
+
+
+@dataclass
+class VerifyReport:
+    index: str
+    problems: list[Problem] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """No problems, or all of them repairable and repaired."""
+        return not self.problems or (bool(self.repaired) and all(p.repairable for p in self.problems))
+
+
+def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.ndarray]:
+    """Catalog problems; returns the ids of videos with damaged clips and all clip ids."""
+    dim = lib.manifest.encoder.dim
+    bad_videos: set[int] = set()
+    with lib.catalog.read() as s:
+        integrity = [r[0] for r in s.execute(text("PRAGMA integrity_check"))]
+        if integrity != ["ok"]:
+            report.problems.append(Problem("catalog", f"SQLite integrity check: {'; '.join(integrity[:3])}", False))
+        orphans = s.scalar(
+            select(func.count(ClipRow.id)).where(~ClipRow.video_id.in_(select(Video.id)))
+        )
+        if orphans:
+            report.problems.append(Problem("catalog", f"{orphans} clip rows belong to no video", True))
+        empty = s.execute(
+            select(Video.id, Video.path).where(Video.status == STATUS_INDEXED, ~Video.id.in_(select(ClipRow.video_id)))
+        ).all()
+        for vid, path in empty:
+            bad_videos.add(vid)
+            report.problems.append(Problem("catalog", f"{os.fsdecode(path)} is marked indexed but has no clips", True))
+        table = ClipRow.__table__
+        last, ids = -1, []
+        while True:
+            rows = s.execute(
+                select(table.c.id, table.c.video_id, table.c.embedding).where(table.c.id > last).order_by(table.c.id).limit(50_000)
+            ).all()
+            if not rows:
+                break
+            last = rows[-1][0]
+            ids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+            for cid, vid, blob in rows:
+                if len(blob) != dim * np.dtype(EMBEDDING_DTYPE).itemsize:
+                    bad_videos.add(vid)
+                    report.problems.append(Problem("catalog", f"clip {cid}: embedding of {len(blob)} bytes, expected a {dim}-d one", True))
+                    continue
+                norm = float(np.linalg.norm(np.frombuffer(blob, dtype=EMBEDDING_DTYPE).astype(np.float32)))
+                if not np.isfinite(norm) or abs(norm - 1) > NORM_TOLERANCE:
+                    bad_videos.add(vid)
+                    report.problems.append(Problem("catalog", f"clip {cid}: embedding norm {norm:.4f}, expected 1", True))
+        report.counts.update(
+            videos=s.scalar(select(func.count(Video.id))) or 0,
+            clips=sum(len(i) for i in ids),
+            generation=lib.catalog.generation(s),
+        )
+    return bad_videos, (np.concatenate(ids) if ids else np.zeros(0, np.int64))
+
+
+def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport) -> bool:
+    """FAISS file problems; returns whether it needs a rebuild."""
+    m = lib.manifest
+    try:
+        vi, header = VectorIndex.load(lib.vectors_path)
+    except VectorFileError as exc:
+        report.problems.append(Problem("vectors", f"{lib.vectors_path}: {exc}", True))
+        return True
+    problems = []
+    if header.index_uid != m.index_uid:
+        problems.append("belongs to another index")
+    if header.dim != m.encoder.dim:
+        problems.append(f"has dim {header.dim}, the manifest {m.encoder.dim}")
+    if header.spec != m.faiss_spec:
+        problems.append(f"is of type {header.spec}, the manifest says {m.faiss_spec}")
+    if header.generation != report.counts["generation"]:
+        problems.append(f"was built at catalog generation {header.generation}, the catalog is at {report.counts['generation']}")
+    live = vi.ids()
+    if len(live) != len(clip_ids) or not np.array_equal(live, clip_ids):
+        missing = len(np.setdiff1d(clip_ids, live))
+        extra = len(np.setdiff1d(live, clip_ids))
+        problems.append(f"holds {len(live)} clips, the catalog {len(clip_ids)} ({missing} missing, {extra} not in the catalog)")
+    for p in problems:
+        report.problems.append(Problem("vectors", f"{lib.vectors_path} {p}", True))
+    return bool(problems)
+
+
+def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
+    """Check an index directory; with ``repair``, rebuild what can be rebuilt (takes the writer lock)."""
+    report = VerifyReport(str(index_dir))
+    try:
+        lib = Library.open(index_dir, writable=repair)
+    except VidsearchError as exc:
+        if not Path(index_dir).exists():
+            raise
+        report.problems.append(Problem("manifest", str(exc), False))
+        return report
+    with lib:
+        bad_videos, clip_ids = _check_catalog(lib, report)
+        rebuild = _check_vectors(lib, clip_ids, report)
+        if not repair or not report.problems:
+            return report
+        if any(not p.repairable for p in report.problems):
+            report.repaired.append("nothing: fix the problems that cannot be repaired first (restore the catalog from a backup)")
+            return report
+        with lib.catalog.write() as s:
+            n = s.execute(delete(ClipRow).where(~ClipRow.video_id.in_(select(Video.id)))).rowcount
+            if n:
+                report.repaired.append(f"deleted {n} orphan clip rows")
+            bad_videos &= set(s.scalars(select(Video.id)))  # orphans' "videos" are gone already
+            if bad_videos:
+                s.execute(delete(ClipRow).where(ClipRow.video_id.in_(bad_videos)))
+                s.execute(delete(Video).where(Video.id.in_(bad_videos)))
+                report.repaired.append(f"dropped {len(bad_videos)} damaged video(s) from the catalog: the next index run embeds them again")
+        if rebuild or bad_videos or report.repaired:
+            lib.rebuild_vectors()
+            report.repaired.append(f"rebuilt {lib.vectors_path} from the catalog")
+    return report

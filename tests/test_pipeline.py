@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -269,3 +270,21 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(catalog_state(idx)[0]) == 8
+
+
+def test_cpu_job_says_up_front_how_long_it_will_take(tmp_path, library_videos, encoder, monkeypatch, caplog):
+    import vidsearch.indexer.pipeline as pipeline
+
+    real_embed = encoder.embed
+
+    def slow_embed(clips, sizes=None):  # a large model on a CPU: a tenth of a second a clip here
+        time.sleep(0.1)
+        return real_embed(clips, sizes)
+
+    monkeypatch.setattr(encoder, "embed", slow_embed)
+    monkeypatch.setattr(pipeline, "ESTIMATE_WARN_S", 0.5)
+    with caplog.at_level("WARNING", logger="vidsearch"):
+        pipeline.index_paths(tmp_path / "idx", [library_videos], pipeline.IndexOptions(workers=1), encoder=encoder)
+    (line,) = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
+    # 8 + 6 + 5 s of video at one clip every 2 s: about 9 clips (the last windows are not counted)
+    assert re.search(r"about 9 clips at 0\.[1-3]s each, roughly [1-3] s of embedding", line), line

@@ -429,3 +429,100 @@ def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_mod
     code, out = problems()
     assert code == 5 and out["problems"][0]["part"] == "manifest" and not out["problems"][0]["repairable"]
     assert run("verify", "--index", idx, "--repair").exit_code == 5
+
+
+def test_decoder_dying_half_way_through_sending_a_clip_does_not_hang_the_job(tmp_path, library_videos, tiny_model):
+    idx = tmp_path / "idx"
+    r = subprocess.run(job(library_videos, idx, tiny_model), env={**ENV, "VIDSEARCH_FAULT_WORKER": "crash_sending:a.mp4"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"failed: {library_videos / 'a.mp4'}: decoder crashed (signal 11)" in r.stderr
+    videos, _ = catalog_state(idx)
+    assert sorted(os.path.basename(p) for p, (_, s) in videos.items() if s == "indexed") == ["b.mp4", "c.mkv"]
+
+
+def test_copy_or_move_onto_an_indexed_file_leaves_no_orphan_vectors(tmp_path, library_videos, tiny_model):
+    from vidsearch.storage.library import Library
+    from vidsearch.storage.vectors import VectorIndex
+
+    d = tmp_path / "videos"
+    shutil.copytree(library_videos, d)
+    idx = tmp_path / "idx"
+    assert index(d, idx, tiny_model).exit_code == 0
+    shutil.copy(d / "b.mp4", d / "a.mp4")  # cp b.mp4 a.mp4: a is now an identical copy of b
+    r = index(d, idx, tiny_model)
+    assert r.exit_code == 0 and "copied 1" in r.output
+    assert run("verify", "--index", idx).exit_code == 0
+    os.replace(d / "c.mkv", d / "a.mp4")  # mv c.mkv a.mp4: c's embeddings move onto a's path
+    r = index(d, idx, tiny_model)
+    assert r.exit_code == 0 and "moved 1" in r.output
+    assert run("verify", "--index", idx).exit_code == 0
+    assert_faiss_matches_catalog(idx)
+    with Library.open(idx) as lib:  # the saved file is current: readers need not rebuild
+        assert VectorIndex.load(lib.vectors_path)[1].generation == lib.catalog.generation()
+
+
+def test_damaged_catalog_pages_give_one_line_and_exit_5(tmp_path, library_videos, tiny_model):
+    idx = tmp_path / "idx"
+    assert index(library_videos, idx, tiny_model).exit_code == 0
+    data = bytearray((idx / "catalog.sqlite").read_bytes())
+    data[4096 : 4096 + 8192] = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
+    (idx / "catalog.sqlite").write_bytes(bytes(data))
+    for cmd in (["stats"], ["dupes"], ["verify"]):
+        r = run(*cmd, "--index", idx)
+        assert r.exit_code == 5, (cmd, r.output)
+        assert "Traceback" not in r.output and r.output.strip()
+
+
+def test_bad_faiss_spec_is_refused_before_anything_is_written(tmp_path, library_videos, tiny_model):
+    idx = tmp_path / "idx"
+    assert index(library_videos, idx, tiny_model).exit_code == 0
+    before = (idx / "manifest.json").read_text()
+    r = index(library_videos, idx, tiny_model, "--faiss-spec", "Flatt")
+    assert r.exit_code == 1 and "not a FAISS index factory string" in r.output
+    assert (idx / "manifest.json").read_text() == before
+    r = index(library_videos, idx, tiny_model, "--faiss-spec", "IDMap2,Flat")  # the current type: now pinned
+    assert r.exit_code == 0 and json.loads((idx / "manifest.json").read_text())["faiss"]["pinned"] is True
+
+
+def test_prune_only_touches_the_paths_being_indexed(tmp_path, library_videos, tiny_model):
+    a, b = tmp_path / "drive_a", tmp_path / "drive_b"
+    shutil.copytree(library_videos, a)
+    b.mkdir()
+    write_video(b / "x.mp4", seconds=3, seed=50)
+    idx = tmp_path / "idx"
+    assert index(a, idx, tiny_model).exit_code == 0 and index(b, idx, tiny_model).exit_code == 0
+    (b / "x.mp4").unlink()  # e.g. drive b unmounted
+    (a / "c.mkv").unlink()
+    r = index(a, idx, tiny_model, "--prune")
+    assert "pruned 1" in r.output
+    videos, _ = catalog_state(idx)
+    assert str(b / "x.mp4") in videos and str(a / "c.mkv") not in videos
+    assert "pruned 1" in index(b, idx, tiny_model, "--prune").output
+
+
+def test_hard_link_is_indexed_as_a_copy(tmp_path, library_videos, tiny_model):
+    d = tmp_path / "videos"
+    shutil.copytree(library_videos, d)
+    os.link(d / "a.mp4", d / "a-link.mp4")
+    r = index(d, tmp_path / "idx", tiny_model)
+    assert r.exit_code == 0 and "indexed 3" in r.output and "copied 1" in r.output
+
+
+def test_bad_query_range_is_a_usage_error(tmp_path, library_videos, tiny_model):
+    idx = tmp_path / "idx"
+    assert index(library_videos / "a.mp4", idx, tiny_model).exit_code == 0
+    r = run("search", library_videos / "a.mp4", "--index", idx, "--start", 5, "--end", 3)
+    assert r.exit_code == 2 and "--end" in r.output
+
+
+def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tiny_model, monkeypatch):
+    import vidsearch.search.calibrate as calibrate
+
+    idx = tmp_path / "idx"
+    assert index(library_videos, idx, tiny_model).exit_code == 0
+    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors: np.array([0.2, 0.3, 0.9999]))
+    before = (idx / "manifest.json").read_text()
+    r = run("calibrate", "--index", idx)
+    assert r.exit_code == 1 and "near-identical clips" in r.output and "Nothing stored" in r.output
+    assert (idx / "manifest.json").read_text() == before

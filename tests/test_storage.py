@@ -113,13 +113,13 @@ def test_store_is_transactional(lib):
 
 def test_clip_ids_never_reused(lib):
     rng = np.random.default_rng(1)
-    _, first = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    _, first, _ = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
     lib.catalog.remove_videos([v for v in [1]])
-    _, second = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    _, second, _ = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
     assert first == [1, 2, 3] and second == [4, 5, 6]
     # replacing a video at the same path drops its old clips, ids still move on
-    _, third = lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
-    assert third == [7, 8]
+    _, third, removed = lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
+    assert third == [7, 8] and removed == [4, 5, 6]
     with lib.catalog.read() as s:
         assert lib.catalog.clip_count(s) == 2
 

@@ -164,6 +164,8 @@ def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, nei
     from vidsearch.indexer.embed import load_encoder
     from vidsearch.search.query import search_video
 
+    if start is not None and end is not None and end <= start:
+        raise click.BadParameter(f"--end ({end:g}) must be after --start ({start:g})", param_hint="--end")
     out = []
     with open_library(index_dir) as lib:
         encoder = None

@@ -367,7 +367,8 @@ class PyAVReader(VideoReader):
             raise DecodeError(path, f"cannot read packets ({_short(exc)})") from exc
         if not packets:
             raise DecodeError(path, "video stream has no frames")
-        starts = np.asarray([pts for pts, _ in packets], dtype=np.float64) * tb
+        self._pts = np.asarray([pts for pts, _ in packets], dtype=np.int64)
+        starts = self._pts.astype(np.float64) * tb
         # the container's duration for the last frame, as decord reads it: 1/fps drifts from it by
         # the timestamps' rounding, enough to plan one more window than decord does
         last = packets[-1][1] * tb or (1.0 / header.fps if header.fps else 0.04)
@@ -386,20 +387,27 @@ class PyAVReader(VideoReader):
                 wanted.setdefault(i, []).append(plan)
         pending: dict[int, dict[int, np.ndarray]] = {plan.index: {} for plan in plans}
         order = sorted(plans, key=lambda p: (p.frame_indices[-1], p.index))
+        keys = np.array(sorted(wanted), dtype=np.int64)
         next_out = 0
         last_needed = order[-1].frame_indices[-1]
-        i = -1
+        prev = -1
         try:
             with av.open(self.path, metadata_errors="ignore") as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 stream.codec_context.thread_count = self._num_threads
-                for i, frame in enumerate(container.decode(stream)):
-                    users = wanted.get(i)
-                    if users:
+                for count, frame in enumerate(container.decode(stream)):
+                    i = self._index_of(frame.pts, count)
+                    if i <= prev:
+                        continue
+                    # frames the decoder skipped (a stream cut mid-GOP) are stood in for by the next one
+                    lo, hi = np.searchsorted(keys, [prev + 1, i + 1])
+                    if hi > lo:
                         small = self._finish(frame.to_ndarray(format="rgb24")[None])[0]
-                        for plan in users:
-                            pending[plan.index][i] = small
+                        for j in keys[lo:hi]:
+                            for plan in wanted[int(j)]:
+                                pending[plan.index][int(j)] = small
+                    prev = i
                     while next_out < len(order) and order[next_out].frame_indices[-1] <= i:
                         plan = order[next_out]
                         frames = np.stack([pending[plan.index][j] for j in plan.frame_indices])
@@ -412,7 +420,14 @@ class PyAVReader(VideoReader):
             if next_out < len(order):
                 raise _Truncated(order[next_out], _short(exc)) from exc
         if next_out < len(order):
-            raise _Truncated(order[next_out], f"stream ended after {i + 1} frames")
+            raise _Truncated(order[next_out], f"stream ended after frame {prev + 1} of {len(self._pts)}")
+
+    def _index_of(self, pts: int | None, count: int) -> int:
+        """A decoded frame's index among the demuxed packets, by its timestamp (by its count without one)."""
+        if pts is None:
+            return count
+        j = int(np.searchsorted(self._pts, pts))
+        return j if j < len(self._pts) and self._pts[j] == pts else count
 
 
 class _Truncated(Exception):

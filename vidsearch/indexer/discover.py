@@ -118,16 +118,18 @@ def discover(
     """
     report = report if report is not None else DiscoveryReport()
     seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
 
     def problem(msg: str) -> None:
         report.problems.append(msg)
         log.warning("%s", msg)
 
     def visit_file(path: str, st: os.stat_result, explicit: bool) -> Iterator[VideoFile]:
-        if (st.st_dev, st.st_ino) in seen_files or _excluded(path, exclude):
+        # the same file reached through symlinks is visited once; hard links are separate paths
+        real = os.path.realpath(path)
+        if real in seen_files or _excluded(path, exclude):
             return
-        seen_files.add((st.st_dev, st.st_ino))
+        seen_files.add(real)
         if _candidate(path, st, explicit):
             yield VideoFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
         else:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,13 +24,16 @@ from vidsearch.faults import fault
 from vidsearch.indexer.decode import Clip, VideoInfo
 from vidsearch.indexer.discover import DiscoveryReport, VideoFile, discover, fingerprint
 from vidsearch.indexer.embed import DEFAULT_MODEL, Encoder, load_encoder
-from vidsearch.indexer.workers import CLIP, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool
+from vidsearch.indexer.workers import CLIP, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool, probe_durations
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipRecord, Video, VideoRecord
 from vidsearch.storage.library import ClipSettings, Library
+from vidsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 60.0
+#: On a CPU, a job whose embedding should take longer than this is announced with an estimate.
+ESTIMATE_WARN_S = 60.0
 
 
 def default_workers() -> int:
@@ -101,30 +107,43 @@ class _Job:
 
 
 def _open_or_create(index_dir, opts: IndexOptions, encoder: Encoder | None) -> tuple[Library, Encoder]:
-    clips = None
-    if opts.clip_seconds is not None or opts.hop_seconds is not None:
-        clips = ClipSettings(opts.clip_seconds or 2.0, opts.hop_seconds or opts.clip_seconds or 2.0)
+    if opts.faiss_spec:
+        VectorIndex.empty(8, opts.faiss_spec)  # a bad factory string fails before anything is written
     if Library.exists(index_dir):
         lib = Library.open(index_dir, writable=True)
         try:
-            if clips is not None:
-                lib.check_compatible(clips=clips)
+            have = lib.manifest.clips
+            if opts.clip_seconds is not None or opts.hop_seconds is not None:
+                lib.check_compatible(clips=ClipSettings(
+                    opts.clip_seconds if opts.clip_seconds is not None else have.clip_seconds,
+                    opts.hop_seconds if opts.hop_seconds is not None else have.hop_seconds,
+                ))
             if encoder is None:
                 encoder = load_encoder(opts.model or lib.manifest.encoder.model, opts.device, opts.dtype)
             lib.check_compatible(encoder.settings)
-            if opts.faiss_spec and opts.faiss_spec != lib.manifest.faiss_spec:
-                lib.update_manifest(faiss_spec=opts.faiss_spec, faiss_pinned=True)
+            if opts.faiss_spec and (opts.faiss_spec != lib.manifest.faiss_spec or not lib.manifest.faiss_pinned):
+                lib.update_manifest(faiss_spec=opts.faiss_spec, faiss_pinned=True, faiss_params={})
         except BaseException:
             lib.close()
             raise
         return lib, encoder
     if encoder is None:
         encoder = load_encoder(opts.model or os.environ.get("VIDSEARCH_MODEL") or DEFAULT_MODEL, opts.device, opts.dtype)
+    clips = None
+    if opts.clip_seconds is not None or opts.hop_seconds is not None:
+        clip_s = opts.clip_seconds if opts.clip_seconds is not None else ClipSettings().clip_seconds
+        clips = ClipSettings(clip_s, opts.hop_seconds if opts.hop_seconds is not None else clip_s)
     return Library.create(index_dir, encoder.settings, clips, opts.faiss_spec), encoder
 
 
-def _plan_work(lib: Library, files: Sequence[VideoFile], opts: IndexOptions, summary: IndexSummary):
-    """Split discovered files into work: unchanged (skip), moved, copied, or to (re)index."""
+def _plan_work(lib: Library, paths, files: Sequence[VideoFile], opts: IndexOptions, summary: IndexSummary,
+               deferred: list[VideoFile]):
+    """Split discovered files into work: unchanged (skip), moved, copied, or to (re)index.
+
+    With ``prune``, videos under ``paths`` whose files are gone are removed (nothing outside
+    them: an unmounted drive elsewhere keeps its embeddings). Files with the same content as
+    one already queued go to ``deferred``, to be planned again (as copies) after the run.
+    """
     with lib.catalog.read() as session:
         rows = session.execute(
             Video.__table__.select().with_only_columns(
@@ -138,6 +157,7 @@ def _plan_work(lib: Library, files: Sequence[VideoFile], opts: IndexOptions, sum
             by_fp.setdefault(r.fingerprint, []).append(r)
     work: list[_Job] = []
     claimed: set[int] = set()
+    queued: set[str] = set()
     for f in files:
         row = by_path.get(f.path_bytes)
         if row is not None and row.size == f.size and row.mtime_ns == f.mtime_ns:
@@ -150,41 +170,36 @@ def _plan_work(lib: Library, files: Sequence[VideoFile], opts: IndexOptions, sum
             _fail(lib, f, f"cannot read file ({exc.strerror or exc})", summary)
             continue
         if row is not None and row.fingerprint == f.fingerprint and row.status == STATUS_INDEXED:
-            lib.catalog.move_video(row.id, f.path_bytes, f.size, f.mtime_ns)  # touched, same content
+            lib.sync_vectors(lib.catalog.move_video(row.id, f.path_bytes, f.size, f.mtime_ns))  # touched, same content
             summary.skipped += 1
             continue
         twins = [r for r in by_fp.get(f.fingerprint, ()) if r.path != f.path_bytes and r.id not in claimed]
         gone = [r for r in twins if not os.path.exists(r.path)]
         if gone:
             claimed.add(gone[0].id)
-            lib.catalog.move_video(gone[0].id, f.path_bytes, f.size, f.mtime_ns)
+            lib.sync_vectors(lib.catalog.move_video(gone[0].id, f.path_bytes, f.size, f.mtime_ns))
             summary.moved += 1
             log.info("%s: moved from %s; embeddings kept", f.path, os.fsdecode(gone[0].path))
             continue
         if twins:
-            _, clip_ids = lib.catalog.copy_video(twins[0].id, _record(f, None))
-            _add_vectors(lib, clip_ids)
+            _, clip_ids, removed = lib.catalog.copy_video(twins[0].id, _record(f, None))
+            with lib.catalog.read() as session:
+                ids, vectors = lib.catalog.embeddings_by_ids(session, clip_ids, lib.manifest.encoder.dim)
+            lib.sync_vectors(removed, ids, vectors)
             summary.copied += 1
             continue
+        if f.fingerprint in queued:  # the same content again in this run: a copy once the first is in
+            deferred.append(f)
+            continue
+        queued.add(f.fingerprint)
         work.append(_Job(f, row.id if row is not None else None))
     if opts.prune:
-        gone_ids = [r.id for r in rows if not os.path.exists(r.path) and r.id not in claimed]
-        removed = lib.catalog.remove_videos(gone_ids)
-        if removed:
-            vi = lib.vectors()
-            vi.remove(removed)
-            lib.vectors_added(vi, lib.catalog.generation())
+        roots = [os.fsencode(os.path.abspath(os.fsdecode(p))) for p in paths]
+        under = [r for r in rows if any(r.path == root or r.path.startswith(root.rstrip(b"/") + b"/") for root in roots)]
+        gone_ids = [r.id for r in under if not os.path.exists(r.path) and r.id not in claimed]
+        lib.sync_vectors(lib.catalog.remove_videos(gone_ids))
         summary.pruned = len(gone_ids)
     return work
-
-
-def _add_vectors(lib: Library, clip_ids: Sequence[int]) -> None:
-    with lib.catalog.read() as session:
-        ids, vectors = lib.catalog.embeddings_by_ids(session, clip_ids, lib.manifest.encoder.dim)
-        generation = lib.catalog.generation(session)
-    vi = lib.vectors_current()
-    vi.add(ids, vectors)
-    lib.vectors_added(vi, generation)
 
 
 def _record(f: VideoFile, info: VideoInfo | None) -> VideoRecord:
@@ -226,9 +241,12 @@ def index_paths(
         files = list(discover(paths, opts.exclude, report))
         summary.problems = report.problems
         lib.vectors()  # load or rebuild before any change, so the writer's copy tracks its commits
-        work = _plan_work(lib, files, opts, summary)
-        if work:
+        deferred: list[VideoFile] = []
+        work = _plan_work(lib, paths, files, opts, summary, deferred)
+        while work:
             _run(lib, encoder, work, opts, summary)
+            again, deferred = deferred, []
+            work = _plan_work(lib, [], again, replace(opts, prune=False), summary, deferred)
         completed = True
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -261,7 +279,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     jobs = {i: job for i, job in enumerate(work)}
     todo = deque(jobs)
     pending: list[tuple[int, int]] = []  # (token, clip index) waiting for the encoder
-    pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s, queue_size=max(4, 2 * batch_size))
+    pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s)
     bar = _progress(len(work), opts.progress)
     last_save = started = time.monotonic()
     try:
@@ -298,13 +316,17 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     del jobs[task.token]
                     bar.update(1)
             for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
+                t = time.monotonic()
                 _commit(lib, jobs.pop(token), summary)
+                pool.pause_clock(time.monotonic() - t)
                 bar.update(1)
                 rate = summary.clips / max(time.monotonic() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.clips} clips, {rate:.1f} clips/s", refresh=False)
             if time.monotonic() - last_save > SAVE_EVERY_S:
+                t = time.monotonic()
                 lib.save_vectors()
                 last_save = time.monotonic()
+                pool.pause_clock(last_save - t)
     finally:
         pool.close()
         bar.close()
@@ -325,6 +347,22 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
     fault("after_embed")
 
 
+@contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C that arrives inside the block until the block is done (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
     if job.done == 0:
         _fail(lib, job.file, "no clip could be decoded", summary)
@@ -335,20 +373,17 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
     except FileNotFoundError:
         _fail(lib, job.file, "file was deleted while it was being indexed", summary)
         return
+    except OSError as exc:
+        _fail(lib, job.file, f"cannot read file any more ({exc.strerror or exc})", summary)
+        return
     if changed:  # its clips may mix old and new content: keep none; the next run sees it as changed
         _fail(lib, job.file, "file changed while it was being indexed; run again to index the new version", summary)
         return
     order = sorted(job.embeddings)
     records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
-    old_clip_ids: list[int] = []
-    if job.replace_id is not None:
-        with lib.catalog.read() as session:
-            old_clip_ids = lib.catalog.clip_ids_of(session, job.replace_id)
-    _, clip_ids = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
-    vi = lib.vectors_current()
-    vi.remove(old_clip_ids)
-    vi.add(np.asarray(clip_ids, dtype=np.int64), np.stack([job.embeddings[i] for i in order]))
-    lib.vectors_added(vi, lib.catalog.generation())
+    with _ctrl_c_deferred():  # the catalog and the in-memory index change together
+        _, clip_ids, removed = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
+        lib.sync_vectors(removed, clip_ids, np.stack([job.embeddings[i] for i in order]))
     summary.indexed += 1
     summary.clips += len(records)
     summary.warnings.extend(job.warnings)
@@ -362,24 +397,20 @@ def _estimate(encoder: Encoder, work: list[_Job], hop_seconds: float) -> None:
     """On a CPU, say up front roughly how long embedding will take."""
     if str(encoder.device).startswith("cuda"):
         return
-    import av
-
-    seconds = 0.0
-    sample = work if len(work) <= 200 else [work[i] for i in np.linspace(0, len(work) - 1, 200).astype(int)]
-    for job in sample:  # container headers only: milliseconds a file
-        try:
-            with av.open(job.file.path, metadata_errors="ignore") as c:
-                seconds += (c.duration or 0) / 1e6
-        except Exception:  # unreadable files fail later with their reason
-            continue
-    clips = max(len(work), int(seconds * len(work) / len(sample) / hop_seconds))
     nf, size = encoder.settings.num_frames, encoder.settings.preprocessing
     dummy = np.zeros((nf, size.crop_height, size.crop_width, 3), dtype=np.uint8)
     t = time.monotonic()
     encoder.embed([dummy])
     per_clip = time.monotonic() - t
+    if per_clip < 0.05:  # a small model: nothing worth warning about
+        return
+    sample = work if len(work) <= 200 else [work[i] for i in np.linspace(0, len(work) - 1, 200).astype(int)]
+    seconds = probe_durations([job.file.path for job in sample])  # in a child: a bad file cannot hurt the job
+    if seconds is None:
+        return
+    clips = max(len(work), int(seconds * len(work) / len(sample) / hop_seconds))
     total = per_clip * clips
-    if total > 60:
+    if total > ESTIMATE_WARN_S:
         log.warning(
             "running %s on the CPU: about %d clips at %.1fs each, roughly %s of embedding; "
             "a GPU (--device cuda) is far faster",
@@ -388,6 +419,8 @@ def _estimate(encoder: Encoder, work: list[_Job], hop_seconds: float) -> None:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
@@ -417,7 +450,7 @@ def remove_paths(index_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
     from vidsearch.errors import VideoNotFoundError
 
     with Library.open(index_dir, writable=True) as lib:
-        vi = lib.vectors()
+        lib.vectors()  # loaded before the change, so that the change is applied to it
         with lib.catalog.read() as session:
             rows = session.execute(Video.__table__.select().with_only_columns(Video.id, Video.path)).all()
         chosen: dict[int, bytes] = {}
@@ -427,9 +460,7 @@ def remove_paths(index_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
             if not hits:
                 raise VideoNotFoundError(f"{os.fsdecode(p)}: no indexed video at that path")
             chosen.update((r.id, r.path) for r in hits)
-        removed = lib.catalog.remove_videos(list(chosen))
-        vi.remove(removed)
-        lib.vectors_added(vi, lib.catalog.generation())
+        lib.sync_vectors(lib.catalog.remove_videos(list(chosen)))
         lib.save_vectors()
     return [os.fsdecode(p) for p in chosen.values()]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -60,7 +59,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def worker_main(worker_id: int, tasks, results, settings: DecodeSettings, parent_pid: int) -> None:
+def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     import torch
@@ -70,40 +69,51 @@ def worker_main(worker_id: int, tasks, results, settings: DecodeSettings, parent
     from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips
 
     frame_size = FrameSize(settings.short_edge, settings.resample)
-    # tests: VIDSEARCH_FAULT_WORKER="hang:NAME" or "crash:NAME" makes decoding file NAME hang or segfault
+    # tests: VIDSEARCH_FAULT_WORKER="hang:NAME", "crash:NAME" or "crash_sending:NAME" makes decoding
+    # file NAME hang, segfault, or segfault while its first clip is being sent
     fault_kind, _, fault_name = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
     while True:
-        task = tasks.get()
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone
+            return
         if task is None:
             return
+        send = conn.send
         try:
-            if fault_name and os.path.basename(task.path) == fault_name:
-                if fault_kind == "crash":
-                    os.kill(os.getpid(), signal.SIGSEGV)
-                time.sleep(3600)
             with open_video(task.path, frame_size, settings.backend, num_threads=1) as reader:
                 plans = plan_clips(reader.frame_times, settings.num_frames, settings.clip_seconds, settings.hop_seconds)
-                results.put((INFO, worker_id, task.token, (reader.info, len(plans))))
+                send((INFO, worker_id, task.token, (reader.info, len(plans))))
                 warnings: list[str] = []
                 n = 0
                 for clip in iter_clips(reader, plans, warnings):
-                    results.put((CLIP, worker_id, task.token, clip))
+                    if fault_name and os.path.basename(task.path) == fault_name:
+                        if fault_kind == "crash":
+                            os.kill(os.getpid(), signal.SIGSEGV)
+                        elif fault_kind == "crash_sending":  # die half-way through sending a clip
+                            threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGSEGV)).start()
+                        else:
+                            time.sleep(3600)
+                    send((CLIP, worker_id, task.token, clip))
                     n += 1
-                results.put((DONE, worker_id, task.token, (n, warnings)))
+                send((DONE, worker_id, task.token, (n, warnings)))
         except DecodeError as exc:
-            results.put((ERROR, worker_id, task.token, exc.reason))
+            send((ERROR, worker_id, task.token, exc.reason))
         except Exception as exc:  # any decoder failure is this video's, not the job's
-            results.put((ERROR, worker_id, task.token, f"{type(exc).__name__}: {exc}"))
+            send((ERROR, worker_id, task.token, f"{type(exc).__name__}: {exc}"))
 
 
 class WorkerPool:
-    """Spawned decode workers, each fed one task at a time so its video is known."""
+    """Spawned decode workers, each with its own pipe and fed one task at a time.
 
-    def __init__(self, n: int, settings: DecodeSettings, timeout_s: float, queue_size: int):
+    One pipe per worker (not a shared queue): a worker that dies half-way through sending a
+    clip takes only its own pipe down, which the parent sees as end-of-file and discards.
+    """
+
+    def __init__(self, n: int, settings: DecodeSettings, timeout_s: float):
         self.ctx = mp.get_context("spawn")
         self.settings = settings
         self.timeout_s = timeout_s
-        self.results = self.ctx.Queue(maxsize=queue_size)
         self.workers: dict[int, dict] = {}
         self._next_id = 0
         for _ in range(max(1, n)):
@@ -112,16 +122,17 @@ class WorkerPool:
     def _start(self) -> None:
         wid = self._next_id
         self._next_id += 1
-        tasks = self.ctx.SimpleQueue()
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
-            target=worker_main, args=(wid, tasks, self.results, self.settings, os.getpid()),
+            target=worker_main, args=(wid, child_end, self.settings, os.getpid()),
             daemon=True, name=f"vidsearch-decode-{wid}",
         )
         proc.start()
-        self.workers[wid] = {"proc": proc, "tasks": tasks, "task": None, "last": time.monotonic()}
+        child_end.close()  # so that the worker's death reads as end-of-file here
+        self.workers[wid] = {"proc": proc, "conn": parent_end, "task": None, "last": time.monotonic(), "dead": False}
 
     def idle(self) -> list[int]:
-        return [wid for wid, w in self.workers.items() if w["task"] is None]
+        return [wid for wid, w in self.workers.items() if w["task"] is None and not w["dead"]]
 
     def busy(self) -> int:
         return sum(w["task"] is not None for w in self.workers.values())
@@ -129,24 +140,34 @@ class WorkerPool:
     def assign(self, wid: int, task: DecodeTask) -> None:
         w = self.workers[wid]
         w["task"], w["last"] = task, time.monotonic()
-        w["tasks"].put(task)
+        try:
+            w["conn"].send(task)
+        except OSError:
+            w["dead"] = True  # reap() fails its task and replaces it
 
     def get(self, timeout: float):
-        try:
-            msg = self.results.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        kind, wid, token, _ = msg
-        w = self.workers.get(wid)
-        if w is not None and w["task"] is not None and w["task"].token == token:
-            w["last"] = time.monotonic()
-            if kind in (DONE, ERROR):
-                w["task"] = None
-            return msg
-        return None  # from a worker already given up on
+        """The next message from any worker, or None after ``timeout`` seconds."""
+        from multiprocessing.connection import wait
+
+        conns = {w["conn"]: wid for wid, w in self.workers.items() if not w["dead"]}
+        for conn in wait(list(conns), timeout):
+            wid = conns[conn]
+            w = self.workers[wid]
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):  # died, perhaps half-way through a message
+                w["dead"] = True
+                continue
+            kind, _, token, _ = msg
+            if w["task"] is not None and w["task"].token == token:
+                w["last"] = time.monotonic()
+                if kind in (DONE, ERROR):
+                    w["task"] = None
+                return msg
+        return None
 
     def pause_clock(self, seconds: float) -> None:
-        """Time the parent spent embedding does not count against the workers."""
+        """Time the parent spent on its own work (embedding, committing) does not count against workers."""
         for w in self.workers.values():
             w["last"] += seconds
 
@@ -157,15 +178,17 @@ class WorkerPool:
         for wid, w in list(self.workers.items()):
             proc, task = w["proc"], w["task"]
             reason = None
-            if not proc.is_alive():
+            if w["dead"] or not proc.is_alive():
+                proc.join(1)
                 code = proc.exitcode
                 reason = f"decoder crashed (signal {-code})" if code and code < 0 else f"decoder exited ({code})"
-            elif task is not None and now - w["last"] > self.timeout_s:
+            elif task is not None and now - w["last"] > self.timeout_s and not w["conn"].poll():
                 proc.kill()
                 reason = f"decoding timed out ({self.timeout_s:g}s without progress)"
             if reason is None:
                 continue
             proc.join(5)
+            w["conn"].close()
             del self.workers[wid]
             self._start()
             if task is not None:
@@ -178,6 +201,35 @@ class WorkerPool:
                 w["proc"].kill()
         for w in self.workers.values():
             w["proc"].join(5)
+            w["conn"].close()
         self.workers.clear()
-        self.results.cancel_join_thread()
-        self.results.close()
+
+
+def _durations_main(conn, paths: list[str]) -> None:
+    import av
+
+    total = 0.0
+    for path in paths:
+        try:
+            with av.open(path, metadata_errors="ignore") as c:
+                total += (c.duration or 0) / 1e6
+        except Exception:  # unreadable files fail later, in a worker, with their reason
+            continue
+    conn.send(total)
+
+
+def probe_durations(paths: list[str], timeout_s: float = 30.0) -> float | None:
+    """Total container-declared duration of ``paths``, read in a child process (None if it fails)."""
+    ctx = mp.get_context("spawn")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_durations_main, args=(child_end, paths), daemon=True)
+    proc.start()
+    child_end.close()
+    try:
+        return parent_end.recv() if parent_end.poll(timeout_s) else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        proc.kill()
+        proc.join(5)
+        parent_end.close()

@@ -28,6 +28,8 @@ from vidsearch.storage.library import Library
 log = logging.getLogger(__name__)
 
 AUGMENTATIONS = ("crop", "scale", "color", "flip", "blur", "jpeg", "shift")
+#: A threshold this high would report nothing: calibration refuses to store it.
+MAX_THRESHOLD = 0.999
 
 
 @dataclass
@@ -248,12 +250,23 @@ def calibrate(
     if len(negatives) == 0:
         raise VidsearchError("calibration found no unrelated clips to compare against; index more videos first")
     neg_sorted = np.sort(negatives)[::-1]
-    allowed = int(np.floor(target_fpr * len(neg_sorted)))
+    allowed = int(np.floor(target_fpr * len(neg_sorted)))  # negatives that may lie at or above it
     threshold = float(neg_sorted[allowed]) + 1e-4 if allowed < len(neg_sorted) else float(neg_sorted[-1])
     if allowed == 0:
+        from statistics import NormalDist
+
+        z = np.arctanh(np.clip(negatives, -0.9999, 0.9999))
+        fitted = float(np.tanh(z.mean() + NormalDist().inv_cdf(1 - target_fpr) * z.std(ddof=1))) if len(z) > 1 else 1.0
         notes.append(
-            f"{len(negatives)} negatives cannot resolve a {target_fpr:g} false-positive rate: the threshold sits "
-            "just above the most similar unrelated pair; sample more videos for a finer estimate"
+            f"{len(negatives)} negatives cannot resolve a {target_fpr:g} false-positive rate: the threshold sits just "
+            f"above the most similar unrelated pair ({neg_sorted[0]:.4f}); a normal fit of the negatives' Fisher z "
+            f"puts it at {fitted:.4f}. Sample more videos (--sample) for a finer estimate"
+        )
+    if threshold >= MAX_THRESHOLD:
+        raise VidsearchError(
+            f"calibration would set the threshold to {threshold:.4f}: unrelated videos share near-identical clips "
+            f"(similarity {neg_sorted[0]:.4f}; black frames, titles or a logo?). Nothing stored; sample more videos "
+            "or give dupes a --threshold"
         )
     cal = Calibration(
         threshold=threshold, target_fpr=target_fpr, recall=float(np.mean(pos >= threshold)),

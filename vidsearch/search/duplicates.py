@@ -139,7 +139,7 @@ def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
     return np.split(rows[order], cuts)
 
 
-def clip_pairs(lib: Library, table: ClipTable, threshold: float, block: int = 2048) -> dict[tuple[int, int], np.ndarray]:
+def clip_pairs(lib: Library, session, table: ClipTable, threshold: float, block: int = 2048) -> dict[tuple[int, int], np.ndarray]:
     """Matches between clips of different videos above ``threshold``, keyed by (video a, video b), a < b.
 
     Each value is an (M, 3) array: row of a's clip, row of b's clip, similarity (each clip pair
@@ -148,9 +148,8 @@ def clip_pairs(lib: Library, table: ClipTable, threshold: float, block: int = 20
     """
     dim = lib.manifest.encoder.dim
     vectors = np.empty((len(table.ids), dim), dtype=np.float16)  # float16: half the memory
-    with lib.catalog.read() as session:
-        for ids, vecs in lib.catalog.iter_embeddings(session, dim):
-            vectors[table.lookup(ids)] = vecs
+    for ids, vecs in lib.catalog.iter_embeddings(session, dim):  # the snapshot ``table`` was read in
+        vectors[table.lookup(ids)] = vecs
     parts = []
     for members in _partitions(vectors, dim):
         x = vectors[members].astype(np.float32)
@@ -211,7 +210,7 @@ def find_duplicates(
     """
     thr, source = resolve_threshold(lib, threshold)
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
-    with lib.catalog.read() as session:
+    with lib.catalog.read() as session:  # one snapshot, even while an index job writes
         table = load_clip_table(lib, session)
         videos = {
             vid: (os.fsdecode(path), dur or 0.0)
@@ -219,7 +218,7 @@ def find_duplicates(
                 select(Video.id, Video.path, Video.duration_s).where(Video.status == STATUS_INDEXED)
             )
         }
-    candidates = clip_pairs(lib, table, thr, batch)
+        candidates = clip_pairs(lib, session, table, thr, batch)
     report = DuplicateReport(thr, source, min_seconds, candidates=len(candidates),
                              clip_matches=sum(len(v) for v in candidates.values()))
     for (va, vb), matches in candidates.items():

@@ -79,6 +79,8 @@ def embed_query(
         keep = np.nonzero((times[:, 0] >= lo - 1e-6) & (times[:, 0] < hi))[0]
         if len(keep) == 0:
             raise DecodeError(path, f"no frames between {lo:g}s and {hi:g}s (the video lasts {times[-1, 1]:.1f}s)")
+        if end is None:
+            hi = float(times[-1, 1])
         first = int(keep[0])
         sub = times[keep] - times[first, 0]
         sub[-1, 1] = min(sub[-1, 1], hi - times[first, 0])
@@ -143,6 +145,10 @@ def search_video(
         if start is not None or end is not None:
             lo, hi = start or 0.0, end if end is not None else np.inf
             keep = (q.times[:, 0] >= lo - 1e-6) & (q.times[:, 1] <= hi + 1e-6)
+            if not keep.any():
+                raise VideoNotFoundError(
+                    f"{path}: its file is gone, and no stored clip lies wholly between {lo:g}s and {hi:g}s"
+                )
             q = QueryEmbedding(q.times[keep], q.vectors[keep])
     result = SearchResult(
         query=path, query_start=float(q.times[0, 0]) if len(q.times) else 0.0,

@@ -207,9 +207,17 @@ class Catalog:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session whose queries all see one snapshot of the catalog."""
-        with Session(self.engine) as session:
-            with session.begin():
-                yield session
+        try:
+            with Session(self.engine) as session:
+                with session.begin():
+                    yield session
+        except DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            raise CorruptIndexError(
+                f"{self.path} is damaged ({_first_line(exc)}); `vidsearch verify` checks it; restore it from a "
+                "backup or re-index into a new folder"
+            ) from exc
 
     @contextmanager
     def write(self, bump: bool = True) -> Iterator[Session]:
@@ -228,6 +236,8 @@ class Catalog:
                 finally:
                     conn.info["write"] = False
         except DBAPIError as exc:
+            if isinstance(exc, DatabaseError) and _is_damage(exc):
+                raise CorruptIndexError(f"{self.path} is damaged ({_first_line(exc)}); `vidsearch verify` checks it") from exc
             raise StorageError(
                 f"{self.path}: cannot write ({_first_line(exc)}); everything committed before is kept"
             ) from exc
@@ -299,11 +309,11 @@ class Catalog:
 
     # ---- writes ------------------------------------------------------------------------
 
-    def store_video(self, record: VideoRecord, clips: Sequence[ClipRecord], replace_id: int | None = None) -> tuple[int, list[int]]:
+    def store_video(self, record: VideoRecord, clips: Sequence[ClipRecord], replace_id: int | None = None) -> tuple[int, list[int], list[int]]:
         """Store a video with its clips and embeddings in one transaction.
 
         Replaces any row at the same path (and ``replace_id``), dropping its old clips.
-        Returns the video id and the new clip ids. Old clip ids are never reused.
+        Returns the video id, the new clip ids and the removed clip ids. Clip ids are never reused.
         """
         with self.write() as session:
             return self._store(session, record, clips, replace_id, STATUS_INDEXED, None)
@@ -311,9 +321,10 @@ class Catalog:
     def store_failure(self, record: VideoRecord, error: str) -> tuple[int, bool]:
         """Record a failed video; an indexed version at the same path is kept, not replaced.
 
-        Returns the row id and whether an indexed version was kept.
+        Returns the row id and whether an indexed version was kept. Clips are never touched,
+        so the generation stays.
         """
-        with self.write() as session:
+        with self.write(bump=False) as session:
             existing = session.scalar(select(Video).where(Video.path == record.path))
             if existing is not None and existing.status == STATUS_INDEXED:
                 return existing.id, True
@@ -324,7 +335,9 @@ class Catalog:
         same_path = session.scalar(select(Video.id).where(Video.path == record.path))
         if same_path is not None:
             old_ids.append(same_path)
+        removed: list[int] = []
         if old_ids:
+            removed = list(session.scalars(select(ClipRow.id).where(ClipRow.video_id.in_(old_ids))))
             session.execute(delete(ClipRow).where(ClipRow.video_id.in_(old_ids)))
             session.execute(delete(Video).where(Video.id.in_(old_ids)))
             session.flush()
@@ -342,10 +355,13 @@ class Catalog:
         session.add_all(rows)
         session.flush()
         fault("in_commit")
-        return video.id, [r.id for r in rows]
+        return video.id, [r.id for r in rows], removed
 
-    def copy_video(self, source_id: int, record: VideoRecord) -> tuple[int, list[int]]:
-        """Index an identical copy of an indexed file by copying its clips (new clip ids)."""
+    def copy_video(self, source_id: int, record: VideoRecord) -> tuple[int, list[int], list[int]]:
+        """Index an identical copy of an indexed file by copying its clips (new clip ids).
+
+        Returns the new video id, its clip ids and the clip ids of a row it replaced.
+        """
         with self.write() as session:
             src = session.get(Video, source_id)
             clips = [
@@ -358,11 +374,17 @@ class Catalog:
             )
             return self._store(session, record, clips, None, STATUS_INDEXED, None)
 
-    def move_video(self, video_id: int, new_path: bytes, size: int, mtime_ns: int) -> None:
-        """A file moved or renamed: keep its clips, update its path."""
+    def move_video(self, video_id: int, new_path: bytes, size: int, mtime_ns: int) -> list[int]:
+        """A file moved or renamed: keep its clips, update its path. Returns the clip ids of a
+        row it replaced at the new path."""
         with self.write() as session:
-            session.execute(delete(Video).where(Video.path == new_path, Video.id != video_id))
+            taken = list(session.scalars(select(Video.id).where(Video.path == new_path, Video.id != video_id)))
+            removed = list(session.scalars(select(ClipRow.id).where(ClipRow.video_id.in_(taken)))) if taken else []
+            if taken:
+                session.execute(delete(ClipRow).where(ClipRow.video_id.in_(taken)))
+                session.execute(delete(Video).where(Video.id.in_(taken)))
             session.execute(update(Video).where(Video.id == video_id).values(path=new_path, size=size, mtime_ns=mtime_ns))
+            return removed
 
     def remove_videos(self, video_ids: Sequence[int]) -> list[int]:
         """Delete videos and their clips; returns the removed clip ids."""
@@ -391,6 +413,11 @@ def _bump_generation(session: Session) -> None:
     updated = session.execute(update(Meta).where(Meta.key == "generation").values(value=Meta.value + 1))
     if updated.rowcount == 0:
         session.add(Meta(key="generation", value=1))
+
+
+def _is_damage(exc: DatabaseError) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ import logging
 import os
 import socket
 import uuid
+
+import numpy as np
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -342,6 +344,15 @@ class Library:
     def vectors_current(self) -> VectorIndex:
         """A writer's in-memory index as it stands (kept in step with its own commits)."""
         return self._vectors if self._vectors is not None else self.vectors()
+
+    def sync_vectors(self, removed=(), added_ids=None, added_vectors=None) -> None:
+        """After one of this writer's catalog writes: make the same change to the in-memory index
+        and stamp it with the catalog's generation, so the file saved later is not stale."""
+        vi = self.vectors_current()
+        vi.remove(removed)
+        if added_ids is not None and len(added_ids):
+            vi.add(np.asarray(added_ids, dtype=np.int64), added_vectors)
+        self.vectors_added(vi, self.catalog.generation())
 
     def vectors_added(self, vi: VectorIndex, generation: int) -> None:
         """Record that ``vi`` now reflects catalog ``generation`` (a writer after its commit)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import delete, func, select, text
 
-from vidsearch.errors import VidsearchError
+from vidsearch.errors import CorruptIndexError, VidsearchError
 from vidsearch.storage.catalog import EMBEDDING_DTYPE, STATUS_INDEXED, ClipRow, Video
 from vidsearch.storage.library import Library
 from vidsearch.storage.vectors import VectorFileError, VectorIndex
@@ -54,6 +54,7 @@ def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.nda
         integrity = [r[0] for r in s.execute(text("PRAGMA integrity_check"))]
         if integrity != ["ok"]:
             report.problems.append(Problem("catalog", f"SQLite integrity check: {'; '.join(integrity[:3])}", False))
+            return bad_videos, None
         orphans = s.scalar(
             select(func.count(ClipRow.id)).where(~ClipRow.video_id.in_(select(Video.id)))
         )
@@ -130,7 +131,13 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
         report.problems.append(Problem("manifest", str(exc), False))
         return report
     with lib:
-        bad_videos, clip_ids = _check_catalog(lib, report)
+        try:
+            bad_videos, clip_ids = _check_catalog(lib, report)
+        except CorruptIndexError as exc:
+            report.problems.append(Problem("catalog", str(exc), False))
+            return report
+        if clip_ids is None:  # the catalog failed its integrity check: nothing else is trustworthy
+            return report
         rebuild = _check_vectors(lib, clip_ids, report)
         if not repair or not report.problems:
             return report

@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--videos", type=Path, default=None, help="reuse short.mp4 and long.mp4 written by an earlier run")
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -90,12 +91,15 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="vidsearch-mem-", dir=args.workdir))
     model = make_checkpoint(tmp / "model", image_size=224)
-    short, long = tmp / "short.mp4", tmp / "long.mp4"
-    t = time.perf_counter()
-    write_1080p(short, 10, args.fps)
-    write_1080p(long, args.minutes * 60, args.fps)
-    print(f"wrote 10 s and {args.minutes:g} min of 1920x1080 at {args.fps} fps in {time.perf_counter() - t:.0f}s "
-          f"({long.stat().st_size / 1e6:.0f} MB)")
+    if args.videos:
+        short, long = args.videos / "short.mp4", args.videos / "long.mp4"
+    else:
+        short, long = tmp / "short.mp4", tmp / "long.mp4"
+        t = time.perf_counter()
+        write_1080p(short, 10, args.fps)
+        write_1080p(long, args.minutes * 60, args.fps)
+        print(f"wrote 10 s and {args.minutes:g} min of 1920x1080 at {args.fps} fps in {time.perf_counter() - t:.0f}s "
+              f"({long.stat().st_size / 1e6:.0f} MB)")
     p_short, t_short = peak_index_rss(short, model, tmp / "idx-short")
     p_long, t_long = peak_index_rss(long, model, tmp / "idx-long")
     print(f"peak RSS, job + decode worker: 10 s video {p_short:.0f} MB ({t_short:.0f}s); "

@@ -13,8 +13,8 @@ Usage: python benchmarks/search_scale.py [--clips 100000 1000000] [--dupes]
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -139,15 +139,27 @@ def main() -> None:
                     modes.append(("all pairs (exact)", n))
                 for label, limit in modes:
                     dup.EXACT_CANDIDATES_LIMIT = limit
+                    base, peak = rss_mb(), [0.0]
+                    done = threading.Event()
+
+                    def sample():
+                        while not done.is_set():
+                            peak[0] = max(peak[0], rss_mb())
+                            time.sleep(0.05)
+
+                    sampler = threading.Thread(target=sample, daemon=True)
+                    sampler.start()
                     t = time.perf_counter()
                     rep = find_duplicates(lib, threshold=0.9)
                     dt = time.perf_counter() - t
+                    done.set()
+                    sampler.join()
                     found_pairs = {tuple(sorted((int(p.a[6:13]) + 1, int(p.b[6:13]) + 1))) for p in rep.pairs}
                     share = len(found_pairs & planted) / len(planted)
                     row[f"dupes {label}"] = (dt, share, len(found_pairs - planted))
                     print(f"  dupes, {label}: {dt:.1f}s, planted pairs found {share:.3f} of {len(planted)}, "
-                          f"other pairs {len(found_pairs - planted)}, peak RSS "
-                          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
+                          f"other pairs {len(found_pairs - planted)}, memory +{peak[0] - base:.0f} MB at peak "
+                          f"(process {peak[0]:.0f} MB)", flush=True)
                 dup.EXACT_CANDIDATES_LIMIT = modes[0][1]
             rows.append(row)
             lib.close()

@@ -80,6 +80,15 @@ def write_video(
     return path
 
 
+def write_videos(folder: str | os.PathLike, n: int, seed: int, seconds: float = 6.0) -> Path:
+    """``n`` unrelated small videos v0.mp4 … in ``folder`` (created)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        write_video(folder / f"v{i}.mp4", seconds=seconds, fps=25, size=(128, 96), seed=seed + i)
+    return folder
+
+
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None,
               size: tuple[int, int] | None = None, codec: str = "libx264", fps: float | None = None) -> Path:
     """Re-encode (a time range of) a video, optionally resized: a near-duplicate."""

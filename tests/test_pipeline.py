@@ -14,10 +14,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_video
+from helpers import write_video, write_videos
 from vidsearch.cli import cli
 from vidsearch.storage.library import Library
 from vidsearch.storage.vectors import VectorIndex
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def job(folder, idx, model, *extra):
+    """``vidsearch index`` as a separate process (to be killed), two workers, one clip a batch."""
+    return [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(folder), "--index", str(idx), "--model", str(model),
+            "--workers", "2", "--batch-size", "1", *map(str, extra)]
 
 
 def run(*args, env=None):
@@ -157,14 +166,9 @@ def _alive(pid):
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_finishes_with_nothing_twice(tmp_path, tiny_model):
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    for i in range(8):
-        write_video(folder / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=100 + i)
+    folder = write_videos(tmp_path / "videos", 8, seed=100)
     idx = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "vidsearch.cli", "index", str(folder), "--index", str(idx), "--model", str(tiny_model),
-           "--workers", "2", "--batch-size", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd, env = job(folder, idx, tiny_model), ENV
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     workers = []
@@ -243,14 +247,10 @@ def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    for i in range(8):
-        write_video(folder / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=200 + i)
+    folder = write_videos(tmp_path / "videos", 8, seed=200)
     idx = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "vidsearch.cli", "index", str(folder), "--index", str(idx), "--model", str(tiny_model),
-           "--workers", "2", "--batch-size", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [c for c in job(folder, idx, tiny_model) if c != "-q"]  # the "interrupted" line is wanted
+    env = ENV
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_video
-from test_pipeline import assert_faiss_matches_catalog, catalog_state
+from helpers import write_video, write_videos
+from test_pipeline import ENV, assert_faiss_matches_catalog, catalog_state, job
 from vidsearch.cli import cli
 
 
@@ -30,12 +30,6 @@ def index(folder, idx, model, *extra, env=None):
     return run("index", folder, "--index", idx, "--model", model, "--workers", 2, *extra, env=env)
 
 
-def job(folder, idx, model, *extra):
-    return [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(folder), "--index", str(idx), "--model", str(model),
-            "--workers", "2", "--batch-size", "1", *map(str, extra)]
-
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def write_audio_only(path):
@@ -195,10 +189,7 @@ def test_8k_video_decodes_in_bounded_memory(tmp_path):
 
 @pytest.fixture
 def six_videos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("six")
-    for i in range(6):
-        write_video(d / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=300 + i)
-    return d
+    return write_videos(tmp_path_factory.mktemp("six"), 6, seed=300)
 
 
 def assert_each_video_once(idx, n, clips_each=3):
@@ -306,10 +297,7 @@ def test_readers_see_consistent_snapshots_while_a_job_writes(tmp_path, tiny_mode
     from vidsearch.api import library_stats, open_library
     from vidsearch.storage.vectors import VectorIndex
 
-    d = tmp_path / "videos"
-    d.mkdir()
-    for i in range(10):
-        write_video(d / f"v{i}.mp4", seconds=6, fps=25, size=(128, 96), seed=400 + i)
+    d = write_videos(tmp_path / "videos", 10, seed=400)
     idx = tmp_path / "idx"
     proc = subprocess.Popen(job(d, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checks = 0

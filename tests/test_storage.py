@@ -247,12 +247,12 @@ def test_index_type_chosen_by_size_with_hysteresis():
     from vidsearch.storage.vectors import DEFAULT_SPEC, choose_spec, should_switch
 
     assert choose_spec(150_000) == DEFAULT_SPEC
-    assert choose_spec(1_000_000) == "IVF1024,SQ8"
-    assert choose_spec(4_000_000) == "IVF2048,SQ8"
+    assert choose_spec(1_000_000) == "IVF1024,SQfp16"
+    assert choose_spec(4_000_000) == "IVF2048,SQfp16"
     assert should_switch(DEFAULT_SPEC, 250_000) and not should_switch(DEFAULT_SPEC, 150_000)
-    assert not should_switch("IVF512,SQ8", 150_000)  # hysteresis: not back to exact just below the limit
-    assert should_switch("IVF512,SQ8", 50_000)
-    assert not should_switch("IVF512,SQ8", 1_000_000) and should_switch("IVF256,SQ8", 4_000_000)
+    assert not should_switch("IVF512,SQfp16", 150_000)  # hysteresis: not back to exact just below the limit
+    assert should_switch("IVF512,SQfp16", 50_000)
+    assert not should_switch("IVF512,SQfp16", 1_000_000) and should_switch("IVF256,SQfp16", 4_000_000)
 
 
 def clustered(rng, n, dim=DIM, centres=40):
@@ -272,10 +272,10 @@ def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_p
         lib.catalog.store_video(record(f"v{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])])
     assert lib.switch_index_type() is True
     m = lib.manifest
-    assert m.faiss_spec == "IVF64,SQ8" and not m.faiss_pinned
+    assert m.faiss_spec == "IVF64,SQfp16" and not m.faiss_pinned
     assert m.faiss_params["recall_at_10"] >= 0.97 and m.faiss_params["nprobe"] >= 1
     vi = lib.vectors()
-    assert vi.spec == "IVF64,SQ8" and vi.params["nprobe"] == m.faiss_params["nprobe"]
+    assert vi.spec == "IVF64,SQfp16" and vi.params["nprobe"] == m.faiss_params["nprobe"]
     queries = data[rng.choice(len(data), 200, replace=False)] + 0.2 * rng.standard_normal((200, 32)).astype(np.float32) / np.sqrt(32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)  # unseen clips from the library's distribution
     _, found = vi.search(queries, 10)
@@ -297,3 +297,28 @@ def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_p
         with pytest.raises(ValueError, match="not a FAISS index factory string"):
             writer.switch_index_type("NoSuchIndex42")
         assert writer.manifest.faiss_spec == "IDMap2,Flat"
+
+
+def test_tuning_stops_where_recall_stops_growing():
+    from vidsearch.storage.vectors import exact_knn, recall_at, tune
+
+    rng = np.random.default_rng(10)
+    data = clustered(rng, 3000, 32)
+    ids = np.arange(3000, dtype=np.int64)
+    vi = VectorIndex.empty(32, "IVF32,SQ4")  # 4-bit codes: recall is capped below the target
+    vi.train(data)
+    vi.add(ids, data)
+    q_ids = rng.choice(3000, 300, replace=False)
+    truth = exact_knn(data[q_ids], [(ids, data)], 11)
+    params = tune(vi, data[q_ids], q_ids, truth)
+    measured = {}
+    for p in (1, 2, 4, 8, 16, 32):
+        vi.set_params({"nprobe": p})
+        _, found = vi.search(data[q_ids], 11)
+        found = np.array([[i for i in row if i != q][:10] for row, q in zip(found, q_ids)])
+        t = np.array([[i for i in row if i != q][:10] for row, q in zip(truth, q_ids)])
+        measured[p] = recall_at(found, t)
+    best = max(measured.values())
+    assert best < 0.97  # the cap this test is about
+    assert params["nprobe"] == min(p for p, r in measured.items() if r >= best - 0.005)
+    assert params["recall_at_10"] == pytest.approx(measured[params["nprobe"]], abs=1e-4)

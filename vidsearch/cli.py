@@ -259,7 +259,7 @@ def remove_cmd(paths, index_dir):
 
 @cli.command("reindex")
 @index_option
-@click.option("--spec", default=None, help="Pin a FAISS index factory string, e.g. 'IVF1024,SQ8' or 'HNSW32,Flat'.")
+@click.option("--spec", default=None, help="Pin a FAISS index factory string, e.g. 'IVF1024,SQfp16' or 'HNSW32,Flat'.")
 @click.option("--auto", "auto", is_flag=True, help="Unpin: let the index size choose the type again.")
 @_handle_errors
 def reindex_cmd(index_dir, spec, auto):

@@ -32,6 +32,7 @@ from vidsearch.storage.vectors import VectorIndex
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 60.0
+_NO_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
 #: On a CPU, a job whose embedding should take longer than this is announced with an estimate.
 ESTIMATE_WARN_S = 60.0
 
@@ -340,7 +341,8 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
     for (tok, i), vec in zip(batch, vectors):
         job = jobs[tok]
         job.embeddings[i] = vec
-        job.clips[i].frames = job.clips[i].frames[:0]  # frames are no longer needed
+        c = job.clips[i]
+        job.clips[i] = Clip(c.index, c.start_s, c.end_s, _NO_FRAMES)  # let the frames go (a view would keep them)
     spent = time.monotonic() - t
     summary.embed_seconds += spent
     pool.pause_clock(spent)

@@ -35,7 +35,10 @@ class DecodeSettings:
     backend: str = "auto"
 
 
-# messages on the result queue: (kind, worker_id, token, payload)
+#: Decode workers run at a lower priority than the job (and its encoder threads).
+WORKER_NICENESS = 10
+
+# messages from a worker: (kind, worker_id, token, payload)
 INFO, CLIP, DONE, ERROR = "info", "clip", "done", "error"
 
 
@@ -62,6 +65,11 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    try:
+        # on a CPU the encoder is the bottleneck: decoders take the cycles it leaves, not its own
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     import torch
 
     torch.set_num_threads(1)

@@ -30,15 +30,16 @@ TARGET_RECALL = 0.97
 
 
 def choose_spec(n: int) -> str:
-    """The index type for ``n`` clips: exact while small, then IVF with 8-bit scalar codes.
+    """The index type for ``n`` clips: exact while small, then IVF with float16 codes.
 
-    SQ8 keeps recall close to exact search at a quarter of the memory; the number of lists
-    grows with the square root of the size (1M clips → 1024 lists).
+    float16 is the precision the catalog stores, so the codes lose nothing (8-bit codes were
+    measured to cap recall@10 at 0.96 on clustered 1024-d vectors, however many lists were
+    probed); the number of lists grows with the square root of the size (1M clips → 1024).
     """
     if n < EXACT_LIMIT:
         return DEFAULT_SPEC
     nlist = 2 ** int(round(np.log2(np.sqrt(n))))
-    return f"IVF{nlist},SQ8"
+    return f"IVF{nlist},SQfp16"
 
 
 def should_switch(current: str, n: int) -> bool:
@@ -282,16 +283,19 @@ def tune(vi: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.
     except RuntimeError:
         return {}
     truth = np.array([[i for i in row if i != q][:k] for row, q in zip(truth, query_ids)])
-    params, recall = {}, 0.0
+    measured: list[tuple[int, float]] = []
     nprobe = 1
     while True:
         vi.set_params({"nprobe": nprobe})
         _, found = vi.search(queries, k + 1)
         found = np.array([[i for i in row if i != q][:k] for row, q in zip(found, query_ids)])
-        recall = recall_at(found, truth)
-        params = {"nprobe": nprobe, "recall_at_10": round(recall, 4), "tuned_on": int(len(queries))}
-        if recall >= target or nprobe >= nlist:
+        measured.append((nprobe, recall_at(found, truth)))
+        if measured[-1][1] >= target or nprobe >= nlist:
             break
         nprobe = min(nlist, nprobe * 2)
+    # the target, or where recall stops growing (the codes' precision can cap it below the target)
+    best = max(r for _, r in measured)
+    nprobe, recall = next((p, r) for p, r in measured if r >= min(target, best - 0.005))
+    params = {"nprobe": nprobe, "recall_at_10": round(recall, 4), "tuned_on": int(len(queries))}
     vi.set_params(params)
     return params

@@ -119,13 +119,6 @@ class VectorIndex:
                 ps.set_index_parameter(self.index, name, value)
         self.params = dict(params)
 
-    @classmethod
-    def from_chunks(cls, chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, spec: str = DEFAULT_SPEC) -> "VectorIndex":
-        vi = cls.empty(dim, spec)
-        for ids, vecs in chunks:
-            vi.add(ids, vecs)
-        return vi
-
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal) - len(self.tombstones)

@@ -195,12 +195,21 @@ def _plan_work(lib: Library, paths, files: Sequence[VideoFile], opts: IndexOptio
         queued.add(f.fingerprint)
         work.append(_Job(f, row.id if row is not None else None))
     if opts.prune:
-        roots = [os.fsencode(os.path.abspath(os.fsdecode(p))) for p in paths]
-        under = [r for r in rows if any(r.path == root or r.path.startswith(root.rstrip(b"/") + b"/") for root in roots)]
+        roots = [_abs_bytes(p) for p in paths]
+        under = [r for r in rows if any(_is_under(r.path, root) for root in roots)]
         gone_ids = [r.id for r in under if not os.path.exists(r.path) and r.id not in claimed]
         lib.sync_vectors(lib.catalog.remove_videos(gone_ids))
         summary.pruned = len(gone_ids)
     return work
+
+
+def _abs_bytes(path: str | os.PathLike | bytes) -> bytes:
+    return os.fsencode(os.path.abspath(os.fsdecode(path)))
+
+
+def _is_under(path: bytes, root: bytes) -> bool:
+    """``path`` is ``root`` itself or lies in the folder ``root``."""
+    return path == root or path.startswith(root.rstrip(b"/") + b"/")
 
 
 def _record(f: VideoFile, info: VideoInfo | None) -> VideoRecord:
@@ -457,8 +466,8 @@ def remove_paths(index_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
             rows = session.execute(Video.__table__.select().with_only_columns(Video.id, Video.path)).all()
         chosen: dict[int, bytes] = {}
         for p in paths:
-            target = os.fsencode(os.path.abspath(os.fsdecode(p)))
-            hits = [r for r in rows if r.path == target or r.path.startswith(target.rstrip(b"/") + b"/")]
+            target = _abs_bytes(p)
+            hits = [r for r in rows if _is_under(r.path, target)]
             if not hits:
                 raise VideoNotFoundError(f"{os.fsdecode(p)}: no indexed video at that path")
             chosen.update((r.id, r.path) for r in hits)

@@ -160,6 +160,42 @@ def test_vsc_export_loads_without_pickle(planted, tmp_path):
     assert "/orig.mp4" in set(raw["paths"]) and raw["features"].shape == (68, DIM)
 
 
+def test_parquet_export_round_trips_paths_times_and_vectors(planted, tmp_path):
+    import os
+
+    import pyarrow.parquet as pq
+
+    from vidsearch.storage.catalog import decode_embeddings
+    from vidsearch.storage.export import export
+
+    odd = b"/caf\xe9.mp4"  # a Latin-1 name: not UTF-8
+    vec = Planter(5).random(2)
+    planted.catalog.store_video(VideoRecord(odd, 1, 1, "odd", duration_s=4.0),
+                                [ClipRecord(0.0, 2.0, vec[0]), ClipRecord(2.0, 4.0, vec[1])])
+    n = export(planted, tmp_path / "d.parquet", "parquet")
+    t = pq.read_table(tmp_path / "d.parquet")
+    assert n == 70 and t.num_rows == 70 and t.column_names == ["path", "start_s", "end_s", "embedding"]
+    rows = t.to_pydict()
+    emb = np.array(rows["embedding"], dtype=np.float32)
+    assert emb.shape == (70, DIM)
+    odd_rows = [i for i, p in enumerate(rows["path"]) if p == "/caf\\xe9.mp4"]
+    assert [(rows["start_s"][i], rows["end_s"][i]) for i in odd_rows] == [(0.0, 2.0), (2.0, 4.0)]
+    np.testing.assert_allclose(emb[odd_rows], vec, atol=1e-3)  # float16 in the catalog
+    # every row matches the catalog's clip at that path and time
+    with planted.catalog.read() as session:
+        from sqlalchemy import select
+
+        from vidsearch.storage.catalog import ClipRow, Video
+
+        stored = {(os.fsencode(path).decode("utf-8", "backslashreplace") if isinstance(path, str) else
+                   path.decode("utf-8", "backslashreplace"), s, e): decode_embeddings([blob], DIM)[0]
+                  for path, s, e, blob in session.execute(
+                      select(Video.path, ClipRow.start_s, ClipRow.end_s, ClipRow.embedding).join(ClipRow))}
+    assert len(stored) == 70
+    for i in range(70):
+        np.testing.assert_array_equal(emb[i], stored[(rows["path"][i], rows["start_s"][i], rows["end_s"][i])])
+
+
 def test_partitioned_candidates_find_the_same_pairs_as_exact(planted, monkeypatch):
     import vidsearch.search.duplicates as dup
 

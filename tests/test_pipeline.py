@@ -276,15 +276,19 @@ def test_cpu_job_says_up_front_how_long_it_will_take(tmp_path, library_videos, e
     import vidsearch.indexer.pipeline as pipeline
 
     real_embed = encoder.embed
+    embedded = []
 
     def slow_embed(clips, sizes=None):  # a large model on a CPU: a tenth of a second a clip here
         time.sleep(0.1)
+        embedded.append(len(clips))
         return real_embed(clips, sizes)
 
     monkeypatch.setattr(encoder, "embed", slow_embed)
     monkeypatch.setattr(pipeline, "ESTIMATE_WARN_S", 0.5)
     with caplog.at_level("WARNING", logger="vidsearch"):
-        pipeline.index_paths(tmp_path / "idx", [library_videos], pipeline.IndexOptions(workers=1), encoder=encoder)
+        summary = pipeline.index_paths(tmp_path / "idx", [library_videos], pipeline.IndexOptions(workers=1),
+                                       encoder=encoder)
+    assert sum(embedded) == summary.clips  # timed on real clips: nothing embedded only to time it
     (line,) = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
     # 8 + 6 + 5 s of video at one clip every 2 s: about 9 clips (the last windows are not counted)
     assert re.search(r"about 9 clips at 0\.[1-3]s each, roughly [1-3] s of embedding", line), line

@@ -284,7 +284,6 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
         num_frames=m.encoder.num_frames, clip_seconds=m.clips.clip_seconds, hop_seconds=m.clips.hop_seconds,
         backend=opts.backend,
     )
-    _estimate(encoder, work, m.clips.hop_seconds)
     batch_size = opts.batch_size or default_batch_size(encoder.device)
     jobs = {i: job for i, job in enumerate(work)}
     todo = deque(jobs)
@@ -292,6 +291,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s)
     bar = _progress(len(work), opts.progress)
     last_save = started = time.monotonic()
+    estimated = str(encoder.device).startswith("cuda")
     try:
         while todo or pool.busy() or pending:
             for wid in pool.idle():
@@ -317,7 +317,12 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     del jobs[token]
                     bar.update(1)
             if len(pending) >= batch_size or (pending and (msg is None or not pool.busy())):
-                _embed(encoder, jobs, pending[:batch_size], pool, summary)
+                spent = _embed(encoder, jobs, pending[:batch_size], pool, summary)
+                if not estimated:  # timed on the first real batch: no clip is embedded just to time it
+                    estimated = True
+                    t = time.monotonic()
+                    _estimate(encoder.settings.model, spent / min(len(pending), batch_size), work, m.clips.hop_seconds)
+                    pool.pause_clock(time.monotonic() - t)
                 del pending[:batch_size]
             for task, reason in pool.reap():
                 if task.token in jobs:
@@ -342,7 +347,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
         bar.close()
 
 
-def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]], pool: WorkerPool, summary: IndexSummary) -> None:
+def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]], pool: WorkerPool, summary: IndexSummary) -> float:
+    """Embed ``batch`` into its jobs; returns the seconds it took."""
     t = time.monotonic()
     clips = [jobs[tok].clips[i] for tok, i in batch]
     sizes = [(jobs[tok].info.width, jobs[tok].info.height) for tok, _ in batch]
@@ -356,6 +362,7 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
     summary.embed_seconds += spent
     pool.pause_clock(spent)
     fault("after_embed")
+    return spent
 
 
 @contextmanager
@@ -404,15 +411,8 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
         log.info("%s: %d of %d clips decoded", job.file.path, job.done, job.planned)
 
 
-def _estimate(encoder: Encoder, work: list[_Job], hop_seconds: float) -> None:
-    """On a CPU, say up front roughly how long embedding will take."""
-    if str(encoder.device).startswith("cuda"):
-        return
-    nf, size = encoder.settings.num_frames, encoder.settings.preprocessing
-    dummy = np.zeros((nf, size.crop_height, size.crop_width, 3), dtype=np.uint8)
-    t = time.monotonic()
-    encoder.embed([dummy])
-    per_clip = time.monotonic() - t
+def _estimate(model: str, per_clip: float, work: list[_Job], hop_seconds: float) -> None:
+    """On a CPU, say early roughly how long embedding will take (``per_clip``: seconds a clip, measured)."""
     if per_clip < 0.05:  # a small model: nothing worth warning about
         return
     sample = work if len(work) <= 200 else [work[i] for i in np.linspace(0, len(work) - 1, 200).astype(int)]
@@ -425,7 +425,7 @@ def _estimate(encoder: Encoder, work: list[_Job], hop_seconds: float) -> None:
         log.warning(
             "running %s on the CPU: about %d clips at %.1fs each, roughly %s of embedding; "
             "a GPU (--device cuda) is far faster",
-            encoder.settings.model, clips, per_clip, _duration(total),
+            model, clips, per_clip, _duration(total),
         )
 
 

@@ -113,8 +113,10 @@ def export(lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLi
             raise ValueError("parquet export needs pyarrow: pip install 'vidsearch[parquet]'") from None
         import io
 
+        # parquet strings are UTF-8: bytes of a non-UTF-8 name are written as \xNN escapes
+        paths = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in d.paths.tolist()]
         table = pa.table({
-            "path": d.paths.tolist(), "start_s": d.timestamps[:, 0], "end_s": d.timestamps[:, 1],
+            "path": paths, "start_s": d.timestamps[:, 0], "end_s": d.timestamps[:, 1],
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), feats.shape[1]),
         })
         buf = io.BytesIO()

@@ -5,9 +5,12 @@ Synthetic clip vectors shaped like VideoMAE-large output (1024-d, clustered, uni
 and tunes) its index from the catalog as it would for a user. Reported per size: the chosen
 type, build time, memory, recall@10 against exact search on held-out queries, and single-query
 and batch latency (p50, p99). With --dupes, also ``find_duplicates`` on planted copies (1% of
-videos), and at up to 200k clips the same with exact all-pairs candidates for comparison.
+videos), and at up to 200k clips the same with exact all-pairs candidates for comparison. With
+--stale, the time a reader takes to open the index after one more video was committed than the
+vectors file holds (as while an index job runs, or after one was killed): caught up by clip id,
+against a rebuild from the catalog.
 
-Usage: python benchmarks/search_scale.py [--clips 100000 1000000] [--dupes]
+Usage: python benchmarks/search_scale.py [--clips 100000 1000000] [--dupes] [--stale]
 """
 
 from __future__ import annotations
@@ -73,6 +76,29 @@ def fill_catalog(lib, vectors: np.ndarray, planted: int, rng) -> set[tuple[int, 
     return pairs
 
 
+def stale_reopen(lib, rng) -> tuple[float, float]:
+    """Commit one more video than the vectors file holds; time a reader's open + vectors() (caught
+    up by clip id) and, side by side, a rebuild from the catalog."""
+    from vidsearch.storage.catalog import ClipRecord, VideoRecord
+    from vidsearch.storage.library import Library
+
+    n = lib.vectors().ntotal
+    vecs = rng.standard_normal((PER_VIDEO, DIM), dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    lib.catalog.store_video(VideoRecord(b"/lib/new.mp4", 1, 1, "new", duration_s=2.0 * PER_VIDEO),
+                            [ClipRecord(2.0 * i, 2.0 * i + 2, v) for i, v in enumerate(vecs)])
+    with Library.open(lib.root) as reader:
+        t = time.perf_counter()
+        vi = reader.vectors()
+        caught_up = time.perf_counter() - t
+        assert vi.ntotal == n + PER_VIDEO
+        t = time.perf_counter()
+        vi = reader.rebuild_vectors()
+        rebuilt = time.perf_counter() - t
+        assert vi.ntotal == n + PER_VIDEO
+    return caught_up, rebuilt
+
+
 def latencies(vi, queries: np.ndarray) -> tuple[float, float, float]:
     singles = []
     for q in queries:
@@ -90,6 +116,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--dupes", action="store_true", help="also time find_duplicates with planted copies")
+    ap.add_argument("--stale", action="store_true", help="also time opening an index one video behind")
     ap.add_argument("--dir", type=Path, default=None, help="where to put the test index (needs ~2.2 GB per 1M clips)")
     args = ap.parse_args()
 
@@ -131,6 +158,11 @@ def main() -> None:
                    "recall": recall, "p50": p50, "p99": p99, "batch": batch}
             print(f"{n} clips: {spec} {lib.manifest.faiss_params}, build {build:.1f}s, +{mem:.0f} MB, "
                   f"recall@10 {recall:.3f}, single p50 {p50:.2f} ms p99 {p99:.2f} ms, batch {batch:.3f} ms/query")
+            if args.stale:
+                caught_up, rebuilt = stale_reopen(lib, rng)
+                row["stale"] = (caught_up, rebuilt)
+                print(f"  open one video behind: caught up {caught_up:.2f}s, rebuilt {rebuilt:.1f}s "
+                      f"({rebuilt / caught_up:.0f}x)", flush=True)
             if args.dupes:
                 import vidsearch.search.duplicates as dup
 

@@ -250,8 +250,10 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
     folder = write_videos(tmp_path / "videos", 8, seed=200)
     idx = tmp_path / "idx"
     cmd = [c for c in job(folder, idx, tiny_model) if c != "-q"]  # the "interrupted" line is wanted
-    env = ENV
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**ENV, "VIDSEARCH_FAULT_WORKER": "hang:v7.mp4"}  # so that the job cannot finish before the Ctrl-C
+    # a shell's background job (nohup ... &) starts with Ctrl-C ignored, which the job would inherit
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -267,7 +269,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
     videos, clips = catalog_state(idx)
     assert 1 <= len(videos) < 8 and all(len(c) == 3 for c in clips.values())
     assert_faiss_matches_catalog(idx)  # the FAISS file was saved on the way out
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(catalog_state(idx)[0]) == 8
 

@@ -120,12 +120,13 @@ def test_files_deleted_or_replaced_while_the_job_runs(tmp_path, library_videos, 
     done = []
 
     def embed_then_meddle(*args, **kw):
-        real(*args, **kw)
+        spent = real(*args, **kw)
         if not done:
             done.append(1)
             (d / "b.mp4").unlink()
             with open(d / "c.mkv", "ab") as f:
                 f.write(b"appended while the job runs")
+        return spent
 
     monkeypatch.setattr(pipeline, "_embed", embed_then_meddle)
     r = run("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--workers", 1, "--batch-size", 1)

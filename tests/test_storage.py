@@ -299,6 +299,76 @@ def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_p
         assert writer.manifest.faiss_spec == "IDMap2,Flat"
 
 
+def test_stale_vectors_caught_up_by_clip_id_without_retraining(tmp_path, monkeypatch):
+    """A vectors file behind the catalog (a writer killed between saves, or one still running) is
+    brought up to date by clip id: no retraining, tuned parameters kept, exact id set."""
+    rng = np.random.default_rng(11)
+    lib = Library.create(tmp_path / "idx", settings(dim=32))
+    data = clustered(rng, 2000, 32)
+    for v in range(100):
+        lib.catalog.store_video(record(f"v{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])])
+    lib.switch_index_type("IVF16,SQfp16")
+    nprobe = lib.manifest.faiss_params["nprobe"]
+    saved_generation = VectorIndex.load(lib.vectors_path)[1].generation
+    # later commits that never reached the vectors file
+    new = clustered(rng, 60, 32)
+    added = [lib.catalog.store_video(record(f"n{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(new[v * 20 : (v + 1) * 20])])[1]
+             for v in range(3)]
+    with lib.catalog.read() as session:
+        gone_video = lib.catalog.video_by_path(session, b"v7.mp4").id
+    removed = lib.catalog.remove_videos([gone_video])
+    assert len(removed) == 20 and all(len(a) == 20 for a in added)
+    lib.close()
+
+    def refuse(*a, **k):
+        raise AssertionError("rebuilt or retrained instead of caught up")
+
+    monkeypatch.setattr(VectorIndex, "train", refuse)
+    monkeypatch.setattr(Library, "rebuild_vectors", refuse)
+    with Library.open(tmp_path / "idx") as reader:
+        vi = reader.vectors()
+        with reader.catalog.read() as session:
+            live = reader.catalog.clip_ids(session)
+        assert len(live) == 2000 - 20 + 60
+        np.testing.assert_array_equal(vi.ids(), live)
+        assert vi.spec == "IVF16,SQfp16" and vi.params["nprobe"] == nprobe
+        _, found = vi.search(new, 1)
+        np.testing.assert_array_equal(found[:, 0], np.concatenate(added))
+        assert not np.isin(removed, vi.search(data[140:160], 5)[1]).any()
+    assert VectorIndex.load(tmp_path / "idx" / "vectors.faiss")[1].generation == saved_generation  # a reader never writes
+    with Library.open(tmp_path / "idx", writable=True) as writer:
+        writer.vectors()
+        header = VectorIndex.load(writer.vectors_path)[1]
+        assert header.generation == writer.catalog.generation() and header.ntotal == 2040
+
+
+def test_stale_vectors_rebuilt_when_most_of_the_catalog_changed(tmp_path, monkeypatch):
+    import vidsearch.storage.library as library_mod
+
+    monkeypatch.setattr(library_mod, "CATCH_UP_MIN", 5)
+    rng = np.random.default_rng(12)
+    lib = Library.create(tmp_path / "idx", settings())
+    lib.catalog.store_video(record("a.mp4"), clips(rng, 4))
+    lib.vectors()
+    lib.catalog.store_video(record("b.mp4"), clips(rng, 3))  # 3 of 7 changed: caught up
+    lib._vectors = None
+    rebuilt = []
+    real = Library.rebuild_vectors
+    monkeypatch.setattr(Library, "rebuild_vectors", lambda self: rebuilt.append(1) or real(self))
+    assert lib.vectors().ntotal == 7 and not rebuilt
+    lib.catalog.store_video(record("c.mp4"), clips(rng, 8))  # 8 of 15: rebuilt
+    lib._vectors = None
+    assert lib.vectors().ntotal == 15 and rebuilt == [1]
+    # stale and of another type than the manifest now pins (a job killed, then rerun with
+    # --faiss-spec): rebuilt in the new type, not caught up in the old one
+    lib.catalog.store_video(record("d.mp4"), clips(rng, 1))
+    lib.update_manifest(faiss_spec="HNSW32", faiss_pinned=True)
+    lib._vectors = None
+    assert lib.vectors().spec == "HNSW32" and rebuilt == [1, 1]
+    assert VectorIndex.load(lib.vectors_path)[1].spec == "HNSW32"
+    lib.close()
+
+
 def test_tuning_stops_where_recall_stops_growing():
     from vidsearch.storage.vectors import exact_knn, recall_at, tune
 

@@ -284,6 +284,11 @@ class Catalog:
         pick = np.sort(rng.choice(all_ids, size=n, replace=False))
         return self.embeddings_by_ids(session, pick.tolist(), dim)
 
+    def clip_ids(self, session: Session) -> np.ndarray:
+        """Every clip id, sorted (int64)."""
+        table = ClipRow.__table__
+        return np.fromiter(session.scalars(select(table.c.id).order_by(table.c.id)), dtype=np.int64)
+
     def clip_ids_of(self, session: Session, video_id: int) -> list[int]:
         return list(session.scalars(select(ClipRow.id).where(ClipRow.video_id == video_id).order_by(ClipRow.id)))
 

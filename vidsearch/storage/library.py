@@ -4,7 +4,7 @@
 my-index/
   manifest.json     format version, model + revision, dim, pooling, preprocessing, clip settings, FAISS spec
   catalog.sqlite    the source of truth (WAL mode)
-  vectors.faiss     derived from the catalog; rebuilt when missing, stale or foreign
+  vectors.faiss     derived from the catalog; caught up by clip id when stale, rebuilt when missing or foreign
   lock              held (flock) by the one writer; records its host and pid
 ```
 """
@@ -36,6 +36,12 @@ FORMAT_VERSION = 1
 #: Vectors an IVF index is trained on, and held-out queries its nprobe is tuned with.
 TRAIN_SAMPLE = 100_000
 TUNE_QUERIES = 500
+#: A stale vectors file is brought up to date by clip id, unless more than this share of the
+#: catalog (and more than CATCH_UP_MIN clips) changed: then it is rebuilt, so that an IVF index is
+#: retrained and retuned on what the library now holds.
+CATCH_UP_SHARE = 0.5
+CATCH_UP_MIN = 1000
+CATCH_UP_CHUNK = 20_000
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
 VECTORS = "vectors.faiss"
@@ -258,17 +264,45 @@ class Library:
                 problem = "belongs to another index"
             elif header.dim != dim:
                 problem = f"has dim {header.dim}, the index {dim}"
+            elif header.spec != self.manifest.faiss_spec:  # before staleness: a stale file of the old type is rebuilt
+                problem = f"is of type {header.spec}, the manifest says {self.manifest.faiss_spec}"
             elif header.generation != generation:
                 problem = f"is stale (catalog generation {header.generation}, now {generation})"
-            elif header.spec != self.manifest.faiss_spec:
-                problem = f"is of type {header.spec}, the manifest says {self.manifest.faiss_spec}"
         except VectorFileError as exc:
             problem = str(exc)
         if problem is None:
             self._vectors, self._vectors_generation = vi, generation
             return vi
+        if problem.startswith("is stale"):
+            caught_up = self._catch_up(vi)
+            if caught_up is not None:
+                return caught_up
         log.info("%s %s; building from the catalog", self.vectors_path, problem)
         return self.rebuild_vectors()
+
+    def _catch_up(self, vi: VectorIndex) -> VectorIndex | None:
+        """Bring a stale index up to the catalog by its clip ids (never reused, each with a fixed
+        vector): remove the ids the catalog no longer has and add the ones it gained, keeping the
+        trained lists and tuned parameters. None when so much changed that a rebuild is better."""
+        dim = self.manifest.encoder.dim
+        with self.catalog.read() as session:
+            generation = self.catalog.generation(session)
+            live = self.catalog.clip_ids(session)
+            have = vi.ids()
+            gone = np.setdiff1d(have, live, assume_unique=True)
+            new = np.setdiff1d(live, have, assume_unique=True)
+            changed = len(gone) + len(new) + len(vi.tombstones)  # tombstones are compacted only by a rebuild
+            if vi.needs_training or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * len(live)):
+                return None
+            vi.remove(gone)
+            for i in range(0, len(new), CATCH_UP_CHUNK):
+                ids, vecs = self.catalog.embeddings_by_ids(session, new[i : i + CATCH_UP_CHUNK].tolist(), dim)
+                vi.add(ids, vecs)
+        log.info("%s was %d clips behind and %d ahead of the catalog; caught up", self.vectors_path, len(new), len(gone))
+        self._vectors, self._vectors_generation = vi, generation
+        if self.writable:
+            self.save_vectors()
+        return vi
 
     def rebuild_vectors(self) -> VectorIndex:
         """Build the FAISS index from the catalog in one snapshot (and save it, as a writer).

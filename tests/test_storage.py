@@ -161,6 +161,29 @@ def test_vectors_rebuilt_when_missing_stale_or_foreign(tmp_path, lib):
     assert sorted(lib.vectors().ids()) == list(range(1, 8))
 
 
+def test_vectors_file_damaged_anywhere_is_a_vector_file_error(tmp_path):
+    import struct
+
+    from vidsearch.storage.vectors import MAGIC, VectorFileError
+
+    rng = np.random.default_rng(5)
+    vi = VectorIndex.empty(DIM)
+    vi.add(np.arange(1, 51), unit(rng, 50))
+    path = tmp_path / "v.faiss"
+    vi.save(path, 3, "uid")
+    data = path.read_bytes()
+    loaded, header = VectorIndex.load(path)
+    assert header.generation == 3 and np.array_equal(loaded.ids(), np.arange(1, 51))
+    bad = tmp_path / "bad.faiss"
+    cases = [data[:n] for n in (0, 5, len(MAGIC) + 3, len(MAGIC) + 12, len(data) // 2, len(data) - 1)]
+    cases.append(MAGIC + struct.pack("<Q", 2**64 - 1) + data[len(MAGIC) + 8 :])  # absurd header length
+    cases.append(data[: len(MAGIC) + 8] + b"{not json" + data[len(MAGIC) + 17 :])
+    for blob in cases:
+        bad.write_bytes(blob)
+        with pytest.raises(VectorFileError):
+            VectorIndex.load(bad)
+
+
 def test_reader_never_writes_vectors_file(tmp_path, lib):
     rng = np.random.default_rng(4)
     lib.catalog.store_video(record("a.mp4"), clips(rng, 3))

@@ -284,10 +284,18 @@ class Catalog:
         pick = np.sort(rng.choice(all_ids, size=n, replace=False))
         return self.embeddings_by_ids(session, pick.tolist(), dim)
 
-    def clip_ids(self, session: Session) -> np.ndarray:
-        """Every clip id, sorted (int64)."""
+    def clip_ids(self, session: Session, above: int | None = None, up_to: int | None = None) -> np.ndarray:
+        """Clip ids, sorted (int64): every one, or those in (``above``, ``up_to``]."""
         table = ClipRow.__table__
-        return np.fromiter(session.scalars(select(table.c.id).order_by(table.c.id)), dtype=np.int64)
+        query = select(table.c.id).order_by(table.c.id)
+        if above is not None:
+            query = query.where(table.c.id > above)
+        if up_to is not None:
+            query = query.where(table.c.id <= up_to)
+        return np.fromiter(session.scalars(query), dtype=np.int64)
+
+    def clip_count_up_to(self, session: Session, up_to: int) -> int:
+        return session.scalar(select(func.count(ClipRow.id)).where(ClipRow.id <= up_to)) or 0
 
     def clip_ids_of(self, session: Session, video_id: int) -> list[int]:
         return list(session.scalars(select(ClipRow.id).where(ClipRow.video_id == video_id).order_by(ClipRow.id)))

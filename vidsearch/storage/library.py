@@ -287,12 +287,18 @@ class Library:
         dim = self.manifest.encoder.dim
         with self.catalog.read() as session:
             generation = self.catalog.generation(session)
-            live = self.catalog.clip_ids(session)
             have = vi.ids()
-            gone = np.setdiff1d(have, live, assume_unique=True)
-            new = np.setdiff1d(live, have, assume_unique=True)
+            # The file matched the catalog when it was written, and ids only grow: every id above
+            # its largest is new, and the catalog's ids up to it are a subset of the file's, so
+            # equal counts mean nothing was removed (no need to read every id).
+            top = int(have[-1]) if len(have) else 0
+            new = self.catalog.clip_ids(session, above=top)
+            gone = np.zeros(0, np.int64)
+            if self.catalog.clip_count_up_to(session, top) != len(have):
+                gone = np.setdiff1d(have, self.catalog.clip_ids(session, up_to=top), assume_unique=True)
+            live = len(have) - len(gone) + len(new)
             changed = len(gone) + len(new) + len(vi.tombstones)  # tombstones are compacted only by a rebuild
-            if vi.needs_training or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * len(live)):
+            if vi.needs_training or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * live):
                 return None
             vi.remove(gone)
             for i in range(0, len(new), CATCH_UP_CHUNK):

@@ -219,19 +219,22 @@ class VectorIndex:
         """Read a vectors file; VectorFileError when it is missing or not one of ours."""
         faiss = _faiss()
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            f = open(path, "rb")
         except FileNotFoundError as exc:
             raise VectorFileError("missing") from exc
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
-            raise VectorFileError("not a vidsearch vectors file")
-        (hlen,) = struct.unpack_from("<Q", data, len(MAGIC))
-        start = len(MAGIC) + 8
-        try:
-            header = VectorHeader(**json.loads(data[start : start + hlen]))
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=start + hlen))
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise VectorFileError(f"damaged ({exc})") from exc
+        with f:
+            head = f.read(len(MAGIC) + 8)
+            if not head.startswith(MAGIC) or len(head) < len(MAGIC) + 8:
+                raise VectorFileError("not a vidsearch vectors file")
+            (hlen,) = struct.unpack_from("<Q", head, len(MAGIC))
+            if hlen > os.fstat(f.fileno()).st_size:
+                raise VectorFileError(f"damaged (a header of {hlen} bytes in a smaller file)")
+            try:
+                header = VectorHeader(**json.loads(f.read(hlen)))
+                # FAISS reads the rest straight from the file: no copy of the whole file in memory
+                index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise VectorFileError(f"damaged ({exc})") from exc
         if int(index.ntotal) != header.ntotal or int(index.d) != header.dim:
             raise VectorFileError("header does not match the index it holds")
         vi = cls(index, header.dim, header.spec, set(header.tombstones))

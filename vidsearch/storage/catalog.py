@@ -271,8 +271,7 @@ class Catalog:
             last = int(ids[-1])
 
     def sample_embeddings(self, session: Session, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``n`` clips drawn evenly at random (by a seeded hash of the id), with their vectors."""
-        table = ClipRow.__table__
+        """Up to ``n`` clips drawn at random (seeded), with their vectors."""
         total = self.clip_count(session)
         if total <= n:
             ids, vecs = zip(*self.iter_embeddings(session, dim)) if total else ((), ())
@@ -280,8 +279,7 @@ class Catalog:
                 return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
             return np.concatenate(ids), np.concatenate(vecs)
         rng = np.random.default_rng(seed)
-        all_ids = np.fromiter(session.scalars(select(table.c.id)), dtype=np.int64, count=total)
-        pick = np.sort(rng.choice(all_ids, size=n, replace=False))
+        pick = np.sort(rng.choice(self.clip_ids(session), size=n, replace=False))
         return self.embeddings_by_ids(session, pick.tolist(), dim)
 
     def clip_ids(self, session: Session, above: int | None = None, up_to: int | None = None) -> np.ndarray:

@@ -18,17 +18,17 @@ import logging
 import os
 import socket
 import uuid
-
-import numpy as np
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from vidsearch import __version__
 from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError, StorageError
 from vidsearch.indexer.embed import EncoderSettings, Preprocessing
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.catalog import Catalog
-from vidsearch.storage.vectors import DEFAULT_SPEC, VectorFileError, VectorIndex, exact_knn, should_switch, tune, choose_spec
+from vidsearch.storage.vectors import DEFAULT_SPEC, VectorFileError, VectorHeader, VectorIndex, exact_knn, should_switch, tune, choose_spec
 
 log = logging.getLogger(__name__)
 
@@ -250,34 +250,26 @@ class Library:
     def vectors(self) -> VectorIndex:
         """The FAISS index matching the catalog now.
 
-        Loaded from ``vectors.faiss`` when it matches the catalog generation; otherwise built
-        from the catalog, and written back only by a writer.
+        Loaded from ``vectors.faiss`` when it matches the catalog generation; caught up by clip
+        id when it is only behind; otherwise built from the catalog. Written back only by a writer.
         """
         generation = self.catalog.generation()
         if self._vectors is not None and self._vectors_generation == generation:
             return self._vectors
-        dim = self.manifest.encoder.dim
         try:
             vi, header = VectorIndex.load(self.vectors_path)
-            problem = None
-            if header.index_uid != self.manifest.index_uid:
-                problem = "belongs to another index"
-            elif header.dim != dim:
-                problem = f"has dim {header.dim}, the index {dim}"
-            elif header.spec != self.manifest.faiss_spec:  # before staleness: a stale file of the old type is rebuilt
-                problem = f"is of type {header.spec}, the manifest says {self.manifest.faiss_spec}"
-            elif header.generation != generation:
-                problem = f"is stale (catalog generation {header.generation}, now {generation})"
+            problems = header_mismatches(header, self.manifest)
         except VectorFileError as exc:
-            problem = str(exc)
-        if problem is None:
+            problems = [str(exc)]
+        if not problems and header.generation == generation:
             self._vectors, self._vectors_generation = vi, generation
             return vi
-        if problem.startswith("is stale"):
+        if not problems:  # only stale: a file of another type is rebuilt instead
             caught_up = self._catch_up(vi)
             if caught_up is not None:
                 return caught_up
-        log.info("%s %s; building from the catalog", self.vectors_path, problem)
+            problems = [f"is stale (catalog generation {header.generation}, now {generation})"]
+        log.info("%s %s; building from the catalog", self.vectors_path, problems[0])
         return self.rebuild_vectors()
 
     def _catch_up(self, vi: VectorIndex) -> VectorIndex | None:
@@ -401,6 +393,18 @@ class Library:
     def _require_writer(self) -> None:
         if not self.writable:
             raise RuntimeError("this index was opened read-only")
+
+
+def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:
+    """Why a vectors file cannot serve this index whatever its generation (empty when it can)."""
+    problems = []
+    if header.index_uid != manifest.index_uid:
+        problems.append("belongs to another index")
+    if header.dim != manifest.encoder.dim:
+        problems.append(f"has dim {header.dim}, the manifest {manifest.encoder.dim}")
+    if header.spec != manifest.faiss_spec:
+        problems.append(f"is of type {header.spec}, the manifest says {manifest.faiss_spec}")
+    return problems
 
 
 NETWORK_FILESYSTEMS = frozenset(

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, text
 
 from vidsearch.errors import CorruptIndexError, VidsearchError
 from vidsearch.storage.catalog import EMBEDDING_DTYPE, STATUS_INDEXED, ClipRow, Video
-from vidsearch.storage.library import Library
+from vidsearch.storage.library import Library, header_mismatches
 from vidsearch.storage.vectors import VectorFileError, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,12 @@ def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.nda
 
 def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport) -> bool:
     """FAISS file problems; returns whether it needs a rebuild."""
-    m = lib.manifest
     try:
         vi, header = VectorIndex.load(lib.vectors_path)
     except VectorFileError as exc:
         report.problems.append(Problem("vectors", f"{lib.vectors_path}: {exc}", True))
         return True
-    problems = []
-    if header.index_uid != m.index_uid:
-        problems.append("belongs to another index")
-    if header.dim != m.encoder.dim:
-        problems.append(f"has dim {header.dim}, the manifest {m.encoder.dim}")
-    if header.spec != m.faiss_spec:
-        problems.append(f"is of type {header.spec}, the manifest says {m.faiss_spec}")
+    problems = header_mismatches(header, lib.manifest)
     if header.generation != report.counts["generation"]:
         problems.append(f"was built at catalog generation {header.generation}, the catalog is at {report.counts['generation']}")
     live = vi.ids()

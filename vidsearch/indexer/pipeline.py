@@ -320,9 +320,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 spent = _embed(encoder, jobs, pending[:batch_size], pool, summary)
                 if not estimated:  # timed on the first real batch: no clip is embedded just to time it
                     estimated = True
-                    t = time.monotonic()
-                    _estimate(encoder.settings.model, spent / min(len(pending), batch_size), work, m.clips.hop_seconds)
-                    pool.pause_clock(time.monotonic() - t)
+                    with pool.paused():
+                        _estimate(encoder.settings.model, spent / min(len(pending), batch_size), work, m.clips.hop_seconds)
                 del pending[:batch_size]
             for task, reason in pool.reap():
                 if task.token in jobs:
@@ -331,17 +330,15 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     del jobs[task.token]
                     bar.update(1)
             for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
-                t = time.monotonic()
-                _commit(lib, jobs.pop(token), summary)
-                pool.pause_clock(time.monotonic() - t)
+                with pool.paused():
+                    _commit(lib, jobs.pop(token), summary)
                 bar.update(1)
                 rate = summary.clips / max(time.monotonic() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.clips} clips, {rate:.1f} clips/s", refresh=False)
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                t = time.monotonic()
-                lib.save_vectors()
+                with pool.paused():
+                    lib.save_vectors()
                 last_save = time.monotonic()
-                pool.pause_clock(last_save - t)
     finally:
         pool.close()
         bar.close()
@@ -349,18 +346,18 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
 
 def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]], pool: WorkerPool, summary: IndexSummary) -> float:
     """Embed ``batch`` into its jobs; returns the seconds it took."""
-    t = time.monotonic()
-    clips = [jobs[tok].clips[i] for tok, i in batch]
-    sizes = [(jobs[tok].info.width, jobs[tok].info.height) for tok, _ in batch]
-    vectors = encoder.embed([c.frames for c in clips], sizes)
-    for (tok, i), vec in zip(batch, vectors):
-        job = jobs[tok]
-        job.embeddings[i] = vec
-        c = job.clips[i]
-        job.clips[i] = Clip(c.index, c.start_s, c.end_s, _NO_FRAMES)  # let the frames go (a view would keep them)
-    spent = time.monotonic() - t
+    with pool.paused():
+        t = time.monotonic()
+        clips = [jobs[tok].clips[i] for tok, i in batch]
+        sizes = [(jobs[tok].info.width, jobs[tok].info.height) for tok, _ in batch]
+        vectors = encoder.embed([c.frames for c in clips], sizes)
+        for (tok, i), vec in zip(batch, vectors):
+            job = jobs[tok]
+            job.embeddings[i] = vec
+            c = job.clips[i]
+            job.clips[i] = Clip(c.index, c.start_s, c.end_s, _NO_FRAMES)  # let the frames go (a view would keep them)
+        spent = time.monotonic() - t
     summary.embed_seconds += spent
-    pool.pause_clock(spent)
     fault("after_embed")
     return spent
 

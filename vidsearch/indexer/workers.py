@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -174,10 +175,16 @@ class WorkerPool:
                 return msg
         return None
 
-    def pause_clock(self, seconds: float) -> None:
-        """Time the parent spent on its own work (embedding, committing) does not count against workers."""
-        for w in self.workers.values():
-            w["last"] += seconds
+    @contextmanager
+    def paused(self):
+        """Time the parent spends inside (embedding, committing) does not count against workers."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = time.monotonic() - t
+            for w in self.workers.values():
+                w["last"] += spent
 
     def reap(self) -> list[tuple[DecodeTask, str]]:
         """Kill hung workers, collect crashed ones; returns their tasks with reasons."""

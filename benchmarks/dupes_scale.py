@@ -26,7 +26,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 
 def synthetic_library(root: Path, n_clips: int, spec: str, seed: int = 0) -> tuple[object, set[tuple[str, str]]]:
-    from vidsearch.indexer.embed import EncoderSettings, Preprocessing
+    from vidsearch.settings import EncoderSettings, Preprocessing
     from vidsearch.storage.catalog import ClipRecord, VideoRecord
     from vidsearch.storage.library import Library
 

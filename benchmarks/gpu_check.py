@@ -37,12 +37,14 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
     import torch
-
     from helpers import make_checkpoint, write_video
     from index_throughput import large_shaped_checkpoint
-    from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips
-    from vidsearch.indexer.embed import load_encoder
-    from vidsearch.indexer.pipeline import IndexOptions, index_paths
+
+    from vidsearch.indexer.job import IndexOptions, index_paths
+    from vidsearch.media.readers import iter_clips, open_video
+    from vidsearch.media.windows import plan_clips
+    from vidsearch.model.encoder import load_encoder
+    from vidsearch.settings import FrameSize
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,

@@ -47,13 +47,14 @@ def large_shaped_checkpoint(folder: Path, layers: int) -> Path:
 
 
 def videos_in(folder: Path) -> list[Path]:
-    from vidsearch.indexer.discover import discover
+    from vidsearch.media.discover import discover
 
     return [Path(v.path) for v in discover([folder])]
 
 
 def decoded_clips(paths, encoder, clip_seconds=2.0, hop_seconds=2.0):
-    from vidsearch.indexer.decode import iter_clips, open_video, plan_clips
+    from vidsearch.media.readers import iter_clips, open_video
+    from vidsearch.media.windows import plan_clips
 
     out = []
     pp = encoder.settings.preprocessing
@@ -77,8 +78,8 @@ def model_only(encoder, clips, batch_size) -> float:
 
 def naive(model_dir: Path, clips) -> tuple[float, np.ndarray]:
     """The model-card way: full-resolution decord get_batch, the image processor, fp32, one clip a pass."""
-    import torch
     import decord
+    import torch
     from transformers import VideoMAEModel
     from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil
 
@@ -112,8 +113,8 @@ def main() -> None:
 
     import torch
 
-    from vidsearch.indexer.embed import load_encoder
-    from vidsearch.indexer.pipeline import IndexOptions, default_batch_size, default_workers, index_paths
+    from vidsearch.indexer.job import IndexOptions, default_batch_size, default_workers, index_paths
+    from vidsearch.model.encoder import load_encoder
 
     tmp = Path(tempfile.mkdtemp(prefix="vidsearch-bench-"))
     model_dir = args.model or large_shaped_checkpoint(tmp / "model", args.layers)

@@ -122,8 +122,8 @@ def main() -> None:
 
     import faiss
 
-    from vidsearch.indexer.embed import EncoderSettings, Preprocessing
     from vidsearch.search.duplicates import find_duplicates
+    from vidsearch.settings import EncoderSettings, Preprocessing
     from vidsearch.storage.library import Library
     from vidsearch.storage.vectors import exact_knn, recall_at
 

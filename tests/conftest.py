@@ -5,7 +5,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
-
 from helpers import make_checkpoint, write_video  # noqa: E402
 
 
@@ -34,7 +33,7 @@ def tiny_finetuned(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def encoder(tiny_model):
-    from vidsearch.indexer.embed import load_encoder
+    from vidsearch.model.encoder import load_encoder
 
     return load_encoder(str(tiny_model), device="cpu", dtype="float32")
 

@@ -56,8 +56,9 @@ def write_video(
     rotation: int | None = None,
 ) -> Path:
     """Encode a synthetic video with PyAV. ``frames`` (iterable of uint8 HxWx3) overrides the scenes."""
-    import av
     from fractions import Fraction
+
+    import av
 
     path = Path(path)
     width, height = size
@@ -92,8 +93,8 @@ def write_videos(folder: str | os.PathLike, n: int, seed: int, seconds: float = 
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None,
               size: tuple[int, int] | None = None, codec: str = "libx264", fps: float | None = None) -> Path:
     """Re-encode (a time range of) a video, optionally resized: a near-duplicate."""
+
     import av
-    from fractions import Fraction
 
     frames = []
     with av.open(str(src)) as c:

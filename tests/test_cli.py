@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import transcode
+
 from vidsearch.cli import cli
 
 

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import _smooth_noise, scene_frames, write_video
+
 from vidsearch.errors import DecodeError
-from vidsearch.indexer.decode import (
-    FrameSize,
-    iter_clips,
-    open_video,
-    plan_clips,
-    resize_frames,
-    window_starts,
-)
+from vidsearch.media.readers import iter_clips, open_video
+from vidsearch.media.resize import resize_frames
+from vidsearch.media.windows import plan_clips, window_starts
+from vidsearch.settings import FrameSize
 
 
 def uniform_times(n: int, fps: float) -> np.ndarray:

@@ -4,7 +4,8 @@ import os
 import time
 
 from helpers import write_video
-from vidsearch.indexer.discover import DiscoveryReport, discover, sampled_hash
+
+from vidsearch.media.discover import DiscoveryReport, discover, sampled_hash
 
 
 def names(files):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from vidsearch.indexer.embed import EncoderSettings, Preprocessing
 from vidsearch.search.duplicates import DuplicatePair, find_duplicates, group_pairs
+from vidsearch.settings import EncoderSettings, Preprocessing
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
 from vidsearch.storage.library import Library
 

@@ -7,21 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-
 from helpers import make_checkpoint, scene_frames, write_video
+
 from vidsearch.errors import ModelUnavailableError
-from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips
-from vidsearch.indexer.embed import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Encoder,
-    EncoderSettings,
-    Preprocessing,
-    cpu_has_native_bf16,
-    load_encoder,
-    resolve_device,
-    resolve_dtype,
-)
+from vidsearch.media.readers import iter_clips, open_video
+from vidsearch.media.windows import plan_clips
+from vidsearch.model.encoder import Encoder, cpu_has_native_bf16, load_encoder, resolve_device, resolve_dtype
+from vidsearch.settings import IMAGENET_MEAN, IMAGENET_STD, EncoderSettings, FrameSize, Preprocessing
 
 
 def preprocessing_encoder(pp: Preprocessing | None = None) -> Encoder:
@@ -62,8 +54,8 @@ def reference_processor():
 def test_preprocessing_matches_transformers(tmp_path, reference_processor, size):
     """The production path (decode resized to 224, then Encoder.preprocess) against the reference
     processor fed the same frames at full resolution."""
-    import torch  # noqa: F401  (before decord)
     import decord
+    import torch  # noqa: F401  (before decord)
 
     width, height = size
     path = write_video(tmp_path / "v.mp4", seconds=1.0, fps=16, size=size, seed=3)

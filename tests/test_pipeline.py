@@ -10,15 +10,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from helpers import write_video, write_videos
+
 from vidsearch.cli import cli
 from vidsearch.storage.library import Library
 from vidsearch.storage.vectors import VectorIndex
-
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -275,7 +273,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
 
 
 def test_cpu_job_says_up_front_how_long_it_will_take(tmp_path, library_videos, encoder, monkeypatch, caplog):
-    import vidsearch.indexer.pipeline as pipeline
+    import vidsearch.indexer.job as pipeline
 
     real_embed = encoder.embed
     embedded = []

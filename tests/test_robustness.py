@@ -16,9 +16,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from helpers import write_video, write_videos
 from test_pipeline import ENV, assert_faiss_matches_catalog, catalog_state, job
+
 from vidsearch.cli import cli
 
 
@@ -69,7 +69,7 @@ def write_vfr(path):
 def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(tmp_path, library_videos, tiny_model, monkeypatch):
     from PIL import Image
 
-    import vidsearch.indexer.discover as discover
+    import vidsearch.media.discover as discover
 
     d = tmp_path / "videos"
     d.mkdir()
@@ -112,7 +112,7 @@ def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(tmp_path, 
 
 
 def test_files_deleted_or_replaced_while_the_job_runs(tmp_path, library_videos, tiny_model, monkeypatch):
-    import vidsearch.indexer.pipeline as pipeline
+    import vidsearch.indexer.job as pipeline
 
     d = tmp_path / "videos"
     shutil.copytree(library_videos, d)
@@ -174,7 +174,7 @@ def test_8k_video_decodes_in_bounded_memory(tmp_path):
     path = write_video(tmp_path / "8k.mp4", frames=[np.full((4320, 7680, 3), 40 * i, np.uint8) for i in range(3)],
                        size=(7680, 4320), fps=25)
     code = (
-        "from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips\n"
+        "from vidsearch.media.readers import iter_clips, open_video\nfrom vidsearch.media.windows import plan_clips\nfrom vidsearch.settings import FrameSize\n"
         f"r = open_video({str(path)!r}, FrameSize(224))\n"
         "clips = list(iter_clips(r, plan_clips(r.frame_times)))\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"  # peak RSS of this exec
@@ -295,7 +295,7 @@ def test_disk_full_while_committing_keeps_what_was_committed(tmp_path, library_v
 
 @pytest.mark.slow
 def test_readers_see_consistent_snapshots_while_a_job_writes(tmp_path, tiny_model):
-    from vidsearch.api import library_stats, open_library
+    from vidsearch.storage.stats import library_stats, open_library
     from vidsearch.storage.vectors import VectorIndex
 
     d = write_videos(tmp_path / "videos", 10, seed=400)
@@ -353,14 +353,16 @@ def test_second_job_refused_naming_the_holder_and_stale_lock_taken_over(tmp_path
 
 
 def test_network_filesystem_gets_a_warning(tmp_path, monkeypatch, caplog):
-    import vidsearch.storage.library as library
     from test_storage import settings
 
-    monkeypatch.setattr(library, "filesystem_type", lambda root: "nfs4")
+    import vidsearch.storage.lock as lock
+    from vidsearch.storage.library import Library
+
+    monkeypatch.setattr(lock, "filesystem_type", lambda root: "nfs4")
     with caplog.at_level("WARNING", logger="vidsearch"):
-        library.Library.create(tmp_path / "idx", settings()).close()
+        Library.create(tmp_path / "idx", settings()).close()
     assert "network file system (nfs4)" in caplog.text
-    assert library.filesystem_type(tmp_path) is not None  # /proc/mounts is read for real here
+    assert lock.filesystem_type(tmp_path) is not None  # /proc/mounts is read for real here
 
 
 def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_model):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
-from vidsearch.indexer.embed import EncoderSettings, Preprocessing
+from vidsearch.settings import ClipSettings, EncoderSettings, Preprocessing
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
-from vidsearch.storage.library import ClipSettings, Library
+from vidsearch.storage.library import Library
 from vidsearch.storage.vectors import VectorIndex
 
 DIM = 8
@@ -267,7 +267,7 @@ def test_reader_snapshot_does_not_see_a_later_commit(lib):
 
 
 def test_index_type_chosen_by_size_with_hysteresis():
-    from vidsearch.storage.vectors import DEFAULT_SPEC, choose_spec, should_switch
+    from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch
 
     assert choose_spec(150_000) == DEFAULT_SPEC
     assert choose_spec(1_000_000) == "IVF1024,SQfp16"
@@ -285,7 +285,7 @@ def clustered(rng, n, dim=DIM, centres=40):
 
 
 def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_path, monkeypatch):
-    import vidsearch.storage.vectors as vectors_mod
+    import vidsearch.storage.faiss_spec as vectors_mod
 
     monkeypatch.setattr(vectors_mod, "EXACT_LIMIT", 1000)
     rng = np.random.default_rng(8)

@@ -6,15 +6,15 @@ The public API is imported lazily so that ``vidsearch --help`` does not load tor
 __version__ = "0.1.0"
 
 _API = {
-    "open_library": "vidsearch.api",
-    "index_paths": "vidsearch.indexer.pipeline",
-    "IndexOptions": "vidsearch.indexer.pipeline",
-    "IndexSummary": "vidsearch.indexer.pipeline",
-    "remove_paths": "vidsearch.indexer.pipeline",
+    "open_library": "vidsearch.storage.stats",
+    "index_paths": "vidsearch.indexer.job",
+    "IndexOptions": "vidsearch.indexer.job",
+    "IndexSummary": "vidsearch.indexer.job",
+    "remove_paths": "vidsearch.indexer.job",
     "search_video": "vidsearch.search.query",
     "SearchResult": "vidsearch.search.query",
-    "library_stats": "vidsearch.api",
-    "load_encoder": "vidsearch.indexer.embed",
+    "library_stats": "vidsearch.storage.stats",
+    "load_encoder": "vidsearch.model.encoder",
     "errors": "vidsearch.errors",
 }
 

@@ -107,7 +107,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, clip_seconds, hop_seconds,
               timeout_s, exclude, retry_failed, prune, faiss_spec):
     """Index the videos under PATHS (files or folders, recursive). Incremental and resumable."""
-    from vidsearch.indexer.pipeline import IndexOptions, default_workers, index_paths
+    from vidsearch.indexer.job import IndexOptions, default_workers, index_paths
 
     quiet = ctx.obj["quiet"]
     opts = IndexOptions(
@@ -160,9 +160,9 @@ def _segment_json(s) -> dict:
 @_handle_errors
 def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json):
     """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
-    from vidsearch.api import open_library
-    from vidsearch.indexer.embed import load_encoder
+    from vidsearch.model.encoder import load_encoder
     from vidsearch.search.query import search_video
+    from vidsearch.storage.stats import open_library
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end ({end:g}) must be after --start ({start:g})", param_hint="--end")
@@ -222,7 +222,7 @@ def stats_cmd(index_dir, as_json):
     """Counts, settings, size on disk, and the videos that failed."""
     from dataclasses import asdict
 
-    from vidsearch.api import library_stats, open_library
+    from vidsearch.storage.stats import library_stats, open_library
 
     with open_library(index_dir) as lib:
         st = library_stats(lib)
@@ -251,7 +251,7 @@ def stats_cmd(index_dir, as_json):
 @_handle_errors
 def remove_cmd(paths, index_dir):
     """Take videos (or every video under a folder) out of the index."""
-    from vidsearch.indexer.pipeline import remove_paths
+    from vidsearch.indexer.job import remove_paths
 
     removed = remove_paths(index_dir, paths)
     click.echo(f"removed {len(removed)} video(s)")
@@ -264,7 +264,7 @@ def remove_cmd(paths, index_dir):
 @_handle_errors
 def reindex_cmd(index_dir, spec, auto):
     """Rebuild the FAISS index from the catalog (optionally of another type)."""
-    from vidsearch.api import open_library
+    from vidsearch.storage.stats import open_library
 
     if spec and auto:
         raise click.UsageError("give --spec or --auto, not both")
@@ -340,8 +340,8 @@ def _pair_json(p) -> dict:
 @_handle_errors
 def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
-    from vidsearch.api import open_library
     from vidsearch.search.duplicates import find_duplicates
+    from vidsearch.storage.stats import open_library
 
     with open_library(index_dir) as lib:
         report = find_duplicates(lib, threshold, min_seconds)
@@ -410,9 +410,9 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
 @_handle_errors
 def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, as_json):
     """Fit the duplicate threshold to this model and library; stored in the manifest."""
-    from vidsearch.api import open_library
-    from vidsearch.indexer.embed import load_encoder
+    from vidsearch.model.encoder import load_encoder
     from vidsearch.search.calibrate import calibrate
+    from vidsearch.storage.stats import open_library
 
     with open_library(index_dir, writable=True) as lib:
         encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
@@ -441,8 +441,8 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
 @_handle_errors
 def export_cmd(out, index_dir, fmt, only, dim):
     """Write clip descriptors to OUT: VSC 2022 descriptor npz, plain npz, or parquet."""
-    from vidsearch.api import open_library
     from vidsearch.storage.export import export
+    from vidsearch.storage.stats import open_library
 
     with open_library(index_dir) as lib:
         n = export(lib, out, fmt, only, dim)

@@ -75,7 +75,9 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
 
     torch.set_num_threads(1)
     from vidsearch.errors import DecodeError
-    from vidsearch.indexer.decode import FrameSize, iter_clips, open_video, plan_clips
+    from vidsearch.media.readers import iter_clips, open_video
+    from vidsearch.media.windows import plan_clips
+    from vidsearch.settings import FrameSize
 
     frame_size = FrameSize(settings.short_edge, settings.resample)
     # tests: VIDSEARCH_FAULT_WORKER="hang:NAME", "crash:NAME" or "crash_sending:NAME" makes decoding

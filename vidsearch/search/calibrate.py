@@ -19,8 +19,9 @@ import numpy as np
 from sqlalchemy import select
 
 from vidsearch.errors import VidsearchError
-from vidsearch.indexer.decode import ClipPlan, iter_clips, open_video, plan_clips, plan_window
-from vidsearch.indexer.embed import Encoder
+from vidsearch.media.readers import iter_clips, open_video
+from vidsearch.media.windows import ClipPlan, plan_clips, plan_window
+from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, align
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipRow, Video
 from vidsearch.storage.library import Library

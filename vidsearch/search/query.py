@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidsearch.errors import DecodeError, VideoNotFoundError
-from vidsearch.indexer.decode import ClipPlan, iter_clips, open_video, plan_clips
-from vidsearch.indexer.embed import Encoder
+from vidsearch.media.readers import iter_clips, open_video
+from vidsearch.media.windows import ClipPlan, plan_clips
+from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
 from vidsearch.storage.catalog import STATUS_INDEXED, Video
 from vidsearch.storage.library import Library

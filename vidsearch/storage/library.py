@@ -11,28 +11,25 @@ my-index/
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
 import json
 import logging
 import os
-import socket
-import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from vidsearch import __version__
-from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError, StorageError
-from vidsearch.indexer.embed import EncoderSettings, Preprocessing
+from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError
+from vidsearch.settings import ClipSettings, EncoderSettings
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.catalog import Catalog
-from vidsearch.storage.vectors import DEFAULT_SPEC, VectorFileError, VectorHeader, VectorIndex, exact_knn, should_switch, tune, choose_spec
+from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch
+from vidsearch.storage.lock import LOCK, acquire_lock, release_lock, warn_if_network_filesystem
+from vidsearch.storage.manifest import Manifest, describe_differences
+from vidsearch.storage.vectors import VectorFileError, VectorHeader, VectorIndex, exact_knn, tune
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 #: Vectors an IVF index is trained on, and held-out queries its nprobe is tuned with.
 TRAIN_SAMPLE = 100_000
 TUNE_QUERIES = 500
@@ -45,109 +42,6 @@ CATCH_UP_CHUNK = 20_000
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
 VECTORS = "vectors.faiss"
-LOCK = "lock"
-
-
-@dataclass(frozen=True)
-class ClipSettings:
-    clip_seconds: float = 2.0
-    hop_seconds: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not (self.clip_seconds > 0 and self.hop_seconds > 0):
-            raise ValueError(f"clip and hop seconds must be positive, got {self.clip_seconds}, {self.hop_seconds}")
-
-
-@dataclass(frozen=True)
-class Manifest:
-    encoder: EncoderSettings
-    clips: ClipSettings
-    index_uid: str = field(default_factory=lambda: uuid.uuid4().hex)
-    faiss_spec: str = DEFAULT_SPEC
-    faiss_pinned: bool = False
-    faiss_params: dict = field(default_factory=dict)
-    duplicate_threshold: float | None = None
-    calibration: dict | None = None
-    format_version: int = FORMAT_VERSION
-    created_by: str = f"vidsearch {__version__}"
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-
-    def to_json(self) -> dict:
-        enc = self.encoder
-        return {
-            "format_version": self.format_version,
-            "created_by": self.created_by,
-            "created_at": self.created_at,
-            "index_uid": self.index_uid,
-            "model": {"id": enc.model, "revision": enc.revision},
-            "dim": enc.dim,
-            "pooling": enc.pooling,
-            "num_frames": enc.num_frames,
-            "image_size": enc.image_size,
-            "preprocessing": enc.preprocessing.to_dict(),
-            "clip_seconds": self.clips.clip_seconds,
-            "hop_seconds": self.clips.hop_seconds,
-            "faiss": {"spec": self.faiss_spec, "pinned": self.faiss_pinned, "params": self.faiss_params},
-            "duplicate_threshold": self.duplicate_threshold,
-            "calibration": self.calibration,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict, where: str) -> "Manifest":
-        version = d.get("format_version")
-        if not isinstance(version, int):
-            raise CorruptIndexError(f"{where}: no format_version; not a vidsearch manifest")
-        if version > FORMAT_VERSION:
-            raise IncompatibleIndexError(
-                f"{where} is format {version}, made by a newer vidsearch ({d.get('created_by', '?')}); "
-                f"this vidsearch {__version__} reads format {FORMAT_VERSION}: upgrade vidsearch"
-            )
-        try:
-            pp = d["preprocessing"]
-            pp["image_mean"], pp["image_std"] = tuple(pp["image_mean"]), tuple(pp["image_std"])
-            encoder = EncoderSettings(
-                model=d["model"]["id"], revision=d["model"]["revision"], dim=int(d["dim"]),
-                pooling=d["pooling"], num_frames=int(d["num_frames"]), image_size=int(d["image_size"]),
-                preprocessing=Preprocessing(**pp),
-            )
-            return cls(
-                encoder=encoder,
-                clips=ClipSettings(float(d["clip_seconds"]), float(d["hop_seconds"])),
-                index_uid=d["index_uid"],
-                faiss_spec=d["faiss"]["spec"],
-                faiss_pinned=bool(d["faiss"].get("pinned", False)),
-                faiss_params=dict(d["faiss"].get("params") or {}),
-                duplicate_threshold=d.get("duplicate_threshold"),
-                calibration=d.get("calibration"),
-                format_version=version,
-                created_by=d.get("created_by", "?"),
-                created_at=d.get("created_at", "?"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptIndexError(f"{where} is damaged: bad or missing field {exc}") from exc
-
-
-def describe_differences(have: EncoderSettings, clips: ClipSettings, want: EncoderSettings | None, want_clips: ClipSettings | None) -> list[str]:
-    """Human-readable list of what differs between an index and the settings asked for."""
-    diffs = []
-    if want is not None:
-        if have.revision != want.revision or (
-            have.model != want.model and not (have.revision.startswith("sha:") and have.revision == want.revision)
-        ):
-            diffs.append(f"model: index has {have.model} @ {have.revision}, asked for {want.model} @ {want.revision}")
-        for name in ("dim", "pooling", "num_frames", "image_size"):
-            a, b = getattr(have, name), getattr(want, name)
-            if a != b:
-                diffs.append(f"{name}: index has {a}, asked for {b}")
-        if have.preprocessing != want.preprocessing:
-            a, b = asdict(have.preprocessing), asdict(want.preprocessing)
-            diffs += [f"preprocessing.{k}: index has {a[k]}, asked for {b[k]}" for k in a if a[k] != b[k]]
-    if want_clips is not None:
-        for name in ("clip_seconds", "hop_seconds"):
-            a, b = getattr(clips, name), getattr(want_clips, name)
-            if abs(a - b) > 1e-9:
-                diffs.append(f"{name}: index has {a}, asked for {b}")
-    return diffs
 
 
 class Library:
@@ -178,7 +72,7 @@ class Library:
             raise IncompatibleIndexError(f"{root} exists and is not an empty folder or a vidsearch index")
         root.mkdir(parents=True, exist_ok=True)
         warn_if_network_filesystem(root)
-        lock_fd = _acquire_lock(root)
+        lock_fd = acquire_lock(root)
         manifest = Manifest(
             encoder=encoder, clips=clips or ClipSettings(),
             faiss_spec=faiss_spec or DEFAULT_SPEC, faiss_pinned=faiss_spec is not None,
@@ -201,11 +95,11 @@ class Library:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CorruptIndexError(f"{path} is not valid JSON ({exc})") from exc
         warn_if_network_filesystem(root)
-        lock_fd = _acquire_lock(root) if writable else None
+        lock_fd = acquire_lock(root) if writable else None
         try:
             catalog = Catalog(root / CATALOG, readonly=not writable)
         except BaseException:
-            _release_lock(lock_fd)
+            release_lock(lock_fd)
             raise
         return cls(root, manifest, catalog, writable, lock_fd)
 
@@ -219,7 +113,7 @@ class Library:
 
     def close(self) -> None:
         self.catalog.close()
-        _release_lock(self._lock_fd)
+        release_lock(self._lock_fd)
         self._lock_fd = None
 
     def __enter__(self) -> "Library":
@@ -407,58 +301,3 @@ def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:
     return problems
 
 
-NETWORK_FILESYSTEMS = frozenset(
-    "nfs nfs4 cifs smb smb2 smb3 smbfs fuse.sshfs sshfs 9p afs ceph glusterfs fuse.glusterfs lustre gpfs "
-    "fuse.s3fs fuse.gcsfuse fuse.rclone davfs".split()
-)
-
-
-def filesystem_type(path: Path) -> str | None:
-    """The type of the file system ``path`` is on, from /proc/mounts (None where unknown)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    target = os.path.realpath(path)
-    best, kind = "", None
-    for line in mounts:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mnt = parts[1].replace("\\040", " ")
-        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, kind = mnt, parts[2]
-    return kind
-
-
-def warn_if_network_filesystem(root: Path) -> None:
-    kind = filesystem_type(root)
-    if kind in NETWORK_FILESYSTEMS:
-        log.warning(
-            "%s is on a network file system (%s): SQLite's WAL mode and file locks may not work there, "
-            "so concurrent use can corrupt the catalog; keep the index on a local disk", root, kind,
-        )
-
-
-def _acquire_lock(root: Path) -> int:
-    """Take the writer lock; a lock left by a killed process is free (flock dies with it)."""
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise IndexLockedError(f"{root} is being written by {holder}; wait for that job to finish or stop it") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
-    return fd
-
-
-def _release_lock(fd: int | None) -> None:
-    if fd is None:
-        return
-    try:
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

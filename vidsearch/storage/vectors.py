@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,47 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidsearch.storage.atomic import atomic_write_bytes
+from vidsearch.storage.faiss_spec import DEFAULT_SPEC
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"VSFAISS1"
-DEFAULT_SPEC = "IDMap2,Flat"
-#: Below this many clips, search is exact; above it, an IVF index tuned for recall.
-EXACT_LIMIT = 200_000
 #: Recall@10 against exact search that tuning aims for (the target is 0.95; this leaves a margin).
 TARGET_RECALL = 0.97
-
-
-def choose_spec(n: int) -> str:
-    """The index type for ``n`` clips: exact while small, then IVF with float16 codes.
-
-    float16 is the precision the catalog stores, so the codes lose nothing (8-bit codes were
-    measured to cap recall@10 at 0.96 on clustered 1024-d vectors, however many lists were
-    probed); the number of lists grows with the square root of the size (1M clips → 1024).
-    """
-    if n < EXACT_LIMIT:
-        return DEFAULT_SPEC
-    nlist = 2 ** int(round(np.log2(np.sqrt(n))))
-    return f"IVF{nlist},SQfp16"
-
-
-def should_switch(current: str, n: int) -> bool:
-    """Whether an automatic (not pinned) index of type ``current`` should change at ``n`` clips.
-
-    With hysteresis, so that an index near a boundary is not rebuilt back and forth.
-    """
-    want = choose_spec(n)
-    if want == current:
-        return False
-    if current == DEFAULT_SPEC:
-        return True
-    if want == DEFAULT_SPEC:
-        return n < EXACT_LIMIT // 2
-    m_cur, m_want = re.match(r"IVF(\d+)", current), re.match(r"IVF(\d+)", want)
-    if not (m_cur and m_want):
-        return True
-    ratio = int(m_want.group(1)) / int(m_cur.group(1))
-    return ratio >= 4 or ratio <= 0.25
 
 
 @dataclass(frozen=True)

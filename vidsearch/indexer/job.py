@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vidsearch.faults import fault
-from vidsearch.indexer.decode import Clip, VideoInfo
-from vidsearch.indexer.discover import DiscoveryReport, VideoFile, discover, fingerprint
-from vidsearch.indexer.embed import DEFAULT_MODEL, Encoder, load_encoder
 from vidsearch.indexer.workers import CLIP, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool, probe_durations
+from vidsearch.media.discover import DiscoveryReport, VideoFile, discover, fingerprint
+from vidsearch.media.readers import Clip, VideoInfo
+from vidsearch.model.encoder import Encoder, load_encoder
+from vidsearch.settings import DEFAULT_MODEL, ClipSettings
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipRecord, Video, VideoRecord
-from vidsearch.storage.library import ClipSettings, Library
+from vidsearch.storage.library import Library
 from vidsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidsearch.errors import DecodeError
+from vidsearch.media.resize import resize_frames
+from vidsearch.media.windows import ClipPlan
+from vidsearch.settings import FrameSize
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,6 @@ DECORD_MAX_PIXELS = 3840 * 2160
 #: window (measured: 518 → 992 MB over 120 clips, PyAV flat at 280 MB and 6% faster): long
 #: videos are read with PyAV.
 DECORD_MAX_SECONDS = 120.0
-
-_EPS = 1e-6
-#: An uncovered tail shorter than this gets no window of its own (timestamp rounding, not footage).
-_TAIL = 0.05
-
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -54,22 +52,6 @@ class VideoInfo:
             raise ValueError(f"frame size must be positive, got {self.width}x{self.height}")
 
 
-@dataclass(frozen=True)
-class ClipPlan:
-    """One window of a video: which frames to read and the time span they cover."""
-
-    index: int
-    start_s: float
-    end_s: float
-    frame_indices: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not self.frame_indices:
-            raise ValueError("a clip needs at least one frame index")
-        if self.end_s < self.start_s:
-            raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
-
-
 @dataclass
 class Clip:
     """A decoded clip: ``frames`` is uint8 (T, H, W, 3), RGB, display orientation."""
@@ -84,100 +66,6 @@ class Clip:
             raise ValueError(
                 f"clip frames must be uint8 (T, H, W, 3); got {self.frames.dtype} {self.frames.shape}"
             )
-
-
-def window_starts(duration_s: float, clip_seconds: float, hop_seconds: float) -> list[tuple[float, float]]:
-    """Windows of ``clip_seconds`` every ``hop_seconds``, the last moved back to end at the end.
-
-    A video shorter than one window gives one window over its whole length.
-    """
-    if clip_seconds <= 0 or hop_seconds <= 0:
-        raise ValueError(f"clip and hop seconds must be positive, got {clip_seconds}, {hop_seconds}")
-    if duration_s <= clip_seconds + _EPS:
-        return [(0.0, duration_s)]
-    windows = []
-    start = 0.0
-    while start + clip_seconds <= duration_s + _EPS:
-        windows.append((start, start + clip_seconds))
-        start = round(start + hop_seconds, 9)
-    if windows[-1][1] < duration_s - _TAIL:
-        windows.append((duration_s - clip_seconds, duration_s))
-    return windows
-
-
-def plan_clips(
-    frame_times: np.ndarray,
-    num_frames: int = 16,
-    clip_seconds: float = 2.0,
-    hop_seconds: float = 2.0,
-) -> list[ClipPlan]:
-    """Plan clips over a video whose frame i is on screen during ``frame_times[i]`` (start, end).
-
-    Times are seconds from the first frame. Frame j of window [s, e) is the frame on screen
-    at s + j·(e − s)/num_frames; each clip's times come from its first and last frames.
-    """
-    times = np.asarray(frame_times, dtype=np.float64)
-    if times.ndim != 2 or times.shape[1] != 2 or len(times) == 0:
-        raise ValueError(f"frame_times must be a non-empty (N, 2) array, got shape {times.shape}")
-    duration = float(times[-1, 1])
-    return [
-        plan_window(times, s, e, num_frames, index=i)
-        for i, (s, e) in enumerate(window_starts(duration, clip_seconds, hop_seconds))
-    ]
-
-
-def plan_window(frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, index: int = 0) -> ClipPlan:
-    """The clip of window [start_s, end_s): frame j is the one on screen at start + j·(end − start)/num_frames."""
-    times = np.asarray(frame_times, dtype=np.float64)
-    starts = times[:, 0]
-    sample_t = start_s + np.arange(num_frames) * (end_s - start_s) / num_frames
-    idx = np.clip(np.searchsorted(starts, sample_t + _EPS, side="right") - 1, 0, len(starts) - 1)
-    return ClipPlan(
-        index=index,
-        start_s=float(times[idx[0], 0]),
-        end_s=float(times[idx[-1], 1]),
-        frame_indices=tuple(int(x) for x in idx),
-    )
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resize uint8 (N, H, W, 3) frames to ``size`` (height, width), antialiased.
-
-    torch's uint8 antialiased bilinear resize matches PIL's (the reference processor's) to
-    within rounding, unlike decoders' own scalers, so frames are decoded at full size and
-    resized here, a few frames at a time so that memory stays bounded.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if tuple(frames.shape[1:3]) == tuple(size):
-        return frames
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-    if mode == "bilinear":
-        y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    else:
-        y = F.interpolate(x.float(), size=size, mode=mode, antialias=True, align_corners=False)
-        y = y.round_().clamp_(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
-
-
-@dataclass(frozen=True)
-class FrameSize:
-    """How decoded frames are resized: shortest edge to ``short_edge``, long edge truncated.
-
-    ``short_edge=None`` keeps the decoded size.
-    """
-
-    short_edge: int | None = 224
-    mode: str = "bilinear"
-
-    def __call__(self, height: int, width: int) -> tuple[int, int]:
-        s = self.short_edge
-        if s is None:
-            return height, width
-        if width <= height:
-            return int(s * height / width), s
-        return s, int(s * width / height)
 
 
 #: Decoded pixels held at once while resizing (about 50 MB of RGB: eight 1080p frames, one 8K).
@@ -317,8 +205,8 @@ class DecordReader(VideoReader):
             # decord rotates frames itself, but only where its bundled FFmpeg reads the display
             # matrix (MP4 yes, Matroska no), so the orientation it returns is not known here
             raise DecodeError(path, f"decord cannot read rotated ({header.rotation}°) video reliably; use PyAV")
-        import torch  # noqa: F401  (decord must come after torch)
         import decord
+        import torch  # noqa: F401  (decord must come after torch)
 
         super().__init__(path, header, frame_size)
         try:
@@ -469,8 +357,8 @@ def _utf8(path: str) -> bool:
 
 def _decord_available() -> bool:
     try:
-        import torch  # noqa: F401
         import decord  # noqa: F401
+        import torch  # noqa: F401
     except ImportError:
         return False
     return True

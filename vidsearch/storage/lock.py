@@ -1,0 +1,72 @@
+"""The writer lock (flock, recording host and pid) and the network-file-system warning."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import socket
+from pathlib import Path
+
+from vidsearch.errors import IndexLockedError
+
+log = logging.getLogger(__name__)
+
+LOCK = "lock"
+
+NETWORK_FILESYSTEMS = frozenset(
+    "nfs nfs4 cifs smb smb2 smb3 smbfs fuse.sshfs sshfs 9p afs ceph glusterfs fuse.glusterfs lustre gpfs "
+    "fuse.s3fs fuse.gcsfuse fuse.rclone davfs".split()
+)
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system ``path`` is on, from /proc/mounts (None where unknown)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = parts[1].replace("\\040", " ")
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+            best, kind = mnt, parts[2]
+    return kind
+
+
+def warn_if_network_filesystem(root: Path) -> None:
+    kind = filesystem_type(root)
+    if kind in NETWORK_FILESYSTEMS:
+        log.warning(
+            "%s is on a network file system (%s): SQLite's WAL mode and file locks may not work there, "
+            "so concurrent use can corrupt the catalog; keep the index on a local disk", root, kind,
+        )
+
+
+def acquire_lock(root: Path) -> int:
+    """Take the writer lock; a lock left by a killed process is free (flock dies with it)."""
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise IndexLockedError(f"{root} is being written by {holder}; wait for that job to finish or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
+    return fd
+
+
+def release_lock(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

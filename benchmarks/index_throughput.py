@@ -61,7 +61,7 @@ def decoded_clips(paths, encoder, clip_seconds=2.0, hop_seconds=2.0):
     for p in paths:
         with open_video(p, pp.frame_size()) as r:
             plans = plan_clips(r.frame_times, encoder.settings.num_frames, clip_seconds, hop_seconds)
-            out += [(c, (r.info.width, r.info.height), p, plans[c.index]) for c in iter_clips(r, plans)]
+            out += [(c, (r.info.width, r.info.height), p, plans[c.position]) for c in iter_clips(r, plans)]
     return out
 
 

@@ -12,7 +12,7 @@ from helpers import _smooth_noise, scene_frames, write_video
 from vidsearch.errors import DecodeError
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.resize import resize_frames
-from vidsearch.media.windows import plan_clips, window_starts
+from vidsearch.media.windows import plan_clips, clip_windows
 from vidsearch.settings import FrameSize
 
 
@@ -33,41 +33,41 @@ def frame_on_screen(times: np.ndarray, t: float) -> int:
 # --- clip planning -------------------------------------------------------------------------------
 
 
-def test_window_starts_moves_last_window_back_to_the_end():
-    assert window_starts(7.0, 2.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (5.0, 7.0)]
+def test_clip_windows_moves_last_window_back_to_the_end():
+    assert clip_windows(7.0, 2.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (5.0, 7.0)]
 
 
-def test_window_starts_exact_fit_adds_no_extra_window():
-    assert window_starts(6.0, 2.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)]
-    assert window_starts(2.0, 2.0, 2.0) == [(0.0, 2.0)]
+def test_clip_windows_exact_fit_adds_no_extra_window():
+    assert clip_windows(6.0, 2.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)]
+    assert clip_windows(2.0, 2.0, 2.0) == [(0.0, 2.0)]
 
 
 @pytest.mark.parametrize("duration", [1.5, 0.04, 1.999])
-def test_window_starts_short_video_is_one_window_over_its_length(duration):
-    assert window_starts(duration, 2.0, 2.0) == [(0.0, duration)]
+def test_clip_windows_short_video_is_one_window_over_its_length(duration):
+    assert clip_windows(duration, 2.0, 2.0) == [(0.0, duration)]
 
 
-def test_window_starts_half_hop():
-    assert window_starts(7.0, 2.0, 1.0) == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 5.0), (4.0, 6.0), (5.0, 7.0)]
-    assert window_starts(7.5, 2.0, 1.0)[-2:] == [(5.0, 7.0), (5.5, 7.5)]
-    assert len(window_starts(7.5, 2.0, 1.0)) == 7
+def test_clip_windows_half_hop():
+    assert clip_windows(7.0, 2.0, 1.0) == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 5.0), (4.0, 6.0), (5.0, 7.0)]
+    assert clip_windows(7.5, 2.0, 1.0)[-2:] == [(5.0, 7.0), (5.5, 7.5)]
+    assert len(clip_windows(7.5, 2.0, 1.0)) == 7
     # many hops: starts must not drift from float accumulation
-    windows = window_starts(100.0, 2.0, 0.1)
+    windows = clip_windows(100.0, 2.0, 0.1)
     assert len(windows) == 981
     assert windows[-1] == (98.0, 100.0)
     assert windows[437][0] == pytest.approx(43.7, abs=1e-9)
 
 
 @pytest.mark.parametrize("clip, hop", [(0, 2), (2, 0), (-1, 1)])
-def test_window_starts_rejects_nonpositive(clip, hop):
+def test_clip_windows_rejects_nonpositive(clip, hop):
     with pytest.raises(ValueError, match="positive"):
-        window_starts(10.0, clip, hop)
+        clip_windows(10.0, clip, hop)
 
 
 def test_plan_clips_25fps_exact_frame_indices():
     times = uniform_times(175, 25)  # 7.0 s
     plans = plan_clips(times, num_frames=16, clip_seconds=2.0, hop_seconds=2.0)
-    assert [p.index for p in plans] == [0, 1, 2, 3]
+    assert [p.position for p in plans] == [0, 1, 2, 3]
     # frame j of [0, 2) is on screen at j * 0.125 s: frame floor(3.125 j)
     assert plans[0].frame_indices == (0, 3, 6, 9, 12, 15, 18, 21, 25, 28, 31, 34, 37, 40, 43, 46)
     assert plans[1].frame_indices == tuple(50 + i for i in plans[0].frame_indices)
@@ -113,7 +113,7 @@ def test_plan_clips_times_come_from_frame_timestamps():
     times = np.stack([starts, starts + durations], axis=1)
     total = float(times[-1, 1])
     plans = plan_clips(times, num_frames=16, clip_seconds=2.0, hop_seconds=2.0)
-    windows = window_starts(total, 2.0, 2.0)
+    windows = clip_windows(total, 2.0, 2.0)
     assert len(plans) == len(windows)
     for plan, (s, e) in zip(plans, windows):
         expected = tuple(frame_on_screen(times, s + j * (e - s) / 16) for j in range(16))
@@ -217,7 +217,7 @@ def test_open_video_info_and_frame_sizes(videos, name, backend):
         plans = plan_clips(reader.frame_times, 16, 1.0, 1.0)
         clips = list(iter_clips(reader, plans))
     expected_hw = get_resize_output_image_size(np.zeros((height, width, 3)), 64, default_to_square=False)
-    assert [c.index for c in clips] == [p.index for p in plans]
+    assert [c.position for c in clips] == [p.position for p in plans]
     for clip in clips:
         assert clip.frames.shape == (16, *expected_hw, 3)
         assert clip.frames.dtype == np.uint8
@@ -244,7 +244,7 @@ def test_decord_and_pyav_agree(videos, name):
     for ca, cb in zip(clips_a, clips_b):
         assert (ca.start_s, ca.end_s) == pytest.approx((cb.start_s, cb.end_s), abs=2e-3)  # ms timestamps
         mad = np.abs(ca.frames.astype(np.float32) - cb.frames.astype(np.float32)).mean()
-        assert mad < 0.5, f"clip {ca.index}: decord and PyAV frames differ by {mad:.2f} grey levels"
+        assert mad < 0.5, f"clip {ca.position}: decord and PyAV frames differ by {mad:.2f} grey levels"
 
 
 def test_frames_are_the_planned_frames(videos):
@@ -411,9 +411,9 @@ def test_stream_that_breaks_part_way_yields_the_clips_before_it(tmp_path, backen
 
     readable = [p for p in plans if p.frame_indices[-1] < first_bad]
     assert 0 < len(readable) < len(plans)
-    assert [c.index for c in clips] == [p.index for p in readable]
+    assert [c.position for c in clips] == [p.position for p in readable]
     for clip in clips:
-        np.testing.assert_array_equal(clip.frames, good[clip.index].frames)
+        np.testing.assert_array_equal(clip.frames, good[clip.position].frames)
     stop = plans[len(readable)].start_s
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{broken}: decoding stopped at {stop:.1f}s of 6.0s (")
@@ -455,11 +455,11 @@ def test_truncated_transport_stream_reads_as_the_part_that_is_there(tmp_path, ba
         plans = plan_clips(reader.frame_times, 16, 1.0, 1.0)
         clips = list(iter_clips(reader, plans, warnings))
     assert warnings == []
-    assert [c.index for c in clips] == [p.index for p in plans]
+    assert [c.position for c in clips] == [p.position for p in plans]
     assert len(plans) == math.ceil(n / 25)
     for plan, clip in zip(plans[:-1], clips):  # the last window was moved back to the new end
-        assert plan.frame_indices == full_plans[plan.index].frame_indices
-        np.testing.assert_array_equal(clip.frames, full[plan.index].frames)
+        assert plan.frame_indices == full_plans[plan.position].frame_indices
+        np.testing.assert_array_equal(clip.frames, full[plan.position].frames)
 
 
 # --- rotation ------------------------------------------------------------------------------------

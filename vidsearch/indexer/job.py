@@ -307,8 +307,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 if kind == INFO:
                     job.info, job.planned = payload
                 elif kind == CLIP:
-                    job.clips[payload.index] = payload
-                    pending.append((token, payload.index))
+                    job.clips[payload.position] = payload
+                    pending.append((token, payload.position))
                 elif kind == DONE:
                     job.done, job.warnings = payload
                     fault("after_decode")
@@ -356,7 +356,7 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
             job = jobs[tok]
             job.embeddings[i] = vec
             c = job.clips[i]
-            job.clips[i] = Clip(c.index, c.start_s, c.end_s, _NO_FRAMES)  # let the frames go (a view would keep them)
+            job.clips[i] = Clip(c.position, c.start_s, c.end_s, _NO_FRAMES)  # let the frames go (a view would keep them)
         spent = time.monotonic() - t
     summary.embed_seconds += spent
     fault("after_embed")

@@ -56,7 +56,7 @@ class VideoInfo:
 class Clip:
     """A decoded clip: ``frames`` is uint8 (T, H, W, 3), RGB, display orientation."""
 
-    index: int
+    position: int
     start_s: float
     end_s: float
     frames: np.ndarray
@@ -234,7 +234,7 @@ class DecordReader(VideoReader):
                 self._vr.seek(0)
             except decord.DECORDError as exc:
                 raise _Truncated(plan, _short(exc)) from exc
-            yield Clip(plan.index, plan.start_s, plan.end_s, np.concatenate(parts))
+            yield Clip(plan.position, plan.start_s, plan.end_s, np.concatenate(parts))
 
     def close(self) -> None:
         self.__dict__.pop("_vr", None)
@@ -277,8 +277,8 @@ class PyAVReader(VideoReader):
         for plan in plans:
             for i in set(plan.frame_indices):
                 wanted.setdefault(i, []).append(plan)
-        pending: dict[int, dict[int, np.ndarray]] = {plan.index: {} for plan in plans}
-        order = sorted(plans, key=lambda p: (p.frame_indices[-1], p.index))
+        pending: dict[int, dict[int, np.ndarray]] = {plan.position: {} for plan in plans}
+        order = sorted(plans, key=lambda p: (p.frame_indices[-1], p.position))
         keys = np.array(sorted(wanted), dtype=np.int64)
         next_out = 0
         last_needed = order[-1].frame_indices[-1]
@@ -298,13 +298,13 @@ class PyAVReader(VideoReader):
                         small = self._finish(frame.to_ndarray(format="rgb24")[None])[0]
                         for j in keys[lo:hi]:
                             for plan in wanted[int(j)]:
-                                pending[plan.index][int(j)] = small
+                                pending[plan.position][int(j)] = small
                     prev = i
                     while next_out < len(order) and order[next_out].frame_indices[-1] <= i:
                         plan = order[next_out]
-                        frames = np.stack([pending[plan.index][j] for j in plan.frame_indices])
-                        del pending[plan.index]
-                        yield Clip(plan.index, plan.start_s, plan.end_s, frames)
+                        frames = np.stack([pending[plan.position][j] for j in plan.frame_indices])
+                        del pending[plan.position]
+                        yield Clip(plan.position, plan.start_s, plan.end_s, frames)
                         next_out += 1
                     if i >= last_needed:
                         break
@@ -417,7 +417,7 @@ def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[st
     try:
         yield from reader.read_clips(plans)
     except _Truncated as exc:
-        if exc.plan.index == plans[0].index:
+        if exc.plan.position == plans[0].position:
             raise DecodeError(reader.info.path, f"no clip could be decoded ({exc.reason})") from None
         msg = (
             f"{reader.info.path}: decoding stopped at {exc.plan.start_s:.1f}s of {reader.info.duration_s:.1f}s "

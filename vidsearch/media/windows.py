@@ -15,7 +15,8 @@ _TAIL = 0.05
 class ClipPlan:
     """One window of a video: which frames to read and the time span they cover."""
 
-    index: int
+    #: the clip's place among its video's clips (0, 1, …)
+    position: int
     start_s: float
     end_s: float
     frame_indices: tuple[int, ...]
@@ -27,7 +28,7 @@ class ClipPlan:
             raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
 
 
-def window_starts(duration_s: float, clip_seconds: float, hop_seconds: float) -> list[tuple[float, float]]:
+def clip_windows(duration_s: float, clip_seconds: float, hop_seconds: float) -> list[tuple[float, float]]:
     """Windows of ``clip_seconds`` every ``hop_seconds``, the last moved back to end at the end.
 
     A video shorter than one window gives one window over its whole length.
@@ -62,19 +63,19 @@ def plan_clips(
         raise ValueError(f"frame_times must be a non-empty (N, 2) array, got shape {times.shape}")
     duration = float(times[-1, 1])
     return [
-        plan_window(times, s, e, num_frames, index=i)
-        for i, (s, e) in enumerate(window_starts(duration, clip_seconds, hop_seconds))
+        plan_window(times, s, e, num_frames, position=i)
+        for i, (s, e) in enumerate(clip_windows(duration, clip_seconds, hop_seconds))
     ]
 
 
-def plan_window(frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, index: int = 0) -> ClipPlan:
+def plan_window(frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, position: int = 0) -> ClipPlan:
     """The clip of window [start_s, end_s): frame j is the one on screen at start + j·(end − start)/num_frames."""
     times = np.asarray(frame_times, dtype=np.float64)
     starts = times[:, 0]
     sample_t = start_s + np.arange(num_frames) * (end_s - start_s) / num_frames
     idx = np.clip(np.searchsorted(starts, sample_t + _EPS, side="right") - 1, 0, len(starts) - 1)
     return ClipPlan(
-        index=index,
+        position=position,
         start_s=float(times[idx[0], 0]),
         end_s=float(times[idx[-1], 1]),
         frame_indices=tuple(int(x) for x in idx),

@@ -223,14 +223,14 @@ def calibrate(
                         if "shift" in kinds:
                             d = float(rng.uniform(0.1, 0.3)) * m.clips.clip_seconds * rng.choice([-1, 1])
                             plan = plan_window(reader.frame_times, max(0.0, s + d), max(0.0, s + d) + (e - s),
-                                               m.encoder.num_frames, index=len(wanted))
+                                               m.encoder.num_frames, position=len(wanted))
                         else:
                             base = min(plans, key=lambda p: abs(p.start_s - s))
                             plan = ClipPlan(len(wanted), base.start_s, base.end_s, base.frame_indices)
                         wanted.append(plan)
                         jobs.append((cid, kinds))
                 size = (reader.info.width, reader.info.height)
-                frames = {c.index: c.frames for c in iter_clips(reader, sorted(wanted, key=lambda p: p.frame_indices[-1]))}
+                frames = {c.position: c.frames for c in iter_clips(reader, sorted(wanted, key=lambda p: p.frame_indices[-1]))}
         except VidsearchError as exc:
             notes.append(f"skipped {path}: {exc}")
             continue

@@ -88,7 +88,7 @@ def embed_query(
         plans = plan_clips(sub, m.encoder.num_frames, m.clips.clip_seconds, m.clips.hop_seconds / 2)
         shift = float(times[first, 0])
         plans = [
-            ClipPlan(p.index, p.start_s + shift, p.end_s + shift, tuple(i + first for i in p.frame_indices))
+            ClipPlan(p.position, p.start_s + shift, p.end_s + shift, tuple(i + first for i in p.frame_indices))
             for p in plans
         ]
         out_times, vectors, batch = [], [], []

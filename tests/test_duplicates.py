@@ -1,5 +1,8 @@
 """Near-duplicate pairs and groups on planted embeddings (exact answers known), and the export."""
 
+import sqlite3
+from contextlib import closing
+
 import numpy as np
 import pytest
 
@@ -161,7 +164,6 @@ def test_vsc_export_loads_without_pickle(planted, tmp_path):
 
 
 def test_parquet_export_round_trips_paths_times_and_vectors(planted, tmp_path):
-    import os
 
     import pyarrow.parquet as pq
 
@@ -182,15 +184,11 @@ def test_parquet_export_round_trips_paths_times_and_vectors(planted, tmp_path):
     assert [(rows["start_s"][i], rows["end_s"][i]) for i in odd_rows] == [(0.0, 2.0), (2.0, 4.0)]
     np.testing.assert_allclose(emb[odd_rows], vec, atol=1e-3)  # float16 in the catalog
     # every row matches the catalog's clip at that path and time
-    with planted.catalog.read() as session:
-        from sqlalchemy import select
-
-        from vidsearch.storage.catalog import ClipRow, Video
-
-        stored = {(os.fsencode(path).decode("utf-8", "backslashreplace") if isinstance(path, str) else
-                   path.decode("utf-8", "backslashreplace"), s, e): decode_embeddings([blob], DIM)[0]
-                  for path, s, e, blob in session.execute(
-                      select(Video.path, ClipRow.start_s, ClipRow.end_s, ClipRow.embedding).join(ClipRow))}
+    con = sqlite3.connect(planted.root / "catalog.sqlite")
+    with closing(con):
+        stored = {(bytes(path).decode("utf-8", "backslashreplace"), s, e): decode_embeddings([blob], DIM)[0]
+                  for path, s, e, blob in con.execute(
+                      "select v.path, c.start_s, c.end_s, c.embedding from clips c join videos v on v.id = c.video_id")}
     assert len(stored) == 70
     for i in range(70):
         np.testing.assert_array_equal(emb[i], stored[(rows["path"][i], rows["start_s"][i], rows["end_s"][i])])

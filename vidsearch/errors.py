@@ -62,3 +62,33 @@ class StorageError(VidsearchError):
     """Writing the index failed (disk full, I/O error); what was committed before is kept."""
 
     exit_code = 9
+
+
+class InvalidArgumentError(VidsearchError, ValueError):
+    """An argument the CLI could not check up front is out of range for this index or video."""
+
+    exit_code = 2
+
+
+class VideosFailedError(VidsearchError):
+    """Some videos could not be indexed; the others were."""
+
+    exit_code = 1
+
+
+class JobInterrupted(VidsearchError):
+    """Ctrl-C (or SIGTERM): what was committed is kept; the same command finishes the work."""
+
+    exit_code = 130
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line of text (a DBAPI error's driver message), for one-line reports."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
+
+
+def last_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's last line of text: where FAISS's C++ errors say what went wrong."""
+    text = str(exc).strip().splitlines()
+    return text[-1][:limit] if text else type(exc).__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import ModelUnavailableError
+from vidsearch.errors import InvalidArgumentError, ModelUnavailableError, first_line
 from vidsearch.media.resize import resize_frames
 from vidsearch.settings import DEFAULT_MODEL, EncoderSettings, Preprocessing
 
@@ -32,7 +32,7 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError(f"device {device!r} asked for, but torch sees no CUDA device")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N]; got {device!r}")
+        raise InvalidArgumentError(f"device must be auto, cpu or cuda[:N]; got {device!r}")
     return device
 
 
@@ -174,7 +174,7 @@ def _unavailable(model: str, exc: Exception) -> ModelUnavailableError:
             "(as written by save_pretrained), or a hub id such as MCG-NJU/videomae-large."
         )
     return ModelUnavailableError(
-        f"model {model!r} is not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+        f"model {model!r} is not available: {first_line(exc)}. "
         f"Download it once on a machine with network access (`hf download {model}`, or any "
         "vidsearch run without HF_HUB_OFFLINE), or pass --model /path/to/local/checkpoint."
     )

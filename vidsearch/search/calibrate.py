@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
 
 from vidsearch.errors import VidsearchError
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips, plan_window
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, align
-from vidsearch.storage.catalog import STATUS_INDEXED, ClipRow, Video
+from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
 log = logging.getLogger(__name__)
@@ -116,13 +115,11 @@ def _negatives(lib: Library, anchors: dict[int, list[int]], k: int = 50) -> np.n
     consistent offset, for at least half of the shorter video's clips (two at least): possibly
     a real duplicate, so not a negative.
     """
-    from vidsearch.search.duplicates import load_clip_table
-
     vi = lib.vectors()
     dim = lib.manifest.encoder.dim
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
     with lib.catalog.read() as session:
-        table = load_clip_table(lib, session)
+        table = lib.catalog.clip_table(session)
     counts = dict(zip(*np.unique(table.video, return_counts=True)))
     out = []
     for vid, anchor_ids in anchors.items():
@@ -182,20 +179,11 @@ def calibrate(
     t0 = time.monotonic()
     m = lib.manifest
     with lib.catalog.read() as session:
-        videos = [
-            (vid, os.fsdecode(p)) for vid, p in session.execute(
-                select(Video.id, Video.path).where(Video.status == STATUS_INDEXED).order_by(Video.id)
-            ) if os.path.exists(p)
-        ]
+        videos = [(v.id, v.display_path) for v in lib.catalog.videos(session, STATUS_INDEXED) if os.path.exists(v.path)]
         if len(videos) < 2:
             raise VidsearchError("calibration needs at least two indexed videos whose files are present")
         chosen = [videos[i] for i in sorted(rng.choice(len(videos), size=min(sample, len(videos)), replace=False))]
-        clip_rows = {
-            vid: session.execute(
-                select(ClipRow.id, ClipRow.start_s, ClipRow.end_s).where(ClipRow.video_id == vid).order_by(ClipRow.id)
-            ).all()
-            for vid, _ in chosen
-        }
+        clip_rows = {vid: lib.catalog.clips_of(session, vid) for vid, _ in chosen}
     n_clips = sum(min(clips_per_video, len(r)) for r in clip_rows.values())
     per_clip = _time_one(encoder)
     say(f"calibrating on {len(chosen)} videos, {n_clips} clips, {n_clips * copies_per_clip} augmented copies: "

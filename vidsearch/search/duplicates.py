@@ -12,15 +12,14 @@ with the number of video pairs.
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
 
 from vidsearch.search.align import Match, Segment, align
-from vidsearch.storage.catalog import STATUS_INDEXED, ClipRow, Video
+from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
+from vidsearch.storage.faiss_spec import cells_for
 from vidsearch.storage.library import Library
 
 log = logging.getLogger(__name__)
@@ -78,31 +77,6 @@ class DuplicateReport:
         return group_pairs(self.pairs)
 
 
-@dataclass
-class ClipTable:
-    """All indexed clips as arrays sorted by clip id: id → (video, start, end)."""
-
-    ids: np.ndarray
-    video: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-
-    def lookup(self, clip_ids: np.ndarray) -> np.ndarray:
-        """Row positions of ``clip_ids`` (-1 for ids not in the table)."""
-        pos = np.searchsorted(self.ids, clip_ids)
-        pos = np.clip(pos, 0, max(len(self.ids) - 1, 0))
-        ok = len(self.ids) > 0
-        return np.where(ok & (self.ids[pos] == clip_ids), pos, -1) if ok else np.full(len(clip_ids), -1)
-
-
-def load_clip_table(lib: Library, session) -> ClipTable:
-    rows = session.execute(
-        select(ClipRow.id, ClipRow.video_id, ClipRow.start_s, ClipRow.end_s).order_by(ClipRow.id)
-    ).all()
-    arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 4)
-    return ClipTable(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3])
-
-
 def resolve_threshold(lib: Library, threshold: float | None) -> tuple[float, str]:
     if threshold is not None:
         return float(threshold), "given"
@@ -123,7 +97,7 @@ def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
     n = len(vectors)
     if n <= EXACT_CANDIDATES_LIMIT:
         return [np.arange(n)]
-    nlist = 2 ** int(round(np.log2(np.sqrt(n))))
+    nlist = cells_for(n)
     rng = np.random.default_rng(0)
     sample = vectors[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))].astype(np.float32)
     km = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=1)
@@ -211,13 +185,8 @@ def find_duplicates(
     thr, source = resolve_threshold(lib, threshold)
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
     with lib.catalog.read() as session:  # one snapshot, even while an index job writes
-        table = load_clip_table(lib, session)
-        videos = {
-            vid: (os.fsdecode(path), dur or 0.0)
-            for vid, path, dur in session.execute(
-                select(Video.id, Video.path, Video.duration_s).where(Video.status == STATUS_INDEXED)
-            )
-        }
+        table = lib.catalog.clip_table(session)
+        videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)}
         candidates = clip_pairs(lib, session, table, thr, batch)
     report = DuplicateReport(thr, source, min_seconds, candidates=len(candidates),
                              clip_matches=sum(len(v) for v in candidates.values()))

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.errors import DecodeError, VideoNotFoundError
+from vidsearch.errors import DecodeError, InvalidArgumentError, VideoNotFoundError
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
-from vidsearch.storage.catalog import STATUS_INDEXED, Video
+from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def embed_query(
         lo = 0.0 if start is None else float(start)
         hi = float(times[-1, 1]) if end is None else float(end)
         if lo < 0 or hi <= lo:
-            raise ValueError(f"query range must satisfy 0 <= start < end; got start={start}, end={end}")
+            raise InvalidArgumentError(f"query range must satisfy 0 <= start < end; got start={start}, end={end}")
         keep = np.nonzero((times[:, 0] >= lo - 1e-6) & (times[:, 0] < hi))[0]
         if len(keep) == 0:
             raise DecodeError(path, f"no frames between {lo:g}s and {hi:g}s (the video lasts {times[-1, 1]:.1f}s)")
@@ -162,9 +162,7 @@ def search_video(
     with lib.catalog.read() as session:
         info = lib.catalog.clip_info(session, ids[ids >= 0].tolist())
         vids = {v for v, _, _ in info.values()}
-        paths = dict(session.execute(
-            Video.__table__.select().with_only_columns(Video.id, Video.path).where(Video.id.in_(list(vids)))
-        ).all()) if vids else {}
+        paths = {v.id: v.path for v in lib.catalog.videos(session, ids=vids)}
     self_ids = {vid for vid, p in paths.items() if p == path_bytes} if not include_self else set()
     per_video: dict[int, list[Match]] = {}
     for qi in range(len(q.times)):

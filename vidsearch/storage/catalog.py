@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,12 +28,13 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from vidsearch.errors import CorruptIndexError, StorageError
+from vidsearch.errors import CorruptIndexError, StorageError, first_line
 from vidsearch.faults import fault
 
 log = logging.getLogger(__name__)
@@ -43,17 +44,19 @@ EMBEDDING_DTYPE = np.float16
 
 STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
+#: Ids per ``IN (...)`` list, under SQLite's variable limit.
+_IN_CHUNK = 30_000
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-class Base(DeclarativeBase):
+class _Base(DeclarativeBase):
     pass
 
 
-class Video(Base):
+class _Video(_Base):
     __tablename__ = "videos"
     __table_args__ = {"sqlite_autoincrement": True}
 
@@ -72,16 +75,12 @@ class Video(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(default=_now, onupdate=_now)
 
-    clips: Mapped[list["ClipRow"]] = relationship(
+    clips: Mapped[list[_ClipRow]] = relationship(
         back_populates="video", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    @property
-    def display_path(self) -> str:
-        return os.fsdecode(self.path)
 
-
-class ClipRow(Base):
+class _ClipRow(_Base):
     __tablename__ = "clips"
     __table_args__ = {"sqlite_autoincrement": True}
 
@@ -91,10 +90,10 @@ class ClipRow(Base):
     end_s: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
-    video: Mapped[Video] = relationship(back_populates="clips")
+    video: Mapped[_Video] = relationship(back_populates="clips")
 
 
-class Run(Base):
+class _Run(_Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -108,7 +107,7 @@ class Run(Base):
     clips: Mapped[int] = mapped_column(default=0)
 
 
-class Meta(Base):
+class _Meta(_Base):
     __tablename__ = "meta"
 
     key: Mapped[str] = mapped_column(String, primary_key=True)
@@ -142,6 +141,42 @@ class VideoRecord:
     fps: float | None = None
     width: int | None = None
     height: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """A video's catalog row as the reads return it (no clips)."""
+
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    fingerprint: str
+    status: str
+    duration_s: float | None = None
+    error: str | None = None
+
+    @property
+    def display_path(self) -> str:
+        return os.fsdecode(self.path)
+
+
+@dataclass(frozen=True)
+class ClipTable:
+    """Clips as arrays sorted by clip id: id → (video, start, end)."""
+
+    ids: np.ndarray
+    video: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    def lookup(self, clip_ids: np.ndarray) -> np.ndarray:
+        """Row positions of ``clip_ids`` (-1 for ids not in the table)."""
+        clip_ids = np.asarray(clip_ids, dtype=np.int64)
+        if not len(self.ids):
+            return np.full(len(clip_ids), -1)
+        pos = np.clip(np.searchsorted(self.ids, clip_ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == clip_ids, pos, -1)
 
 
 def encode_embedding(vec: np.ndarray) -> bytes:
@@ -190,16 +225,16 @@ class Catalog:
 
         try:
             if create:
-                Base.metadata.create_all(self.engine)
+                _Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
-                missing = {t for t in Base.metadata.tables} - set(
+                missing = {t for t in _Base.metadata.tables} - set(
                     conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
                 )
             if missing:
                 raise CorruptIndexError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
         except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
-            raise CorruptIndexError(f"{self.path} is damaged or not a SQLite database ({_first_line(exc)})") from exc
+            raise CorruptIndexError(f"{self.path} is damaged or not a SQLite database ({first_line(exc)})") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -215,7 +250,7 @@ class Catalog:
             if not _is_damage(exc):
                 raise
             raise CorruptIndexError(
-                f"{self.path} is damaged ({_first_line(exc)}); `vidsearch verify` checks it; restore it from a "
+                f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it; restore it from a "
                 "backup or re-index into a new folder"
             ) from exc
 
@@ -237,54 +272,105 @@ class Catalog:
                     conn.info["write"] = False
         except DBAPIError as exc:
             if isinstance(exc, DatabaseError) and _is_damage(exc):
-                raise CorruptIndexError(f"{self.path} is damaged ({_first_line(exc)}); `vidsearch verify` checks it") from exc
+                raise CorruptIndexError(f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it") from exc
             raise StorageError(
-                f"{self.path}: cannot write ({_first_line(exc)}); everything committed before is kept"
+                f"{self.path}: cannot write ({first_line(exc)}); everything committed before is kept"
             ) from exc
 
-    # ---- reads -------------------------------------------------------------------------
+    # ---- reads (each takes the session of one ``read()`` snapshot) --------------------------
 
     def generation(self, session: Session | None = None) -> int:
         if session is None:
             with self.read() as s:
                 return self.generation(s)
-        return session.scalar(select(Meta.value).where(Meta.key == "generation")) or 0
+        return session.scalar(select(_Meta.value).where(_Meta.key == "generation")) or 0
 
-    def video_by_path(self, session: Session, path: bytes) -> Video | None:
-        return session.scalar(select(Video).where(Video.path == path))
+    def videos(self, session: Session, status: str | None = None, ids: Iterable[int] | None = None) -> list[StoredVideo]:
+        """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
+        v = _Video
+        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
+        if status is not None:
+            query = query.where(v.status == status)
+        if ids is None:
+            return [StoredVideo(*row) for row in session.execute(query)]
+        out: list[StoredVideo] = []
+        wanted = sorted({int(i) for i in ids})
+        for i in range(0, len(wanted), _IN_CHUNK):
+            out += [StoredVideo(*row) for row in session.execute(query.where(v.id.in_(wanted[i : i + _IN_CHUNK])))]
+        return sorted(out, key=lambda s: s.id)
+
+    def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
+        v = _Video
+        row = session.execute(
+            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(v.path == path)
+        ).first()
+        return StoredVideo(*row) if row is not None else None
+
+    def video_count(self, session: Session) -> int:
+        return session.scalar(select(func.count(_Video.id))) or 0
+
+    def status_counts(self, session: Session) -> dict[str, int]:
+        return {s: n for s, n in session.execute(select(_Video.status, func.count(_Video.id)).group_by(_Video.status))}
+
+    def indexed_duration(self, session: Session) -> float:
+        """Seconds of video indexed, summed."""
+        return float(session.scalar(select(func.sum(_Video.duration_s)).where(_Video.status == STATUS_INDEXED)) or 0.0)
 
     def clip_count(self, session: Session) -> int:
-        return session.scalar(select(func.count(ClipRow.id))) or 0
+        return session.scalar(select(func.count(_ClipRow.id))) or 0
 
-    def iter_embeddings(self, session: Session, dim: int, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids int64, vectors float32) in chunks, by id, with Core (no ORM objects)."""
-        table = ClipRow.__table__
+    def clip_table(self, session: Session) -> ClipTable:
+        """Every clip's id, video and times, sorted by id."""
+        rows = session.execute(
+            select(_ClipRow.id, _ClipRow.video_id, _ClipRow.start_s, _ClipRow.end_s).order_by(_ClipRow.id)
+        ).all()
+        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 4)
+        return ClipTable(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3])
+
+    def clips_of(self, session: Session, video_id: int) -> list[tuple[int, float, float]]:
+        """A video's clips as (clip id, start_s, end_s), in time order."""
+        c = _ClipRow
+        query = select(c.id, c.start_s, c.end_s).where(c.video_id == video_id).order_by(c.start_s, c.id)
+        return [(int(i), float(s), float(e)) for i, s, e in session.execute(query)]
+
+    def _clip_chunks(self, session: Session, *columns, chunk: int = 50_000) -> Iterator[list]:
+        """Rows of (clip id, *columns) in chunks by id, with Core (no ORM objects): bounded memory."""
+        table = _ClipRow.__table__
+        cols = [table.c.id, *(table.c[name] for name in columns)]
         last = -1
         while True:
-            rows = session.execute(
-                select(table.c.id, table.c.embedding).where(table.c.id > last).order_by(table.c.id).limit(chunk)
-            ).all()
+            rows = session.execute(select(*cols).where(table.c.id > last).order_by(table.c.id).limit(chunk)).all()
             if not rows:
                 return
+            yield rows
+            last = int(rows[-1][0])
+
+    def iter_embeddings(self, session: Session, dim: int, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64, vectors float32) in chunks, by id."""
+        for rows in self._clip_chunks(session, "embedding", chunk=chunk):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             yield ids, decode_embeddings([r[1] for r in rows], dim)
-            last = int(ids[-1])
+
+    def iter_raw_embeddings(self, session: Session, chunk: int = 50_000) -> Iterator[list[tuple[int, int, bytes]]]:
+        """(clip id, video id, stored bytes) in chunks by id, undecoded: for checking them."""
+        for rows in self._clip_chunks(session, "video_id", "embedding", chunk=chunk):
+            yield [(int(i), int(v), bytes(b)) for i, v, b in rows]
 
     def sample_embeddings(self, session: Session, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``n`` clips drawn at random (seeded), with their vectors."""
         total = self.clip_count(session)
         if total <= n:
-            ids, vecs = zip(*self.iter_embeddings(session, dim)) if total else ((), ())
-            if not ids:
+            chunks = list(self.iter_embeddings(session, dim))
+            if not chunks:
                 return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-            return np.concatenate(ids), np.concatenate(vecs)
+            return np.concatenate([i for i, _ in chunks]), np.concatenate([v for _, v in chunks])
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(self.clip_ids(session), size=n, replace=False))
         return self.embeddings_by_ids(session, pick.tolist(), dim)
 
     def clip_ids(self, session: Session, above: int | None = None, up_to: int | None = None) -> np.ndarray:
         """Clip ids, sorted (int64): every one, or those in (``above``, ``up_to``]."""
-        table = ClipRow.__table__
+        table = _ClipRow.__table__
         query = select(table.c.id).order_by(table.c.id)
         if above is not None:
             query = query.where(table.c.id > above)
@@ -293,34 +379,80 @@ class Catalog:
         return np.fromiter(session.scalars(query), dtype=np.int64)
 
     def clip_count_up_to(self, session: Session, up_to: int) -> int:
-        return session.scalar(select(func.count(ClipRow.id)).where(ClipRow.id <= up_to)) or 0
+        return session.scalar(select(func.count(_ClipRow.id)).where(_ClipRow.id <= up_to)) or 0
 
     def clip_ids_of(self, session: Session, video_id: int) -> list[int]:
-        return list(session.scalars(select(ClipRow.id).where(ClipRow.video_id == video_id).order_by(ClipRow.id)))
+        return list(session.scalars(select(_ClipRow.id).where(_ClipRow.video_id == video_id).order_by(_ClipRow.id)))
 
     def embeddings_by_ids(self, session: Session, clip_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        table = ClipRow.__table__
-        rows = session.execute(
-            select(table.c.id, table.c.embedding).where(table.c.id.in_([int(i) for i in clip_ids])).order_by(table.c.id)
-        ).all()
-        return np.array([r[0] for r in rows], dtype=np.int64), decode_embeddings([r[1] for r in rows], dim)
+        """(ids, vectors) of the clips with these ids that exist, by id."""
+        table = _ClipRow.__table__
+        wanted = sorted({int(i) for i in clip_ids})
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        for i in range(0, len(wanted), _IN_CHUNK):
+            for cid, blob in session.execute(
+                select(table.c.id, table.c.embedding).where(table.c.id.in_(wanted[i : i + _IN_CHUNK])).order_by(table.c.id)
+            ):
+                ids.append(cid)
+                blobs.append(blob)
+        return np.array(ids, dtype=np.int64), decode_embeddings(blobs, dim)
 
     def clip_info(self, session: Session, clip_ids: Sequence[int]) -> dict[int, tuple[int, float, float]]:
         """clip id → (video id, start_s, end_s), for ids that exist."""
         out: dict[int, tuple[int, float, float]] = {}
-        ids = list({int(i) for i in clip_ids})
-        table = ClipRow.__table__
-        for i in range(0, len(ids), 30_000):
-            part = ids[i : i + 30_000]
+        ids = sorted({int(i) for i in clip_ids})
+        table = _ClipRow.__table__
+        for i in range(0, len(ids), _IN_CHUNK):
             for cid, vid, s, e in session.execute(
-                select(table.c.id, table.c.video_id, table.c.start_s, table.c.end_s).where(table.c.id.in_(part))
+                select(table.c.id, table.c.video_id, table.c.start_s, table.c.end_s).where(table.c.id.in_(ids[i : i + _IN_CHUNK]))
             ):
                 out[cid] = (vid, s, e)
         return out
 
+    def video_clips(self, session: Session, video_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """A video's clip times (N, 2) and vectors (N, dim), in time order."""
+        c = _ClipRow
+        rows = session.execute(
+            select(c.start_s, c.end_s, c.embedding).where(c.video_id == video_id).order_by(c.start_s, c.id)
+        ).all()
+        times = np.array([(r[0], r[1]) for r in rows], dtype=np.float64).reshape(-1, 2)
+        return times, decode_embeddings([r[2] for r in rows], dim)
+
+    # ---- consistency (verify) ------------------------------------------------------------
+
+    def integrity_problems(self, session: Session) -> list[str]:
+        """SQLite's integrity check: empty when the file is sound."""
+        found = [r[0] for r in session.execute(text("PRAGMA integrity_check"))]
+        return [] if found == ["ok"] else found
+
+    def orphan_clip_count(self, session: Session) -> int:
+        """Clip rows whose video row is gone."""
+        return session.scalar(select(func.count(_ClipRow.id)).where(~_ClipRow.video_id.in_(select(_Video.id)))) or 0
+
+    def indexed_without_clips(self, session: Session) -> list[tuple[int, bytes]]:
+        """(id, path) of videos marked indexed that have no clips."""
+        query = select(_Video.id, _Video.path).where(
+            _Video.status == STATUS_INDEXED, ~_Video.id.in_(select(_ClipRow.video_id))
+        )
+        return [(int(i), p) for i, p in session.execute(query)]
+
+    def repair(self, damaged_videos: Iterable[int]) -> tuple[int, int]:
+        """Delete orphan clip rows and the given videos (their clips too), in one transaction.
+
+        Returns (orphan rows deleted, videos dropped).
+        """
+        with self.write() as session:
+            orphans = session.execute(delete(_ClipRow).where(~_ClipRow.video_id.in_(select(_Video.id)))).rowcount
+            present = set(session.scalars(select(_Video.id))) & {int(v) for v in damaged_videos}
+            _delete_videos(session, present)
+        return orphans, len(present)
+
     # ---- writes ------------------------------------------------------------------------
 
-    def store_video(self, record: VideoRecord, clips: Sequence[ClipRecord], replace_id: int | None = None) -> tuple[int, list[int], list[int]]:
+    def store_video(
+        self, record: VideoRecord, clips: Sequence[ClipRecord], replace_id: int | None = None
+    ) -> tuple[int, list[int], list[int]]:
         """Store a video with its clips and embeddings in one transaction.
 
         Replaces any row at the same path (and ``replace_id``), dropping its old clips.
@@ -336,23 +468,18 @@ class Catalog:
         so the generation stays.
         """
         with self.write(bump=False) as session:
-            existing = session.scalar(select(Video).where(Video.path == record.path))
+            existing = session.execute(select(_Video.id, _Video.status).where(_Video.path == record.path)).first()
             if existing is not None and existing.status == STATUS_INDEXED:
                 return existing.id, True
             return self._store(session, record, [], None, STATUS_FAILED, error)[0], False
 
     def _store(self, session, record, clips, replace_id, status, error):
         old_ids = [v for v in (replace_id,) if v is not None]
-        same_path = session.scalar(select(Video.id).where(Video.path == record.path))
+        same_path = session.scalar(select(_Video.id).where(_Video.path == record.path))
         if same_path is not None:
             old_ids.append(same_path)
-        removed: list[int] = []
-        if old_ids:
-            removed = list(session.scalars(select(ClipRow.id).where(ClipRow.video_id.in_(old_ids))))
-            session.execute(delete(ClipRow).where(ClipRow.video_id.in_(old_ids)))
-            session.execute(delete(Video).where(Video.id.in_(old_ids)))
-            session.flush()
-        video = Video(
+        removed = _delete_videos(session, old_ids)
+        video = _Video(
             path=record.path, size=record.size, mtime_ns=record.mtime_ns, fingerprint=record.fingerprint,
             duration_s=record.duration_s, fps=record.fps, width=record.width, height=record.height,
             status=status, error=error,
@@ -360,7 +487,7 @@ class Catalog:
         session.add(video)
         session.flush()
         rows = [
-            ClipRow(video_id=video.id, start_s=c.start_s, end_s=c.end_s, embedding=encode_embedding(c.embedding))
+            _ClipRow(video_id=video.id, start_s=c.start_s, end_s=c.end_s, embedding=encode_embedding(c.embedding))
             for c in clips
         ]
         session.add_all(rows)
@@ -374,10 +501,12 @@ class Catalog:
         Returns the new video id, its clip ids and the clip ids of a row it replaced.
         """
         with self.write() as session:
-            src = session.get(Video, source_id)
+            src = session.get(_Video, source_id)
+            if src is None:
+                raise ValueError(f"no video with id {source_id} to copy")
             clips = [
                 ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE))
-                for c in session.scalars(select(ClipRow).where(ClipRow.video_id == source_id).order_by(ClipRow.id))
+                for c in session.scalars(select(_ClipRow).where(_ClipRow.video_id == source_id).order_by(_ClipRow.id))
             ]
             record = VideoRecord(
                 record.path, record.size, record.mtime_ns, record.fingerprint,
@@ -389,41 +518,48 @@ class Catalog:
         """A file moved or renamed: keep its clips, update its path. Returns the clip ids of a
         row it replaced at the new path."""
         with self.write() as session:
-            taken = list(session.scalars(select(Video.id).where(Video.path == new_path, Video.id != video_id)))
-            removed = list(session.scalars(select(ClipRow.id).where(ClipRow.video_id.in_(taken)))) if taken else []
-            if taken:
-                session.execute(delete(ClipRow).where(ClipRow.video_id.in_(taken)))
-                session.execute(delete(Video).where(Video.id.in_(taken)))
-            session.execute(update(Video).where(Video.id == video_id).values(path=new_path, size=size, mtime_ns=mtime_ns))
+            taken = session.scalars(select(_Video.id).where(_Video.path == new_path, _Video.id != video_id))
+            removed = _delete_videos(session, list(taken))
+            session.execute(
+                update(_Video).where(_Video.id == video_id).values(path=new_path, size=size, mtime_ns=mtime_ns)
+            )
             return removed
 
     def remove_videos(self, video_ids: Sequence[int]) -> list[int]:
         """Delete videos and their clips; returns the removed clip ids."""
-        ids = list(video_ids)
-        if not ids:
+        if not video_ids:
             return []
         with self.write() as session:
-            clip_ids = list(session.scalars(select(ClipRow.id).where(ClipRow.video_id.in_(ids))))
-            session.execute(delete(ClipRow).where(ClipRow.video_id.in_(ids)))
-            session.execute(delete(Video).where(Video.id.in_(ids)))
-        return clip_ids
+            return _delete_videos(session, video_ids)
 
     def start_run(self) -> int:
         with self.write(bump=False) as session:
-            run = Run()
+            run = _Run()
             session.add(run)
             session.flush()
             return run.id
 
     def finish_run(self, run_id: int, status: str, **counts: int) -> None:
         with self.write(bump=False) as session:
-            session.execute(update(Run).where(Run.id == run_id).values(status=status, finished_at=_now(), **counts))
+            session.execute(update(_Run).where(_Run.id == run_id).values(status=status, finished_at=_now(), **counts))
+
+
+def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
+    """Delete videos and their clips inside ``session``'s transaction; returns the removed clip ids."""
+    ids = sorted({int(v) for v in video_ids})
+    if not ids:
+        return []
+    removed = list(session.scalars(select(_ClipRow.id).where(_ClipRow.video_id.in_(ids))))
+    session.execute(delete(_ClipRow).where(_ClipRow.video_id.in_(ids)))
+    session.execute(delete(_Video).where(_Video.id.in_(ids)))
+    session.flush()
+    return removed
 
 
 def _bump_generation(session: Session) -> None:
-    updated = session.execute(update(Meta).where(Meta.key == "generation").values(value=Meta.value + 1))
+    updated = session.execute(update(_Meta).where(_Meta.key == "generation").values(value=_Meta.value + 1))
     if updated.rowcount == 0:
-        session.add(Meta(key="generation", value=1))
+        session.add(_Meta(key="generation", value=1))
 
 
 def _is_damage(exc: DatabaseError) -> bool:
@@ -431,12 +567,8 @@ def _is_damage(exc: DatabaseError) -> bool:
     return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
 
 __all__ = [
-    "Catalog", "ClipRecord", "ClipRow", "EMBEDDING_DTYPE", "Meta", "Run", "Video", "VideoRecord",
+    "Catalog", "ClipRecord", "ClipTable", "EMBEDDING_DTYPE", "StoredVideo", "VideoRecord",
     "STATUS_FAILED", "STATUS_INDEXED", "decode_embeddings", "encode_embedding",
 ]

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
-from vidsearch.errors import VideoNotFoundError
+from vidsearch.errors import InvalidArgumentError, VideoNotFoundError, VidsearchError
 from vidsearch.storage.atomic import atomic_write_bytes
-from vidsearch.storage.catalog import STATUS_INDEXED, ClipRow, Video, decode_embeddings
+from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
 
@@ -44,25 +43,20 @@ def collect(lib: Library, only: str | os.PathLike | None = None, id_by: str = "s
     """Every indexed clip (optionally of the listed videos), in (video, time) order."""
     wanted = _read_only_list(only) if only else None
     with lib.catalog.read() as session:
-        videos = session.execute(
-            select(Video.id, Video.path).where(Video.status == STATUS_INDEXED).order_by(Video.path)
-        ).all()
+        videos = sorted(lib.catalog.videos(session, STATUS_INDEXED), key=lambda v: v.path)
         paths, ids, feats, times = [], [], [], []
-        for vid, raw in videos:
-            path = os.fsdecode(raw)
+        for video in videos:
+            path = video.display_path
             stem = Path(path).stem
             if wanted is not None and not ({path, stem, Path(path).name} & wanted):
                 continue
-            rows = session.execute(
-                select(ClipRow.start_s, ClipRow.end_s, ClipRow.embedding).where(ClipRow.video_id == vid)
-                .order_by(ClipRow.start_s, ClipRow.id)
-            ).all()
-            if not rows:
+            clip_times, vectors = lib.catalog.video_clips(session, video.id, lib.manifest.encoder.dim)
+            if not len(clip_times):
                 continue
-            feats.append(decode_embeddings([r[2] for r in rows], lib.manifest.encoder.dim))
-            times.append(np.array([[r[0], r[1]] for r in rows], dtype=np.float32))
-            paths += [path] * len(rows)
-            ids += [stem if id_by == "stem" else path] * len(rows)
+            feats.append(vectors)
+            times.append(clip_times.astype(np.float32))
+            paths += [path] * len(clip_times)
+            ids += [stem if id_by == "stem" else path] * len(clip_times)
     if wanted is not None and not paths:
         raise VideoNotFoundError(f"none of the videos listed in {only} is indexed")
     dim = lib.manifest.encoder.dim
@@ -79,7 +73,7 @@ def pca_reduce(features: np.ndarray, dim: int) -> np.ndarray:
     if dim >= features.shape[1]:
         return features
     if len(features) < dim:
-        raise ValueError(f"PCA to {dim} dimensions needs at least {dim} clips; the export has {len(features)}")
+        raise InvalidArgumentError(f"PCA to {dim} dimensions needs at least {dim} clips; the export has {len(features)}")
     import faiss
 
     pca = faiss.PCAMatrix(features.shape[1], dim)
@@ -110,7 +104,7 @@ def export(lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLi
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise ValueError("parquet export needs pyarrow: pip install 'vidsearch[parquet]'") from None
+            raise VidsearchError("parquet export needs pyarrow: pip install 'vidsearch[parquet]'") from None
         import io
 
         # parquet strings are UTF-8: bytes of a non-UTF-8 name are written as \xNN escapes
@@ -123,6 +117,6 @@ def export(lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLi
         pq.write_table(table, buf)
         data = buf.getvalue()
     else:
-        raise ValueError(f"export format must be vsc, npz or parquet; got {fmt!r}")
+        raise InvalidArgumentError(f"export format must be vsc, npz or parquet; got {fmt!r}")
     atomic_write_bytes(out, [data])
     return len(feats)

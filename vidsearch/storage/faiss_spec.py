@@ -11,6 +11,12 @@ DEFAULT_SPEC = "IDMap2,Flat"
 EXACT_LIMIT = 200_000
 
 
+def cells_for(n: int) -> int:
+    """How many cells (IVF lists, k-means centroids) to split ``n`` vectors into: the power of
+    two nearest √n, which balances the cells scanned against the vectors in each."""
+    return 2 ** int(round(np.log2(np.sqrt(max(n, 1)))))
+
+
 def choose_spec(n: int) -> str:
     """The index type for ``n`` clips: exact while small, then IVF with float16 codes.
 
@@ -20,8 +26,7 @@ def choose_spec(n: int) -> str:
     """
     if n < EXACT_LIMIT:
         return DEFAULT_SPEC
-    nlist = 2 ** int(round(np.log2(np.sqrt(n))))
-    return f"IVF{nlist},SQfp16"
+    return f"IVF{cells_for(n)},SQfp16"
 
 
 def should_switch(current: str, n: int) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError
+from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError, last_line
 from vidsearch.settings import ClipSettings, EncoderSettings
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.catalog import Catalog
@@ -213,7 +213,7 @@ class Library:
                     vi.train(sample)
                 except RuntimeError as exc:  # too few clips yet for this type: exact until there are
                     log.warning("%s: cannot train %s on %d clips (%s); searching exactly for now",
-                                self.root, spec, len(sample), str(exc).strip().splitlines()[-1])
+                                self.root, spec, len(sample), last_line(exc))
                     vi = VectorIndex.empty(dim, DEFAULT_SPEC)
             for ids, vecs in self.catalog.iter_embeddings(session, dim):
                 vi.add(ids, vecs)

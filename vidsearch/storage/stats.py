@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
-
-from vidsearch.storage.catalog import STATUS_FAILED, STATUS_INDEXED, Video
+from vidsearch.storage.catalog import STATUS_FAILED, STATUS_INDEXED
 from vidsearch.storage.library import Library
 
 
@@ -40,16 +38,10 @@ class LibraryStats:
 def library_stats(lib: Library) -> LibraryStats:
     """Counts, settings and failures of an index, read in one snapshot."""
     with lib.catalog.read() as s:
-        count = {
-            status: n
-            for status, n in s.execute(select(Video.status, func.count(Video.id)).group_by(Video.status))
-        }
+        count = lib.catalog.status_counts(s)
         clips = lib.catalog.clip_count(s)
-        duration = s.scalar(select(func.sum(Video.duration_s)).where(Video.status == STATUS_INDEXED)) or 0.0
-        failed = [
-            (os.fsdecode(p), e or "")
-            for p, e in s.execute(select(Video.path, Video.error).where(Video.status == STATUS_FAILED).order_by(Video.path))
-        ]
+        duration = lib.catalog.indexed_duration(s)
+        failed = sorted((v.display_path, v.error or "") for v in lib.catalog.videos(s, STATUS_FAILED))
         generation = lib.catalog.generation(s)
     m = lib.manifest
     size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidsearch.errors import InvalidArgumentError, last_line
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.faiss_spec import DEFAULT_SPEC
 
@@ -65,7 +66,7 @@ class VectorIndex:
         try:
             index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise ValueError(f"not a FAISS index factory string: {spec!r} ({str(exc).strip().splitlines()[-1]})") from exc
+            raise InvalidArgumentError(f"not a FAISS index factory string: {spec!r} ({last_line(exc)})") from exc
         return cls(index, dim, spec)
 
     @property

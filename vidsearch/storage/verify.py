@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select, text
 
 from vidsearch.errors import CorruptIndexError, VidsearchError
-from vidsearch.storage.catalog import EMBEDDING_DTYPE, STATUS_INDEXED, ClipRow, Video
+from vidsearch.storage.catalog import EMBEDDING_DTYPE
 from vidsearch.storage.library import Library, header_mismatches
 from vidsearch.storage.vectors import VectorFileError, VectorIndex
 
@@ -51,30 +50,18 @@ def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.nda
     dim = lib.manifest.encoder.dim
     bad_videos: set[int] = set()
     with lib.catalog.read() as s:
-        integrity = [r[0] for r in s.execute(text("PRAGMA integrity_check"))]
-        if integrity != ["ok"]:
+        integrity = lib.catalog.integrity_problems(s)
+        if integrity:
             report.problems.append(Problem("catalog", f"SQLite integrity check: {'; '.join(integrity[:3])}", False))
             return bad_videos, None
-        orphans = s.scalar(
-            select(func.count(ClipRow.id)).where(~ClipRow.video_id.in_(select(Video.id)))
-        )
+        orphans = lib.catalog.orphan_clip_count(s)
         if orphans:
             report.problems.append(Problem("catalog", f"{orphans} clip rows belong to no video", True))
-        empty = s.execute(
-            select(Video.id, Video.path).where(Video.status == STATUS_INDEXED, ~Video.id.in_(select(ClipRow.video_id)))
-        ).all()
-        for vid, path in empty:
+        for vid, path in lib.catalog.indexed_without_clips(s):
             bad_videos.add(vid)
             report.problems.append(Problem("catalog", f"{os.fsdecode(path)} is marked indexed but has no clips", True))
-        table = ClipRow.__table__
-        last, ids = -1, []
-        while True:
-            rows = s.execute(
-                select(table.c.id, table.c.video_id, table.c.embedding).where(table.c.id > last).order_by(table.c.id).limit(50_000)
-            ).all()
-            if not rows:
-                break
-            last = rows[-1][0]
+        ids = []
+        for rows in lib.catalog.iter_raw_embeddings(s):
             ids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
             for cid, vid, blob in rows:
                 if len(blob) != dim * np.dtype(EMBEDDING_DTYPE).itemsize:
@@ -86,7 +73,7 @@ def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.nda
                     bad_videos.add(vid)
                     report.problems.append(Problem("catalog", f"clip {cid}: embedding norm {norm:.4f}, expected 1", True))
         report.counts.update(
-            videos=s.scalar(select(func.count(Video.id))) or 0,
+            videos=lib.catalog.video_count(s),
             clips=sum(len(i) for i in ids),
             generation=lib.catalog.generation(s),
         )
@@ -137,16 +124,14 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
         if any(not p.repairable for p in report.problems):
             report.repaired.append("nothing: fix the problems that cannot be repaired first (restore the catalog from a backup)")
             return report
-        with lib.catalog.write() as s:
-            n = s.execute(delete(ClipRow).where(~ClipRow.video_id.in_(select(Video.id)))).rowcount
-            if n:
-                report.repaired.append(f"deleted {n} orphan clip rows")
-            bad_videos &= set(s.scalars(select(Video.id)))  # orphans' "videos" are gone already
-            if bad_videos:
-                s.execute(delete(ClipRow).where(ClipRow.video_id.in_(bad_videos)))
-                s.execute(delete(Video).where(Video.id.in_(bad_videos)))
-                report.repaired.append(f"dropped {len(bad_videos)} damaged video(s) from the catalog: the next index run embeds them again")
-        if rebuild or bad_videos or report.repaired:
+        orphans, dropped = lib.catalog.repair(bad_videos)  # orphans' "videos" are gone already
+        if orphans:
+            report.repaired.append(f"deleted {orphans} orphan clip rows")
+        if dropped:
+            report.repaired.append(
+                f"dropped {dropped} damaged video(s) from the catalog: the next index run embeds them again"
+            )
+        if rebuild or dropped or report.repaired:
             lib.rebuild_vectors()
             report.repaired.append(f"rebuilt {lib.vectors_path} from the catalog")
     return report

@@ -164,7 +164,7 @@ def test_reindex_pins_and_unpins_the_index_type(tmp_path, library_videos, tiny_m
     r = run("reindex", "--index", idx, "--auto")
     assert r.exit_code == 0 and "rebuilt IDMap2,Flat (chosen by size) over 7 clips" in r.output
     r = run("reindex", "--index", idx, "--spec", "Bogus99")
-    assert r.exit_code == 1 and "not a FAISS index factory string" in r.output
+    assert r.exit_code == 2 and "not a FAISS index factory string" in r.output
     assert json.loads(run("stats", "--index", idx, "--json").output)["index_type"] == "IDMap2,Flat"
 
 

@@ -470,7 +470,7 @@ def test_bad_faiss_spec_is_refused_before_anything_is_written(tmp_path, library_
     assert index(library_videos, idx, tiny_model).exit_code == 0
     before = (idx / "manifest.json").read_text()
     r = index(library_videos, idx, tiny_model, "--faiss-spec", "Flatt")
-    assert r.exit_code == 1 and "not a FAISS index factory string" in r.output
+    assert r.exit_code == 2 and "not a FAISS index factory string" in r.output
     assert (idx / "manifest.json").read_text() == before
     r = index(library_videos, idx, tiny_model, "--faiss-spec", "IDMap2,Flat")  # the current type: now pinned
     assert r.exit_code == 0 and json.loads((idx / "manifest.json").read_text())["faiss"]["pinned"] is True

@@ -1,24 +1,22 @@
 """The ``vidsearch`` command: a thin shell over the library API.
 
-Exit codes: 0 ok; 1 some videos failed or another error; 2 bad usage; 3 model unavailable;
-4 no index, or an incompatible one; 5 damaged index; 6 undecodable query video; 7 index
-locked by another job; 8 no indexed video at that path; 130 interrupted.
+Each command parses its options, calls one library function and prints what ``render`` makes
+of the result. Errors are mapped to exit codes in one place, ``VidsearchGroup``: a
+``VidsearchError`` exits with its class's ``exit_code`` (the table is in the README and in
+``vidsearch.errors``); anything else is a bug, reported as such (with its traceback under --debug).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import sys
 
 import click
 
-from vidsearch import __version__
-from vidsearch.errors import VidsearchError
+from vidsearch import __version__, render
+from vidsearch.errors import CorruptIndexError, JobInterrupted, StorageError, VideosFailedError, VidsearchError
 
-JSON_SCHEMA_VERSION = 1
 DEFAULT_INDEX = "vidsearch-index"
 
 log = logging.getLogger("vidsearch")
@@ -30,30 +28,42 @@ def _setup_logging(debug: bool, verbose: bool, quiet: bool) -> None:
     logging.getLogger("vidsearch").setLevel(level)
 
 
-def _handle_errors(fn):
-    """Typed errors become one line on stderr and the class's exit code (a traceback with --debug)."""
+class VidsearchGroup(click.Group):
+    """Maps errors to exit codes once, for every command.
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        ctx = click.get_current_context()
-        debug = (ctx.find_root().obj or {}).get("debug", False)
+    A ``VidsearchError`` is one line on stderr and its class's exit code. An ``OSError`` that no
+    layer turned into one is the environment's (a full disk is exit 9, anything else 1), said
+    in one line. Anything else is a bug: said as one, with the traceback under ``--debug``.
+    """
+
+    def invoke(self, ctx: click.Context):
         try:
-            return fn(*args, **kwargs)
-        except VidsearchError as exc:
-            if debug:
-                raise
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except (ValueError, OSError) as exc:
-            if debug:
-                raise
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(1)
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(JobInterrupted.exit_code)
+        except Exception as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"Error: {_describe(exc)}", err=True)
+            ctx.exit(_exit_code(exc))
 
-    return wrapper
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, (VidsearchError, OSError)):
+        return str(exc)
+    return (f"internal error, a bug in vidsearch ({type(exc).__name__}: {exc}); "
+            "run again with --debug for the traceback, and please report it")
+
+
+def _exit_code(exc: Exception) -> int:
+    if isinstance(exc, VidsearchError):
+        return exc.exit_code
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC: the README promises 9 for a full disk
+        return StorageError.exit_code
+    return 1
 
 
 index_option = click.option(
@@ -76,7 +86,7 @@ def model_options(fn):
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VidsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vidsearch")
 @click.option("--debug", is_flag=True, help="Debug logging, and tracebacks on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what is being done.")
@@ -103,7 +113,6 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 @click.option("--prune", is_flag=True, help="Remove indexed videos whose files are gone.")
 @click.option("--faiss-spec", default=None, help="Pin a FAISS index type (factory string), e.g. 'IDMap2,Flat'.")
 @click.pass_context
-@_handle_errors
 def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, clip_seconds, hop_seconds,
               timeout_s, exclude, retry_failed, prune, faiss_spec):
     """Index the videos under PATHS (files or folders, recursive). Incremental and resumable."""
@@ -117,32 +126,14 @@ def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, 
         progress=not quiet and sys.stderr.isatty(),
     )
     summary = index_paths(index_dir, paths, opts)
-    parts = [f"indexed {summary.indexed}", f"skipped {summary.skipped}", f"moved {summary.moved}"]
-    if summary.copied:
-        parts.append(f"copied {summary.copied}")
-    if summary.pruned:
-        parts.append(f"pruned {summary.pruned}")
-    parts += [f"failed {len(summary.failed)}", f"{summary.clips} clips in {summary.seconds:.1f}s"]
-    click.echo(", ".join(parts), err=quiet)
+    click.echo(render.index_summary(summary), err=quiet)
     for path, reason in summary.failed:
         click.echo(f"failed: {path}: {reason}", err=True)
     if summary.interrupted:
         click.echo("interrupted: the videos committed so far are kept; run the same command to finish", err=True)
-        ctx.exit(130)
+        ctx.exit(JobInterrupted.exit_code)
     if summary.failed:
-        ctx.exit(1)
-
-
-def _fmt_time(t: float) -> str:
-    return f"{t:.1f}"
-
-
-def _segment_json(s) -> dict:
-    return {
-        "query_start": round(s.q_start, 3), "query_end": round(s.q_end, 3),
-        "library_start": round(s.r_start, 3), "library_end": round(s.r_end, 3),
-        "similarity": round(s.similarity, 5), "clips": s.matches, "score": round(s.score, 5),
-    }
+        ctx.exit(VideosFailedError.exit_code)
 
 
 @cli.command("search")
@@ -157,7 +148,6 @@ def _segment_json(s) -> dict:
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
 @json_option
 @click.pass_context
-@_handle_errors
 def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json):
     """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
     from vidsearch.model.encoder import load_encoder
@@ -176,79 +166,26 @@ def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, nei
             res = search_video(lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self)
             out.append(res)
             if not as_json:
-                _print_result(res, raw_clips, k)
+                click.echo(render.search_text(res, raw_clips, k))
     if as_json:
-        click.echo(json.dumps({
-            "schema_version": JSON_SCHEMA_VERSION,
-            "queries": [
-                {
-                    "query": r.query, "query_start": r.query_start, "query_end": r.query_end, "query_clips": r.query_clips,
-                    "results": [
-                        {"path": m.path, "score": round(m.score, 5), "segments": [_segment_json(s) for s in m.segments]}
-                        for m in r.matches
-                    ],
-                    **({"clips": [
-                        {"path": h.path, "similarity": round(h.similarity, 5), "clip_id": h.clip_id,
-                         "query_start": h.q_start, "query_end": h.q_end, "library_start": h.r_start, "library_end": h.r_end}
-                        for h in r.clip_hits[: k * 10]
-                    ]} if raw_clips else {}),
-                }
-                for r in out
-            ],
-        }, indent=2))
-
-
-def _print_result(res, raw_clips: bool, k: int) -> None:
-    click.echo(f"query {res.query} [{_fmt_time(res.query_start)}-{_fmt_time(res.query_end)}s], {res.query_clips} clips")
-    if raw_clips:
-        for h in res.clip_hits[: k * 10]:
-            click.echo(f"  {h.similarity:.3f}  query [{_fmt_time(h.q_start)}-{_fmt_time(h.q_end)}] -> "
-                       f"{h.path} [{_fmt_time(h.r_start)}-{_fmt_time(h.r_end)}]")
-        return
-    if not res.matches:
-        click.echo("  no matches")
-    for rank, m in enumerate(res.matches, 1):
-        click.echo(f"{rank:>3}. {m.score:7.3f}  {m.path}")
-        for s in m.segments:
-            click.echo(f"        query [{_fmt_time(s.q_start)}-{_fmt_time(s.q_end)}] -> library "
-                       f"[{_fmt_time(s.r_start)}-{_fmt_time(s.r_end)}]  similarity {s.similarity:.3f}, {s.matches} clips")
+        click.echo(render.search_json(out, raw_clips, k))
 
 
 @cli.command("stats")
 @index_option
 @json_option
-@_handle_errors
 def stats_cmd(index_dir, as_json):
     """Counts, settings, size on disk, and the videos that failed."""
-    from dataclasses import asdict
-
     from vidsearch.storage.stats import library_stats, open_library
 
     with open_library(index_dir) as lib:
         st = library_stats(lib)
-    if as_json:
-        d = asdict(st)
-        d["failed"] = [{"path": p, "error": e} for p, e in st.failed]
-        click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **d}, indent=2))
-        return
-    rows = [
-        ("index", st.index), ("videos indexed", st.videos_indexed), ("videos failed", st.videos_failed),
-        ("clips", st.clips), ("total duration", f"{st.total_duration_s / 3600:.2f} h ({st.total_duration_s:.0f} s)"),
-        ("model", f"{st.model} @ {st.revision}"), ("dim / pooling", f"{st.dim} / {st.pooling}"),
-        ("clip / hop seconds", f"{st.clip_seconds:g} / {st.hop_seconds:g}"),
-        ("index type", st.index_type + (" (pinned)" if st.index_type_pinned else "")),
-        ("size on disk", f"{st.size_bytes / 1e6:.1f} MB"),
-    ]
-    for name, value in rows:
-        click.echo(f"{name:>20}: {value}")
-    for path, error in st.failed:
-        click.echo(f"  failed: {path}: {error}")
+    click.echo(render.stats_json(st) if as_json else render.stats_text(st))
 
 
 @cli.command("remove")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @index_option
-@_handle_errors
 def remove_cmd(paths, index_dir):
     """Take videos (or every video under a folder) out of the index."""
     from vidsearch.indexer.job import remove_paths
@@ -261,7 +198,6 @@ def remove_cmd(paths, index_dir):
 @index_option
 @click.option("--spec", default=None, help="Pin a FAISS index factory string, e.g. 'IVF1024,SQfp16' or 'HNSW32,Flat'.")
 @click.option("--auto", "auto", is_flag=True, help="Unpin: let the index size choose the type again.")
-@_handle_errors
 def reindex_cmd(index_dir, spec, auto):
     """Rebuild the FAISS index from the catalog (optionally of another type)."""
     from vidsearch.storage.stats import open_library
@@ -288,44 +224,14 @@ def reindex_cmd(index_dir, spec, auto):
 @click.option("--repair", is_flag=True, help="Rebuild what can be rebuilt (the FAISS file; damaged catalog rows).")
 @json_option
 @click.pass_context
-@_handle_errors
 def verify_cmd(ctx, index_dir, repair, as_json):
     """Check that the manifest, catalog and FAISS index agree (exit 5 when they do not)."""
     from vidsearch.storage.verify import verify
 
     report = verify(index_dir, repair=repair)
-    if as_json:
-        click.echo(json.dumps({
-            "schema_version": JSON_SCHEMA_VERSION, "index": report.index, "ok": report.ok, "counts": report.counts,
-            "problems": [{"part": p.part, "message": p.message, "repairable": p.repairable} for p in report.problems],
-            "repaired": report.repaired,
-        }, indent=2))
-    else:
-        for p in report.problems:
-            click.echo(f"{p.part}: {p.message}{'' if p.repairable else ' (cannot be repaired)'}")
-        for r in report.repaired:
-            click.echo(f"repaired: {r}")
-        if not report.problems:
-            c = report.counts
-            click.echo(f"ok: {c.get('videos', 0)} videos, {c.get('clips', 0)} clips; manifest, catalog and "
-                       "vectors.faiss agree")
-        elif not repair and all(p.repairable for p in report.problems):
-            click.echo("run `vidsearch verify --repair` to fix these")
+    click.echo(render.verify_json(report) if as_json else render.verify_text(report, repair))
     if not report.ok:
-        ctx.exit(5)
-
-
-def _pair_json(p) -> dict:
-    return {
-        "a": p.a, "b": p.b, "a_duration": round(p.a_duration, 3), "b_duration": round(p.b_duration, 3),
-        "score": round(p.score, 5), "similarity": round(p.similarity, 5), "relation": p.relation,
-        "a_covered": round(p.a_covered, 4), "b_covered": round(p.b_covered, 4),
-        "segments": [
-            {"a_start": round(s.q_start, 3), "a_end": round(s.q_end, 3), "b_start": round(s.r_start, 3),
-             "b_end": round(s.r_end, 3), "similarity": round(s.similarity, 5), "clips": s.matches}
-            for s in p.segments
-        ],
-    }
+        ctx.exit(CorruptIndexError.exit_code)
 
 
 @cli.command("dupes")
@@ -337,7 +243,6 @@ def _pair_json(p) -> dict:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
 @click.pass_context
-@_handle_errors
 def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
     from vidsearch.search.duplicates import find_duplicates
@@ -349,52 +254,11 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
         click.echo(f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
                    "to this model and library", err=True)
     if fmt == "json":
-        body = {"schema_version": JSON_SCHEMA_VERSION, "threshold": report.threshold,
-                "threshold_source": report.threshold_source, "min_seconds": report.min_seconds}
-        if groups:
-            body["groups"] = [
-                {"original": g.original, "videos": [{"path": p, "duration": round(d, 3)} for p, d in g.videos]}
-                for g in report.groups()
-            ]
-        else:
-            body["pairs"] = [_pair_json(p) for p in report.pairs]
-        click.echo(json.dumps(body, indent=2))
+        click.echo(render.dupes_json(report, groups))
     elif fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        if groups:
-            w.writerow(["group", "path", "duration", "original"])
-            for i, g in enumerate(report.groups(), 1):
-                for p, d in g.videos:
-                    w.writerow([i, p, f"{d:.3f}", int(p == g.original)])
-        else:
-            w.writerow(["a", "b", "score", "similarity", "relation", "a_covered", "b_covered",
-                        "a_start", "a_end", "b_start", "b_end"])
-            for p in report.pairs:
-                s = p.segments[0]
-                w.writerow([p.a, p.b, f"{p.score:.5f}", f"{p.similarity:.5f}", p.relation, f"{p.a_covered:.4f}",
-                            f"{p.b_covered:.4f}", f"{s.q_start:.3f}", f"{s.q_end:.3f}", f"{s.r_start:.3f}", f"{s.r_end:.3f}"])
-        click.echo(buf.getvalue(), nl=False)
-    elif groups:
-        found = report.groups()
-        click.echo(f"{len(found)} duplicate group(s) at threshold {report.threshold:g} ({report.threshold_source})")
-        for i, g in enumerate(found, 1):
-            click.echo(f"group {i}: {len(g.videos)} videos")
-            for p, d in g.videos:
-                click.echo(f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}")
-        if found:
-            click.echo("(* the longest video, likely the original)")
+        click.echo(render.dupes_csv(report, groups), nl=False)
     else:
-        click.echo(f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})")
-        for p in report.pairs:
-            click.echo(f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
-                       f"{p.b_covered:.0%} of b")
-            for s in p.segments:
-                click.echo(f"         a [{_fmt_time(s.q_start)}-{_fmt_time(s.q_end)}] <-> b "
-                           f"[{_fmt_time(s.r_start)}-{_fmt_time(s.r_end)}]  similarity {s.similarity:.3f}")
+        click.echo(render.dupes_text(report, groups))
 
 
 @cli.command("calibrate")
@@ -407,7 +271,6 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
 @click.option("--max-seconds", default=600.0, show_default=True, type=click.FloatRange(min=1), help="Time budget.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @json_option
-@_handle_errors
 def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, as_json):
     """Fit the duplicate threshold to this model and library; stored in the manifest."""
     from vidsearch.model.encoder import load_encoder
@@ -418,17 +281,7 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
         encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
         cal = calibrate(lib, encoder, sample=sample, clips_per_video=clips_per_video, target_fpr=target_fpr,
                         max_seconds=max_seconds, seed=seed, say=lambda m: click.echo(m, err=True))
-    f = cal.figures()
-    if as_json:
-        click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **f}, indent=2))
-        return
-    click.echo(f"threshold {f['threshold']} (stored in the manifest)")
-    click.echo(f"  positives (augmented copies): {f['positives']}, quantiles {f['positive_quantiles']}")
-    click.echo(f"  negatives (unrelated nearest clips): {f['negatives']}, quantiles {f['negative_quantiles']}")
-    click.echo(f"  at the threshold: recall {f['recall']:.3f}, false-positive rate {f['fpr']:.4f} "
-               f"(target {f['target_fpr']:g}); {f['videos']} videos, {f['clips']} clips, {f['seconds']}s")
-    for note in f["notes"]:
-        click.echo(f"  note: {note}")
+    click.echo(render.calibration_json(cal) if as_json else render.calibration_text(cal))
 
 
 @cli.command("export")
@@ -438,7 +291,6 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
 @click.option("--only", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File listing the videos to export (paths or file stems, one a line).")
 @click.option("--dim", type=click.IntRange(1), default=None, help="Reduce with PCA fitted on the exported set (VSC: 512).")
-@_handle_errors
 def export_cmd(out, index_dir, fmt, only, dim):
     """Write clip descriptors to OUT: VSC 2022 descriptor npz, plain npz, or parquet."""
     from vidsearch.storage.export import export

@@ -1,17 +1,26 @@
-"""Named fault points, so tests can kill the job where it hurts most.
+"""Named fault points, so tests can kill or stall the job where it hurts most. Parsed here only.
 
 ``VIDSEARCH_FAULT=point[:n]`` makes the n-th (default first) arrival at ``point`` SIGKILL the
 process. Points: ``after_decode`` (a video's last clip received), ``after_embed`` (a batch
 embedded), ``in_commit`` (inside a video's transaction, before it commits), ``in_faiss_save``
-(the new vectors file written, not yet renamed into place). Unset, it costs one dict lookup.
+(the new vectors file written, not yet renamed into place), ``in_atomic_write`` (any other file).
+
+``VIDSEARCH_FAULT_WORKER=kind:NAME`` makes a decode worker misbehave on the file named NAME:
+``hang`` (sleeps for an hour), ``crash`` (segfaults) or ``crash_sending`` (segfaults while its
+first clip is being sent).
+
+Unset, each costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 _counts: dict[str, int] = {}
+WORKER_FAULTS = ("hang", "crash", "crash_sending")
 
 
 def fault(point: str) -> None:
@@ -24,3 +33,19 @@ def fault(point: str) -> None:
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_fault(path: str) -> None:
+    """Called by a decode worker before it sends each clip of ``path``."""
+    spec = os.environ.get("VIDSEARCH_FAULT_WORKER")
+    if not spec:
+        return
+    kind, _, name = spec.partition(":")
+    if kind not in WORKER_FAULTS or os.path.basename(path) != name:
+        return
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif kind == "crash_sending":  # dies half-way through sending the clip
+        threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGSEGV)).start()
+    else:
+        time.sleep(3600)

@@ -21,12 +21,22 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vidsearch.faults import fault
-from vidsearch.indexer.workers import CLIP, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool, probe_durations
-from vidsearch.media.discover import DiscoveryReport, VideoFile, discover, fingerprint
+from vidsearch.indexer.plan import abs_bytes, classify, is_under
+from vidsearch.indexer.workers import (
+    ClipMsg,
+    DecodeSettings,
+    DecodeTask,
+    Done,
+    Failed,
+    Info,
+    WorkerPool,
+    probe_durations,
+)
+from vidsearch.media.discover import DiscoveryReport, VideoFile, discover
 from vidsearch.media.readers import Clip, VideoInfo
 from vidsearch.model.encoder import Encoder, load_encoder
 from vidsearch.settings import DEFAULT_MODEL, ClipSettings
-from vidsearch.storage.catalog import STATUS_INDEXED, ClipRecord, Video, VideoRecord
+from vidsearch.storage.catalog import ClipRecord, VideoRecord
 from vidsearch.storage.library import Library
 from vidsearch.storage.vectors import VectorIndex
 
@@ -139,78 +149,33 @@ def _open_or_create(index_dir, opts: IndexOptions, encoder: Encoder | None) -> t
 
 
 def _plan_work(lib: Library, paths, files: Sequence[VideoFile], opts: IndexOptions, summary: IndexSummary,
-               deferred: list[VideoFile]):
-    """Split discovered files into work: unchanged (skip), moved, copied, or to (re)index.
-
-    With ``prune``, videos under ``paths`` whose files are gone are removed (nothing outside
-    them: an unmounted drive elsewhere keeps its embeddings). Files with the same content as
-    one already queued go to ``deferred``, to be planned again (as copies) after the run.
-    """
+               deferred: list[VideoFile]) -> list[_Job]:
+    """Classify discovered files against the catalog, apply the moves, copies, failures and
+    pruning, and return the videos to decode and embed. Files with the same content as one already
+    queued go to ``deferred``, to be planned again (as copies) after the run."""
     with lib.catalog.read() as session:
-        rows = session.execute(
-            Video.__table__.select().with_only_columns(
-                Video.id, Video.path, Video.size, Video.mtime_ns, Video.fingerprint, Video.status
-            )
-        ).all()
-    by_path = {r.path: r for r in rows}
-    by_fp: dict[str, list] = {}
-    for r in rows:
-        if r.status == STATUS_INDEXED:
-            by_fp.setdefault(r.fingerprint, []).append(r)
-    work: list[_Job] = []
-    claimed: set[int] = set()
-    queued: set[str] = set()
-    for f in files:
-        row = by_path.get(f.path_bytes)
-        if row is not None and row.size == f.size and row.mtime_ns == f.mtime_ns:
-            if row.status == STATUS_INDEXED or not opts.retry_failed:
-                summary.skipped += 1
-                continue
-        try:
-            f = fingerprint(f)
-        except OSError as exc:
-            _fail(lib, f, f"cannot read file ({exc.strerror or exc})", summary)
-            continue
-        if row is not None and row.fingerprint == f.fingerprint and row.status == STATUS_INDEXED:
-            lib.sync_vectors(lib.catalog.move_video(row.id, f.path_bytes, f.size, f.mtime_ns))  # touched, same content
-            summary.skipped += 1
-            continue
-        twins = [r for r in by_fp.get(f.fingerprint, ()) if r.path != f.path_bytes and r.id not in claimed]
-        gone = [r for r in twins if not os.path.exists(r.path)]
-        if gone:
-            claimed.add(gone[0].id)
-            lib.sync_vectors(lib.catalog.move_video(gone[0].id, f.path_bytes, f.size, f.mtime_ns))
-            summary.moved += 1
-            log.info("%s: moved from %s; embeddings kept", f.path, os.fsdecode(gone[0].path))
-            continue
-        if twins:
-            _, clip_ids, removed = lib.catalog.copy_video(twins[0].id, _record(f, None))
-            with lib.catalog.read() as session:
-                ids, vectors = lib.catalog.embeddings_by_ids(session, clip_ids, lib.manifest.encoder.dim)
-            lib.sync_vectors(removed, ids, vectors)
-            summary.copied += 1
-            continue
-        if f.fingerprint in queued:  # the same content again in this run: a copy once the first is in
-            deferred.append(f)
-            continue
-        queued.add(f.fingerprint)
-        work.append(_Job(f, row.id if row is not None else None))
-    if opts.prune:
-        roots = [_abs_bytes(p) for p in paths]
-        under = [r for r in rows if any(_is_under(r.path, root) for root in roots)]
-        gone_ids = [r.id for r in under if not os.path.exists(r.path) and r.id not in claimed]
-        lib.sync_vectors(lib.catalog.remove_videos(gone_ids))
-        summary.pruned = len(gone_ids)
-    return work
-
-
-def _abs_bytes(path: str | os.PathLike | bytes) -> bytes:
-    return os.fsencode(os.path.abspath(os.fsdecode(path)))
-
-
-def _is_under(path: bytes, root: bytes) -> bool:
-    """``path`` is ``root`` itself or lies in the folder ``root``."""
-    return path == root or path.startswith(root.rstrip(b"/") + b"/")
+        rows = lib.catalog.videos(session)
+    plan = classify(files, rows, opts.retry_failed, paths if opts.prune else ())
+    summary.skipped += plan.skipped + len(plan.touched)
+    for f, reason in plan.unreadable:
+        _fail(lib, f, reason, summary)
+    for move in plan.touched:
+        lib.sync_vectors(lib.catalog.move_video(move.video_id, move.file.path_bytes, move.file.size, move.file.mtime_ns))
+    for move in plan.moves:
+        lib.sync_vectors(lib.catalog.move_video(move.video_id, move.file.path_bytes, move.file.size, move.file.mtime_ns))
+        summary.moved += 1
+        log.info("%s: moved from %s; embeddings kept", move.file.path, os.fsdecode(move.previous))
+    for copy in plan.copies:
+        _, clip_ids, removed = lib.catalog.copy_video(copy.source_id, _record(copy.file, None))
+        with lib.catalog.read() as session:
+            ids, vectors = lib.catalog.embeddings_by_ids(session, clip_ids, lib.manifest.encoder.dim)
+        lib.sync_vectors(removed, ids, vectors)
+        summary.copied += 1
+    if plan.prune:
+        lib.sync_vectors(lib.catalog.remove_videos(plan.prune))
+        summary.pruned = len(plan.prune)
+    deferred.extend(plan.deferred)
+    return [_Job(e.file, e.replace_id) for e in plan.embed]
 
 
 def _record(f: VideoFile, info: VideoInfo | None) -> VideoRecord:
@@ -301,19 +266,17 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 token = todo.popleft()
                 pool.assign(wid, DecodeTask(token, jobs[token].file.path))
             msg = pool.get(timeout=0.05 if pending else 0.5)
-            if msg is not None:
-                kind, _, token, payload = msg
-                job = jobs[token]
-                if kind == INFO:
-                    job.info, job.planned = payload
-                elif kind == CLIP:
-                    job.clips[payload.position] = payload
-                    pending.append((token, payload.position))
-                elif kind == DONE:
-                    job.done, job.warnings = payload
+            match msg:
+                case Info(token, info, planned):
+                    jobs[token].info, jobs[token].planned = info, planned
+                case ClipMsg(token, clip):
+                    jobs[token].clips[clip.position] = clip
+                    pending.append((token, clip.position))
+                case Done(token, decoded, warnings):
+                    jobs[token].done, jobs[token].warnings = decoded, warnings
                     fault("after_decode")
-                elif kind == ERROR:
-                    _fail(lib, job.file, payload, summary)
+                case Failed(token, reason):
+                    _fail(lib, jobs[token].file, reason, summary)
                     pending = [p for p in pending if p[0] != token]
                     del jobs[token]
                     bar.update(1)
@@ -461,11 +424,11 @@ def remove_paths(index_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
     with Library.open(index_dir, writable=True) as lib:
         lib.vectors()  # loaded before the change, so that the change is applied to it
         with lib.catalog.read() as session:
-            rows = session.execute(Video.__table__.select().with_only_columns(Video.id, Video.path)).all()
+            rows = lib.catalog.videos(session)
         chosen: dict[int, bytes] = {}
         for p in paths:
-            target = _abs_bytes(p)
-            hits = [r for r in rows if _is_under(r.path, target)]
+            target = abs_bytes(p)
+            hits = [r for r in rows if is_under(r.path, target)]
             if not hits:
                 raise VideoNotFoundError(f"{os.fsdecode(p)}: no indexed video at that path")
             chosen.update((r.id, r.path) for r in hits)

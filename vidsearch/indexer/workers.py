@@ -15,7 +15,10 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from vidsearch.faults import worker_fault
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,55 @@ class DecodeSettings:
 #: Decode workers run at a lower priority than the job (and its encoder threads).
 WORKER_NICENESS = 10
 
-# messages from a worker: (kind, worker_id, token, payload)
-INFO, CLIP, DONE, ERROR = "info", "clip", "done", "error"
+# ---- messages from a worker, each about the video of one task (``token``) ----------------------
+
+
+@dataclass(frozen=True)
+class Info:
+    """The video opened: what it is and how many clips are planned."""
+
+    token: int
+    info: Any  # media.readers.VideoInfo (the parent never imports the readers)
+    planned: int
+
+
+@dataclass(frozen=True)
+class ClipMsg:
+    """One decoded clip (media.readers.Clip)."""
+
+    token: int
+    clip: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    """Every clip was sent; ``decoded`` of them, with the warnings (a truncated file, say)."""
+
+    token: int
+    decoded: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The video could not be decoded, for ``reason``."""
+
+    token: int
+    reason: str
+
+
+Message = Union[Info, ClipMsg, Done, Failed]
+
+
+@dataclass
+class _Worker:
+    proc: Any  # multiprocessing Process
+    conn: Any  # its end of the pipe
+    task: DecodeTask | None = None
+    #: when it last made progress (monotonic seconds)
+    last: float = field(default_factory=time.monotonic)
+    #: its pipe broke or it died; reap() collects it
+    dead: bool = False
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -80,9 +130,6 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
     from vidsearch.settings import FrameSize
 
     frame_size = FrameSize(settings.short_edge, settings.resample)
-    # tests: VIDSEARCH_FAULT_WORKER="hang:NAME", "crash:NAME" or "crash_sending:NAME" makes decoding
-    # file NAME hang, segfault, or segfault while its first clip is being sent
-    fault_kind, _, fault_name = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
     while True:
         try:
             task = conn.recv()
@@ -94,24 +141,18 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
         try:
             with open_video(task.path, frame_size, settings.backend, num_threads=1) as reader:
                 plans = plan_clips(reader.frame_times, settings.num_frames, settings.clip_seconds, settings.hop_seconds)
-                send((INFO, worker_id, task.token, (reader.info, len(plans))))
+                send(Info(task.token, reader.info, len(plans)))
                 warnings: list[str] = []
                 n = 0
                 for clip in iter_clips(reader, plans, warnings):
-                    if fault_name and os.path.basename(task.path) == fault_name:
-                        if fault_kind == "crash":
-                            os.kill(os.getpid(), signal.SIGSEGV)
-                        elif fault_kind == "crash_sending":  # die half-way through sending a clip
-                            threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGSEGV)).start()
-                        else:
-                            time.sleep(3600)
-                    send((CLIP, worker_id, task.token, clip))
+                    worker_fault(task.path)
+                    send(ClipMsg(task.token, clip))
                     n += 1
-                send((DONE, worker_id, task.token, (n, warnings)))
+                send(Done(task.token, n, warnings))
         except DecodeError as exc:
-            send((ERROR, worker_id, task.token, exc.reason))
+            send(Failed(task.token, exc.reason))
         except Exception as exc:  # any decoder failure is this video's, not the job's
-            send((ERROR, worker_id, task.token, f"{type(exc).__name__}: {exc}"))
+            send(Failed(task.token, f"{type(exc).__name__}: {exc}"))
 
 
 class WorkerPool:
@@ -125,7 +166,7 @@ class WorkerPool:
         self.ctx = mp.get_context("spawn")
         self.settings = settings
         self.timeout_s = timeout_s
-        self.workers: dict[int, dict] = {}
+        self.workers: dict[int, _Worker] = {}
         self._next_id = 0
         for _ in range(max(1, n)):
             self._start()
@@ -140,40 +181,38 @@ class WorkerPool:
         )
         proc.start()
         child_end.close()  # so that the worker's death reads as end-of-file here
-        self.workers[wid] = {"proc": proc, "conn": parent_end, "task": None, "last": time.monotonic(), "dead": False}
+        self.workers[wid] = _Worker(proc, parent_end)
 
     def idle(self) -> list[int]:
-        return [wid for wid, w in self.workers.items() if w["task"] is None and not w["dead"]]
+        return [wid for wid, w in self.workers.items() if w.task is None and not w.dead]
 
     def busy(self) -> int:
-        return sum(w["task"] is not None for w in self.workers.values())
+        return sum(w.task is not None for w in self.workers.values())
 
     def assign(self, wid: int, task: DecodeTask) -> None:
         w = self.workers[wid]
-        w["task"], w["last"] = task, time.monotonic()
+        w.task, w.last = task, time.monotonic()
         try:
-            w["conn"].send(task)
+            w.conn.send(task)
         except OSError:
-            w["dead"] = True  # reap() fails its task and replaces it
+            w.dead = True  # reap() fails its task and replaces it
 
-    def get(self, timeout: float):
-        """The next message from any worker, or None after ``timeout`` seconds."""
+    def get(self, timeout: float) -> Message | None:
+        """The next message from any worker about its current task, or None after ``timeout`` seconds."""
         from multiprocessing.connection import wait
 
-        conns = {w["conn"]: wid for wid, w in self.workers.items() if not w["dead"]}
+        conns = {w.conn: wid for wid, w in self.workers.items() if not w.dead}
         for conn in wait(list(conns), timeout):
-            wid = conns[conn]
-            w = self.workers[wid]
+            w = self.workers[conns[conn]]
             try:
                 msg = conn.recv()
             except (EOFError, OSError):  # died, perhaps half-way through a message
-                w["dead"] = True
+                w.dead = True
                 continue
-            kind, _, token, _ = msg
-            if w["task"] is not None and w["task"].token == token:
-                w["last"] = time.monotonic()
-                if kind in (DONE, ERROR):
-                    w["task"] = None
+            if w.task is not None and w.task.token == msg.token:
+                w.last = time.monotonic()
+                if isinstance(msg, (Done, Failed)):
+                    w.task = None
                 return msg
         return None
 
@@ -186,26 +225,26 @@ class WorkerPool:
         finally:
             spent = time.monotonic() - t
             for w in self.workers.values():
-                w["last"] += spent
+                w.last += spent
 
     def reap(self) -> list[tuple[DecodeTask, str]]:
         """Kill hung workers, collect crashed ones; returns their tasks with reasons."""
         failed = []
         now = time.monotonic()
         for wid, w in list(self.workers.items()):
-            proc, task = w["proc"], w["task"]
+            proc, task = w.proc, w.task
             reason = None
-            if w["dead"] or not proc.is_alive():
+            if w.dead or not proc.is_alive():
                 proc.join(1)
                 code = proc.exitcode
                 reason = f"decoder crashed (signal {-code})" if code and code < 0 else f"decoder exited ({code})"
-            elif task is not None and now - w["last"] > self.timeout_s and not w["conn"].poll():
+            elif task is not None and now - w.last > self.timeout_s and not w.conn.poll():
                 proc.kill()
                 reason = f"decoding timed out ({self.timeout_s:g}s without progress)"
             if reason is None:
                 continue
             proc.join(5)
-            w["conn"].close()
+            w.conn.close()
             del self.workers[wid]
             self._start()
             if task is not None:
@@ -214,11 +253,11 @@ class WorkerPool:
 
     def close(self) -> None:
         for w in self.workers.values():
-            if w["proc"].is_alive():
-                w["proc"].kill()
+            if w.proc.is_alive():
+                w.proc.kill()
         for w in self.workers.values():
-            w["proc"].join(5)
-            w["conn"].close()
+            w.proc.join(5)
+            w.conn.close()
         self.workers.clear()
 
 

@@ -1,0 +1,71 @@
+"""search_video on planted embeddings: alignment, ranking, self-exclusion and time ranges, with
+exact answers (queries by indexed path use the stored clips, so no encoder is involved)."""
+
+import numpy as np
+import pytest
+
+from test_duplicates import Planter, planted, store  # noqa: F401  (the fixture)
+from vidsearch.errors import VideoNotFoundError
+from vidsearch.search.query import search_video
+
+
+def test_a_trimmed_copy_ranks_its_source_first_with_the_aligned_segment(planted):  # noqa: F811
+    res = search_video(planted, None, "/trim.mp4", k=5)
+    assert res.query_clips == 4 and (res.query_start, res.query_end) == (0.0, 8.0)
+    top = res.matches[0]
+    assert top.path == "/orig.mp4"
+    seg = top.segments[0]
+    # trim.mp4 is orig.mp4's 4-12 s re-timed to 0-8 s: the segment says exactly that
+    assert (seg.q_start, seg.q_end, seg.r_start, seg.r_end, seg.matches) == (0.0, 8.0, 4.0, 12.0, 4)
+    assert seg.similarity > 0.9
+    # long.mp4 holds orig 0-10 s at 10-20 s, so trim's 0-8 s sits at long's 14-20 s (3 clips overlap)
+    assert [m.path for m in res.matches[:2]] == ["/orig.mp4", "/long.mp4"]
+    long_seg = res.matches[1].segments[0]
+    assert (long_seg.r_start, long_seg.r_end) == (14.0, 20.0)
+
+
+def test_one_lucky_clip_ranks_below_a_long_match(planted):  # noqa: F811
+    # u2's clip at 6-8 s is a near-copy of u1's at 2-4 s, by chance: the raw hit is there ...
+    res = search_video(planted, None, "/u2.mp4", k=10)
+    lucky = [h for h in res.clip_hits if h.path == "/u1.mp4" and h.similarity > 0.9]
+    assert [(h.q_start, h.r_start) for h in lucky] == [(6.0, 2.0)]
+    # ... but one clip scores far below a 4-clip aligned match
+    u1 = next(m for m in res.matches if m.path == "/u1.mp4")
+    long_match = search_video(planted, None, "/trim.mp4").matches[0]
+    assert long_match.score > 2 * u1.score
+
+
+def test_the_query_video_itself_is_left_out_unless_asked_for(planted):  # noqa: F811
+    assert "/orig.mp4" not in [m.path for m in search_video(planted, None, "/orig.mp4").matches]
+    res = search_video(planted, None, "/orig.mp4", include_self=True)
+    assert res.matches[0].path == "/orig.mp4" and res.matches[0].segments[0].similarity == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_time_range_of_a_stored_query_keeps_only_the_clips_inside_it(planted):  # noqa: F811
+    res = search_video(planted, None, "/orig.mp4", start=4.0, end=10.0)
+    assert res.query_clips == 3 and (res.query_start, res.query_end) == (4.0, 10.0)
+    with pytest.raises(VideoNotFoundError, match="no stored clip lies wholly between 5s and 6s"):
+        search_video(planted, None, "/orig.mp4", start=5.0, end=6.0)
+
+
+def test_an_unknown_path_is_a_clear_error(planted):  # noqa: F811
+    with pytest.raises(VideoNotFoundError, match="no such file, and no indexed video at that path"):
+        search_video(planted, None, "/nowhere.mp4")
+
+
+def test_clip_hits_are_the_raw_neighbours_best_first(planted):  # noqa: F811
+    res = search_video(planted, None, "/s1.mp4", neighbors=3)
+    sims = [h.similarity for h in res.clip_hits]
+    assert sims == sorted(sims, reverse=True)
+    assert res.clip_hits[0].path == "/s2.mp4" and res.clip_hits[0].similarity > 0.95
+    assert all(h.path != "/s1.mp4" for h in res.clip_hits)
+
+
+def test_search_after_a_video_is_removed_never_returns_its_clips(tmp_path, planted):  # noqa: F811
+    vid = None
+    with planted.catalog.read() as s:
+        vid = planted.catalog.video_by_path(s, b"/orig.mp4").id
+    planted.sync_vectors(planted.catalog.remove_videos([vid]))
+    res = search_video(planted, None, "/trim.mp4")
+    assert "/orig.mp4" not in [m.path for m in res.matches]
+    assert np.all([h.path != "/orig.mp4" for h in res.clip_hits])

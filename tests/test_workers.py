@@ -1,0 +1,105 @@
+"""The decode worker pool on its own: the message protocol, failures, hangs, crashes and timing."""
+
+import time
+
+import pytest
+
+from helpers import write_video
+from vidsearch.indexer.workers import ClipMsg, DecodeSettings, DecodeTask, Done, Failed, Info, WorkerPool
+
+SETTINGS = DecodeSettings(short_edge=64, resample="bilinear", num_frames=16, clip_seconds=2.0, hop_seconds=2.0)
+
+
+def drain(pool, until_done, timeout=60.0):
+    """Messages until ``until_done`` tokens are Done or Failed (or timeout), with reaped failures."""
+    msgs, failed, finished = [], [], set()
+    deadline = time.monotonic() + timeout
+    while len(finished) < until_done and time.monotonic() < deadline:
+        msg = pool.get(0.2)
+        if msg is not None:
+            msgs.append(msg)
+            if isinstance(msg, (Done, Failed)):
+                finished.add(msg.token)
+        for task, reason in pool.reap():
+            failed.append((task.token, reason))
+            finished.add(task.token)
+    return msgs, failed
+
+
+def test_a_video_streams_info_then_its_clips_then_done(tmp_path):
+    path = write_video(tmp_path / "a.mp4", seconds=5, size=(96, 64))
+    pool = WorkerPool(1, SETTINGS, timeout_s=60)
+    try:
+        pool.assign(pool.idle()[0], DecodeTask(7, str(path)))
+        assert pool.busy() == 1
+        msgs, failed = drain(pool, 1)
+    finally:
+        pool.close()
+    assert not failed
+    assert isinstance(msgs[0], Info) and msgs[0].token == 7 and msgs[0].planned == 3  # 0-2, 2-4, 3-5 s
+    clips = [m.clip for m in msgs if isinstance(m, ClipMsg)]
+    assert [c.position for c in clips] == [0, 1, 2]
+    assert all(c.frames.shape == (16, 64, 96, 3) for c in clips)
+    assert msgs[-1] == Done(7, 3, [])
+
+
+def test_an_undecodable_file_is_failed_with_its_reason_and_the_worker_goes_on(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    good = write_video(tmp_path / "good.mp4", seconds=2, size=(64, 64))
+    pool = WorkerPool(1, SETTINGS, timeout_s=60)
+    try:
+        wid = pool.idle()[0]
+        pool.assign(wid, DecodeTask(1, str(bad)))
+        msgs, _ = drain(pool, 1)
+        assert isinstance(msgs[-1], Failed) and "not a decodable video" in msgs[-1].reason
+        assert pool.idle() == [wid]  # the same worker takes the next video
+        pool.assign(wid, DecodeTask(2, str(good)))
+        msgs, _ = drain(pool, 1)
+        assert msgs[-1] == Done(2, 1, [])
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("kind, reason", [("hang", "decoding timed out"), ("crash", "decoder crashed (signal 11)")])
+def test_a_hung_or_crashed_worker_is_replaced_and_its_video_failed(tmp_path, monkeypatch, kind, reason):
+    path = write_video(tmp_path / "evil.mp4", seconds=2, size=(64, 64))
+    monkeypatch.setenv("VIDSEARCH_FAULT_WORKER", f"{kind}:evil.mp4")
+    pool = WorkerPool(1, SETTINGS, timeout_s=3)
+    try:
+        first = pool.idle()[0]
+        pool.assign(first, DecodeTask(5, str(path)))
+        _, failed = drain(pool, 1, timeout=30)
+        assert len(failed) == 1 and failed[0][0] == 5 and reason in failed[0][1]
+        assert pool.idle() and pool.idle() != [first]  # a fresh worker took its place
+    finally:
+        pool.close()
+
+
+def test_time_the_parent_spends_paused_does_not_count_against_a_worker(tmp_path):
+    path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
+    pool = WorkerPool(1, SETTINGS, timeout_s=60)
+    try:
+        wid = pool.idle()[0]
+        pool.assign(wid, DecodeTask(1, str(path)))
+        before = pool.workers[wid].last
+        with pool.paused():
+            time.sleep(0.3)
+        assert pool.workers[wid].last >= before + 0.3
+        drain(pool, 1)
+    finally:
+        pool.close()
+
+
+def test_messages_about_a_task_the_worker_no_longer_has_are_dropped(tmp_path):
+    path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
+    pool = WorkerPool(1, SETTINGS, timeout_s=60)
+    try:
+        wid = pool.idle()[0]
+        pool.assign(wid, DecodeTask(1, str(path)))
+        pool.workers[wid].task = DecodeTask(99, str(path))  # as if its video had been failed and reassigned
+        deadline = time.monotonic() + 8  # spawning and decoding a 2 s video takes a few seconds
+        while time.monotonic() < deadline:
+            assert pool.get(0.2) is None  # every message names token 1: none is passed on
+    finally:
+        pool.close()

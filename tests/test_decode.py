@@ -12,7 +12,7 @@ from helpers import _smooth_noise, scene_frames, write_video
 from vidsearch.errors import DecodeError
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.resize import resize_frames
-from vidsearch.media.windows import plan_clips, clip_windows
+from vidsearch.media.windows import clip_windows, plan_clips
 from vidsearch.settings import FrameSize
 
 

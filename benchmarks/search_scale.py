@@ -174,7 +174,7 @@ def main() -> None:
                     base, peak = rss_mb(), [0.0]
                     done = threading.Event()
 
-                    def sample():
+                    def sample(done=done, peak=peak):
                         while not done.is_set():
                             peak[0] = max(peak[0], rss_mb())
                             time.sleep(0.05)

@@ -3,8 +3,8 @@ exact answers (queries by indexed path use the stored clips, so no encoder is in
 
 import numpy as np
 import pytest
-
 from test_duplicates import Planter, planted, store  # noqa: F401  (the fixture)
+
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.search.query import search_video
 

@@ -143,7 +143,7 @@ def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog)
     d = tmp_path / "videos"
     d.mkdir()
     write_video(d / "one_frame.mp4", frames=[np.full((96, 128, 3), 120, np.uint8)], size=(128, 96))
-    times = write_vfr(d / "vfr.mp4")
+    write_vfr(d / "vfr.mp4")
     write_video(d / "rotated.mp4", seconds=2, size=(160, 96), rotation=90)
     whole = write_video(tmp_path / "whole.mkv", seconds=6, seed=4)
     data = whole.read_bytes()

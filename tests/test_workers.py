@@ -3,8 +3,8 @@
 import time
 
 import pytest
-
 from helpers import write_video
+
 from vidsearch.indexer.workers import ClipMsg, DecodeSettings, DecodeTask, Done, Failed, Info, WorkerPool
 
 SETTINGS = DecodeSettings(short_edge=64, resample="bilinear", num_frames=16, clip_seconds=2.0, hop_seconds=2.0)

@@ -4,6 +4,7 @@ preprocesses them, what identifies an encoder's vectors, and how videos are cut 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 DEFAULT_MODEL = "MCG-NJU/videomae-large"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,6 +31,11 @@ class FrameSize:
         return s, int(s * width / height)
 
 
+def _rgb(values) -> tuple[float, float, float]:
+    r, g, b = (float(x) for x in values)
+    return r, g, b
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """The checkpoint's image preprocessing, as its ``preprocessor_config.json`` says."""
@@ -53,10 +59,12 @@ class Preprocessing:
             raise ValueError("preprocessing sizes must be positive")
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Preprocessing":
+    def from_config(cls, cfg: dict) -> Preprocessing:
         """Read a ``preprocessor_config.json`` dict (old int and new dict size forms)."""
-        size = cfg.get("size", 224)
-        shortest = size.get("shortest_edge", size.get("height", 224)) if isinstance(size, dict) else int(size)
+        size: Any = cfg.get("size", 224)
+        if isinstance(size, dict):
+            size = size.get("shortest_edge", size.get("height", 224))
+        shortest = int(size)
         crop = cfg.get("crop_size", {"height": shortest, "width": shortest})
         if not isinstance(crop, dict):
             crop = {"height": int(crop), "width": int(crop)}
@@ -71,8 +79,8 @@ class Preprocessing:
             do_rescale=bool(cfg.get("do_rescale", True)),
             rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
             do_normalize=bool(cfg.get("do_normalize", True)),
-            image_mean=tuple(float(x) for x in cfg.get("image_mean", IMAGENET_MEAN)),
-            image_std=tuple(float(x) for x in cfg.get("image_std", IMAGENET_STD)),
+            image_mean=_rgb(cfg.get("image_mean", IMAGENET_MEAN)),
+            image_std=_rgb(cfg.get("image_std", IMAGENET_STD)),
         )
 
     def frame_size(self) -> FrameSize:

@@ -313,7 +313,7 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
     with pool.paused():
         t = time.monotonic()
         clips = [jobs[tok].clips[i] for tok, i in batch]
-        sizes = [(jobs[tok].info.width, jobs[tok].info.height) for tok, _ in batch]
+        sizes = [_source_size(jobs[tok].info) for tok, _ in batch]
         vectors = encoder.embed([c.frames for c in clips], sizes)
         for (tok, i), vec in zip(batch, vectors):
             job = jobs[tok]
@@ -324,6 +324,11 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
     summary.embed_seconds += spent
     fault("after_embed")
     return spent
+
+
+def _source_size(info: VideoInfo | None) -> tuple[int, int] | None:
+    """The size a clip's frames were decoded from (Info always comes before a video's clips)."""
+    return (info.width, info.height) if info is not None else None
 
 
 @contextmanager
@@ -368,7 +373,7 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
     summary.warnings.extend(job.warnings)
     for w in job.warnings:  # workers do not log: the parent says it
         log.warning("%s", w)
-    if job.planned and job.done < job.planned:
+    if job.planned and len(records) < job.planned:
         log.info("%s: %d of %d clips decoded", job.file.path, job.done, job.planned)
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from vidsearch.faults import worker_fault
 
@@ -79,7 +79,7 @@ class Failed:
     reason: str
 
 
-Message = Union[Info, ClipMsg, Done, Failed]
+Message = Info | ClipMsg | Done | Failed
 
 
 @dataclass
@@ -205,7 +205,7 @@ class WorkerPool:
         for conn in wait(list(conns), timeout):
             w = self.workers[conns[conn]]
             try:
-                msg = conn.recv()
+                msg = w.conn.recv()
             except (EOFError, OSError):  # died, perhaps half-way through a message
                 w.dead = True
                 continue

@@ -81,7 +81,7 @@ class VideoReader:
     #: set when the file holds less than its header declares (a truncated file)
     truncation: str | None = None
 
-    def __init__(self, path: str, header: "_Header", frame_size: FrameSize):
+    def __init__(self, path: str, header: _Header, frame_size: FrameSize):
         self.path = path
         self.rotation = header.rotation
         self.frame_size = frame_size
@@ -110,7 +110,7 @@ class VideoReader:
     def close(self) -> None:
         """Release the decoder."""
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -220,21 +221,25 @@ def load_encoder(
             preprocessing = Preprocessing.from_config(json.load(f))
     else:
         log.info("%s has no preprocessor_config.json; using ImageNet mean/std", model)
-        preprocessing = Preprocessing(shortest_edge=config.image_size, crop_height=config.image_size, crop_width=config.image_size)
+        size = int(config.image_size)  # type: ignore[arg-type]  # VideoMAE's is one int
+        preprocessing = Preprocessing(shortest_edge=size, crop_height=size, crop_width=size)
 
-    load_kwargs = {"revision": revision, "attn_implementation": "sdpa", "output_loading_info": True}
+    load_kwargs: dict[str, Any] = {"revision": revision, "attn_implementation": "sdpa", "output_loading_info": True}
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # unused decoder/head weights are expected
     transformers.logging.disable_progress_bar()
     try:
         if config.use_mean_pooling:
-            full, info = VideoMAEForVideoClassification.from_pretrained(model, **load_kwargs)
+            # with output_loading_info=True it returns (model, info), which its annotation does not say
+            loaded: Any = VideoMAEForVideoClassification.from_pretrained(model, **load_kwargs)
+            full, info = loaded
             backbone, fc_norm = full.videomae, full.fc_norm
             if any(k.startswith("fc_norm") for k in info.get("missing_keys", ())):
                 log.warning("%s sets use_mean_pooling but has no fc_norm weights; pooling by mean only", model)
                 fc_norm = None
         else:
-            backbone, info = VideoMAEModel.from_pretrained(model, **load_kwargs)
+            loaded = VideoMAEModel.from_pretrained(model, **load_kwargs)
+            backbone, info = loaded
             fc_norm = None
     except (OSError, ValueError) as exc:
         raise _unavailable(model, exc) from exc
@@ -252,7 +257,7 @@ def load_encoder(
         dim=config.hidden_size,
         pooling="fc_norm_mean" if fc_norm is not None else "mean",
         num_frames=config.num_frames,
-        image_size=config.image_size,
+        image_size=int(config.image_size),  # type: ignore[arg-type]
         preprocessing=preprocessing,
     )
     log.debug("loaded %s on %s (%s)", model, device, str(torch_dtype).removeprefix("torch."))

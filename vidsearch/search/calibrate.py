@@ -206,7 +206,7 @@ def calibrate(
                 jobs = []
                 for j in pick:
                     cid, s, e = rows[j]
-                    for c in range(copies_per_clip):
+                    for _ in range(copies_per_clip):
                         kinds = tuple(rng.choice(AUGMENTATIONS, size=int(rng.integers(1, 4)), replace=False))
                         if "shift" in kinds:
                             d = float(rng.uniform(0.1, 0.3)) * m.clips.clip_seconds * rng.choice([-1, 1])

@@ -159,17 +159,15 @@ def clip_pairs(lib: Library, session, table: ClipTable, threshold: float, block:
 
 
 def _covered(intervals: list[tuple[float, float]]) -> float:
-    total, cur_s, cur_e = 0.0, None, None
+    """Seconds covered by the union of the intervals."""
+    total, cur_s, cur_e = 0.0, 0.0, -np.inf
     for s, e in sorted(intervals):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
+        if s > cur_e:
+            total += max(cur_e - cur_s, 0.0)
             cur_s, cur_e = s, e
         else:
             cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
+    return total + max(cur_e - cur_s, 0.0)
 
 
 def find_duplicates(

@@ -140,9 +140,10 @@ def search_video(
         lib.check_compatible(encoder.settings)
         q = embed_query(lib, encoder, path, start, end)
     else:
-        q = _indexed_video_query(lib, path_bytes)
-        if q is None:
+        stored = _indexed_video_query(lib, path_bytes)
+        if stored is None:
             raise VideoNotFoundError(f"{path}: no such file, and no indexed video at that path")
+        q = stored
         if start is not None or end is not None:
             lo, hi = start or 0.0, end if end is not None else np.inf
             keep = (q.times[:, 0] >= lo - 1e-6) & (q.times[:, 1] <= hi + 1e-6)

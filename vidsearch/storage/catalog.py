@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import (
@@ -333,7 +334,7 @@ class Catalog:
         query = select(c.id, c.start_s, c.end_s).where(c.video_id == video_id).order_by(c.start_s, c.id)
         return [(int(i), float(s), float(e)) for i, s, e in session.execute(query)]
 
-    def _clip_chunks(self, session: Session, *columns, chunk: int = 50_000) -> Iterator[list]:
+    def _clip_chunks(self, session: Session, *columns: str, chunk: int = 50_000) -> Iterator[Sequence[Any]]:
         """Rows of (clip id, *columns) in chunks by id, with Core (no ORM objects): bounded memory."""
         table = _ClipRow.__table__
         cols = [table.c.id, *(table.c[name] for name in columns)]
@@ -443,7 +444,8 @@ class Catalog:
         Returns (orphan rows deleted, videos dropped).
         """
         with self.write() as session:
-            orphans = session.execute(delete(_ClipRow).where(~_ClipRow.video_id.in_(select(_Video.id)))).rowcount
+            deleted = session.execute(delete(_ClipRow).where(~_ClipRow.video_id.in_(select(_Video.id))))
+            orphans = deleted.rowcount  # type: ignore[attr-defined]  # DML gives a CursorResult
             present = set(session.scalars(select(_Video.id))) & {int(v) for v in damaged_videos}
             _delete_videos(session, present)
         return orphans, len(present)
@@ -558,7 +560,7 @@ def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
 
 def _bump_generation(session: Session) -> None:
     updated = session.execute(update(_Meta).where(_Meta.key == "generation").values(value=_Meta.value + 1))
-    if updated.rowcount == 0:
+    if updated.rowcount == 0:  # type: ignore[attr-defined]  # DML gives a CursorResult
         session.add(_Meta(key="generation", value=1))
 
 

@@ -64,7 +64,7 @@ class Library:
 
     @classmethod
     def create(cls, root: str | os.PathLike, encoder: EncoderSettings, clips: ClipSettings | None = None,
-               faiss_spec: str | None = None) -> "Library":
+               faiss_spec: str | None = None) -> Library:
         root = Path(root)
         if cls.exists(root):
             raise IncompatibleIndexError(f"{root} already holds an index")
@@ -83,7 +83,7 @@ class Library:
         return lib
 
     @classmethod
-    def open(cls, root: str | os.PathLike, writable: bool = False) -> "Library":
+    def open(cls, root: str | os.PathLike, writable: bool = False) -> Library:
         root = Path(root)
         path = root / MANIFEST
         if not path.exists():
@@ -116,7 +116,7 @@ class Library:
         release_lock(self._lock_fd)
         self._lock_fd = None
 
-    def __enter__(self) -> "Library":
+    def __enter__(self) -> Library:
         return self
 
     def __exit__(self, *exc) -> None:

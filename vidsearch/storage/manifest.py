@@ -49,7 +49,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, d: dict, where: str) -> "Manifest":
+    def from_json(cls, d: dict, where: str) -> Manifest:
         version = d.get("format_version")
         if not isinstance(version, int):
             raise CorruptIndexError(f"{where}: no format_version; not a vidsearch manifest")

@@ -13,6 +13,7 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -52,14 +53,14 @@ def _faiss():
 class VectorIndex:
     """A FAISS index with clip ids, plus tombstones for ids it cannot remove."""
 
-    index: object
+    index: Any  # a faiss.Index (faiss ships no type stubs)
     dim: int
     spec: str = DEFAULT_SPEC
     tombstones: set[int] = field(default_factory=set)
     params: dict = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, dim: int, spec: str = DEFAULT_SPEC) -> "VectorIndex":
+    def empty(cls, dim: int, spec: str = DEFAULT_SPEC) -> VectorIndex:
         faiss = _faiss()
         native_ids = spec.startswith("IVF") or spec.startswith("IDMap")
         factory = spec if native_ids else f"IDMap2,{spec}"
@@ -181,7 +182,7 @@ class VectorIndex:
         atomic_write_bytes(path, [MAGIC, struct.pack("<Q", len(blob)), blob, memoryview(payload)])
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> tuple["VectorIndex", VectorHeader]:
+    def load(cls, path: str | os.PathLike) -> tuple[VectorIndex, VectorHeader]:
         """Read a vectors file; VectorFileError when it is missing or not one of ours."""
         faiss = _faiss()
         try:

@@ -45,7 +45,7 @@ class VerifyReport:
         return not self.problems or (bool(self.repaired) and all(p.repairable for p in self.problems))
 
 
-def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.ndarray]:
+def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.ndarray | None]:
     """Catalog problems; returns the ids of videos with damaged clips and all clip ids."""
     dim = lib.manifest.encoder.dim
     bad_videos: set[int] = set()

@@ -379,14 +379,7 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
                             f"{p.b_covered:.4f}", f"{s.q_start:.3f}", f"{s.q_end:.3f}", f"{s.r_start:.3f}", f"{s.r_end:.3f}"])
         click.echo(buf.getvalue(), nl=False)
     elif groups:
-        found = report.groups()
-        click.echo(f"{len(found)} duplicate group(s) at threshold {report.threshold:g} ({report.threshold_source})")
-        for i, g in enumerate(found, 1):
-            click.echo(f"group {i}: {len(g.videos)} videos")
-            for p, d in g.videos:
-                click.echo(f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}")
-        if found:
-            click.echo("(* the longest video, likely the original)")
+        _print_groups(report)
     else:
         click.echo(f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})")
         for p in report.pairs:
@@ -395,6 +388,17 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
             for s in p.segments:
                 click.echo(f"         a [{_fmt_time(s.q_start)}-{_fmt_time(s.q_end)}] <-> b "
                            f"[{_fmt_time(s.r_start)}-{_fmt_time(s.r_end)}]  similarity {s.similarity:.3f}")
+
+
+def _print_groups(report) -> None:
+    found = report.groups()
+    click.echo(f"{len(found)} duplicate group(s) at threshold {report.threshold:g} ({report.threshold_source})")
+    for i, g in enumerate(found, 1):
+        click.echo(f"group {i}: {len(g.videos)} videos")
+        for p, d in g.videos:
+            click.echo(f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}")
+    if found:
+        click.echo("(* the longest video, likely the original)")
 
 
 @cli.command("calibrate")
@@ -447,6 +451,36 @@ def export_cmd(out, index_dir, fmt, only, dim):
     with open_library(index_dir) as lib:
         n = export(lib, out, fmt, only, dim)
     click.echo(f"wrote {n} descriptors to {out}")
+
+
+@cli.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Folder for the demo's videos and index [default: a new temporary folder].")
+@model_options
+@click.pass_context
+@_handle_errors
+def demo_cmd(ctx, directory, model, device, dtype):
+    """Index a small library made from the bundled Big Buck Bunny clip, search it, find its duplicates."""
+    import shlex
+
+    from vidsearch.demo import run_demo
+    from vidsearch.indexer.job import IndexOptions
+
+    quiet = ctx.obj["quiet"]
+    opts = IndexOptions(model=model, device=device, dtype=dtype, progress=not quiet and sys.stderr.isatty())
+    demo = run_demo(directory, opts, say=lambda message: click.echo(message, err=quiet))
+    click.echo("\nsearch: which videos hold the query's footage, and where")
+    _print_result(demo.search, raw_clips=False, k=10)
+    click.echo("\ndupes --groups: which videos share footage")
+    _print_groups(demo.dupes)
+    index = shlex.quote(str(demo.index_dir))
+    nexts = [f"vidsearch search {shlex.quote(str(demo.library.query))} --index {index}",
+             f"vidsearch dupes --groups --index {index}"]
+    if "serve" in cli.commands:
+        nexts.append(f"vidsearch serve --index {index}")
+    click.echo(f"\nthe index is in {demo.index_dir}; next, try:")
+    for command in nexts:
+        click.echo(f"  {command}")
 
 
 def main() -> None:

@@ -301,6 +301,35 @@ def export_cmd(out, index_dir, fmt, only, dim):
     click.echo(f"wrote {n} descriptors to {out}")
 
 
+@cli.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Folder for the demo's videos and index [default: a new temporary folder].")
+@model_options
+@click.pass_context
+def demo_cmd(ctx, directory, model, device, dtype):
+    """Index a small library made from the bundled Big Buck Bunny clip, search it, find its duplicates."""
+    import shlex
+
+    from vidsearch.demo import run_demo
+    from vidsearch.indexer.job import IndexOptions
+
+    quiet = ctx.obj["quiet"]
+    opts = IndexOptions(model=model, device=device, dtype=dtype, progress=not quiet and sys.stderr.isatty())
+    demo = run_demo(directory, opts, say=lambda message: click.echo(message, err=quiet))
+    click.echo("\nsearch: which videos hold the query's footage, and where")
+    click.echo(render.search_text(demo.search, raw_clips=False, k=10))
+    click.echo("\ndupes --groups: which videos share footage")
+    click.echo(render.dupes_text(demo.dupes, groups=True))
+    index = shlex.quote(str(demo.index_dir))
+    nexts = [f"vidsearch search {shlex.quote(str(demo.library.query))} --index {index}",
+             f"vidsearch dupes --groups --index {index}"]
+    if "serve" in cli.commands:
+        nexts.append(f"vidsearch serve --index {index}")
+    click.echo(f"\nthe index is in {demo.index_dir}; next, try:")
+    for command in nexts:
+        click.echo(f"  {command}")
+
+
 def main() -> None:
     cli(prog_name="vidsearch")
 

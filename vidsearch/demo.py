@@ -28,7 +28,6 @@ from vidsearch.settings import DEFAULT_MODEL, ClipSettings
 from vidsearch.storage.stats import open_library
 
 SAMPLE = "bigbuckbunny.mp4"
-ATTRIBUTION = "ATTRIBUTION.txt"
 #: The sample clip's frame rate; every derived video keeps it, so frame i is at i / FPS seconds.
 FPS = 25
 #: Seconds a clip of the default model (VideoMAE-large, fp32, batch 1) takes on the project's
@@ -139,7 +138,7 @@ def run_demo(
     say(f"wrote {len(library.videos)} videos to {library.folder} and a query, {library.query.name}: "
         f"{n} clips to embed. With the default model ({DEFAULT_MODEL}) on a CPU that takes about "
         f"{n * CPU_SECONDS_PER_CLIP / 60:.0f} min (~{CPU_SECONDS_PER_CLIP:.0f} s a clip), on a GPU seconds; "
-        "the first run downloads the model first (about 1.2 GB)")
+        "before its first use the model is downloaded (about 1.2 GB)")
     encoder = load_encoder(opts.model or DEFAULT_MODEL, opts.device, opts.dtype)
     index_dir = root / "index"
     summary = index_paths(index_dir, [library.folder], opts, encoder)

@@ -1,0 +1,5 @@
+"""``python -m vidsearch``: the same as the ``vidsearch`` command."""
+
+from vidsearch.cli import main
+
+main()

@@ -117,7 +117,8 @@ def test_decord_nopts_timestamps_are_replaced_and_said_at_info(repro, name, capl
     for plan, clip in zip(plans, clips):
         np.testing.assert_array_equal(clip.frames, np.stack([every[i] for i in plan.frame_indices]))
     said = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
-    assert "decord's timestamps are unusable (timestamps do not increase" in said
+    if not name.endswith(".mpg"):  # MPEG-PS goes to PyAV before decord is tried (it seeks wrongly there)
+        assert "decord's timestamps are unusable (timestamps do not increase" in said
     if name.endswith(".avi"):
         assert "timestamps taken as frame index / 25 fps (AVI files carry no presentation timestamps)" in said
 

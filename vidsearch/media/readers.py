@@ -35,6 +35,9 @@ DECORD_MAX_SECONDS = 120.0
 #: decode order, which is not display order once there are B-frames. Frames there are timed
 #: by index × 1/rate and matched to the plan by their count.
 NO_PTS_FORMATS = frozenset({"avi"})
+#: Demuxers whose files decord seeks wrongly: with B-frames its frame i is another frame (MPEG-TS:
+#: 12 to 25 frames late; ASF: 12 early; tests/test_matrix.py). PyAV reads these.
+DECORD_MISSEEKS_FORMATS = frozenset({"mpegts", "asf", "mpeg"})
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -470,6 +473,7 @@ def open_video(
         backend == "auto"
         and header.codec not in DECORD_UNSUPPORTED_CODECS
         and header.video_streams == 1  # decord reads the stream it thinks best, not the one probed
+        and header.format not in DECORD_MISSEEKS_FORMATS
         and not header.rotation % 360
         and header.width * header.height <= DECORD_MAX_PIXELS
         and (header.declared_s or 0) <= DECORD_MAX_SECONDS

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vidsearch.faults import fault
-from vidsearch.indexer.workers import CLIP, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool, probe_durations
+from vidsearch.indexer.workers import (
+    CLIP, DEFAULT_MAX_DECODE_MB, DONE, ERROR, INFO, DecodeSettings, DecodeTask, WorkerPool, probe_durations,
+)
 from vidsearch.media.discover import DiscoveryReport, VideoFile, discover, fingerprint
 from vidsearch.media.readers import Clip, VideoInfo
 from vidsearch.model.encoder import Encoder, load_encoder
@@ -66,6 +68,8 @@ class IndexOptions:
     faiss_spec: str | None = None
     progress: bool = False
     backend: str = "auto"
+    #: each decode worker's memory limit; a file that needs more is failed
+    max_decode_mb: int = DEFAULT_MAX_DECODE_MB
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -74,6 +78,8 @@ class IndexOptions:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout_s}")
+        if self.max_decode_mb < 1:
+            raise ValueError(f"max_decode_mb must be >= 1, got {self.max_decode_mb}")
 
 
 @dataclass
@@ -283,7 +289,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     settings = DecodeSettings(
         short_edge=pp.shortest_edge if pp.do_resize else None, resample=pp.resample,
         num_frames=m.encoder.num_frames, clip_seconds=m.clips.clip_seconds, hop_seconds=m.clips.hop_seconds,
-        backend=opts.backend,
+        backend=opts.backend, log_level=logging.getLogger("vidsearch").getEffectiveLevel(),
+        max_memory_mb=opts.max_decode_mb,
     )
     batch_size = opts.batch_size or default_batch_size(encoder.device)
     jobs = {i: job for i, job in enumerate(work)}
@@ -306,6 +313,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 job = jobs[token]
                 if kind == INFO:
                     job.info, job.planned = payload
+                    for note in job.info.notes:  # workers do not log: the parent says it
+                        log.info("%s: %s", job.file.path, note)
                 elif kind == CLIP:
                     job.clips[payload.position] = payload
                     pending.append((token, payload.position))

@@ -17,7 +17,7 @@ import numpy as np
 
 from vidsearch.errors import DecodeError
 from vidsearch.media.resize import resize_frames
-from vidsearch.media.timing import LengthEvidence, check_starts, index_starts, plausible_rate
+from vidsearch.media.timing import MAX_FRAME_GAP_S, LengthEvidence, check_starts, index_starts, plausible_rate
 from vidsearch.media.windows import ClipPlan
 from vidsearch.settings import FrameSize
 
@@ -271,6 +271,7 @@ class DecordReader(VideoReader):
         import decord
         import torch  # noqa: F401  (decord must come after torch)
 
+        decord.logging.set_level(decord.logging.WARNING if _verbose() else decord.logging.QUIET)
         super().__init__(path, header, frame_size, num_threads)
         try:
             self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
@@ -437,6 +438,10 @@ def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
     return times
 
 
+def _verbose() -> bool:
+    return log.isEnabledFor(logging.INFO)
+
+
 def _utf8(path: str) -> bool:
     try:
         path.encode("utf-8")
@@ -464,9 +469,14 @@ def open_video(
 
     Raises DecodeError naming the file and the reason for anything that is not a decodable video.
     """
+    import av
+
     path = os.fspath(path)
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"backend must be auto, decord or pyav; got {backend!r}")
+    # FFmpeg's warnings about damaged streams are noise to a user unless asked for (-v, --debug);
+    # a PyAV level hands them to Python logging (the "libav" loggers), None would print them raw
+    av.logging.set_level(av.logging.WARNING if _verbose() else av.logging.PANIC)
     frame_size = frame_size or FrameSize()
     header = _probe_header(path)
     use_decord = backend == "decord" or (
@@ -498,7 +508,9 @@ def open_video(
     for note in reader.info.notes:
         log.info("%s: %s", path, note)
     read = reader.info.duration_s
-    if header.declared_s and header.declared_s - read > max(1.0, 0.05 * header.declared_s):
+    # a declared length its frames could not fill even at a frame a minute is a corrupt header, not a cut file
+    plausible = (header.declared_s or 0) <= reader.info.num_frames * MAX_FRAME_GAP_S
+    if plausible and header.declared_s and header.declared_s - read > max(1.0, 0.05 * header.declared_s):
         # a truncated download: the header promises more than the stream holds
         reader.truncation = f"{path}: only {read:.1f}s of the {header.declared_s:.1f}s its header declares could be read; indexed that part"
     return reader

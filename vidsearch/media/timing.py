@@ -71,7 +71,7 @@ def check_starts(starts: np.ndarray, evidence: LengthEvidence) -> str | None:
     gaps = np.diff(t)
     if gaps.min() <= 0:
         return f"timestamps do not increase (frame {int(np.argmin(gaps)) + 1} repeats or goes back)"
-    if gaps.min() < MIN_FRAME_GAP_S:
+    if gaps.min() < MIN_FRAME_GAP_S * (1 - 1e-6):  # 1000 fps itself passes, rounding aside
         return f"frames {gaps.min():.3g}s apart (more than {MAX_RATE:g} fps)"
     if gaps.max() > MAX_FRAME_GAP_S:
         return f"a gap of {gaps.max():.3g}s between frames (more than {MAX_FRAME_GAP_S:g}s)"

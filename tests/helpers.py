@@ -54,8 +54,17 @@ def write_video(
     seed: int = 0,
     frames=None,
     rotation: int | None = None,
+    bframes: int | None = None,
+    times=None,
+    pix_fmt: str | None = None,
+    options: dict | None = None,
 ) -> Path:
-    """Encode a synthetic video with PyAV. ``frames`` (iterable of uint8 HxWx3) overrides the scenes."""
+    """Encode a synthetic video with PyAV. ``frames`` (iterable of uint8 HxWx3) overrides the scenes.
+
+    H.264 gets 3 B-frames unless ``bframes`` says otherwise, as x264's own presets and real
+    cameras' files have them; other codecs get ``bframes`` where given. ``times`` (seconds, one
+    per frame) gives each frame its presentation time: a variable rate or a non-zero start.
+    """
     from fractions import Fraction
 
     import av
@@ -66,14 +75,22 @@ def write_video(
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt or {"mjpeg": "yuvj420p", "gif": "rgb8"}.get(codec, "yuv420p")
         if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "ultrafast", "g": "25"}
+            stream.options = {"crf": "18", "preset": "ultrafast", "g": "25", "bf": str(3 if bframes is None else bframes)}
+        elif bframes is not None:
+            stream.codec_context.max_b_frames = bframes
+        if options:
+            stream.options = {**stream.options, **options}
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
         if rotation is not None:
             stream.set_display_rotation(rotation)
         source = frames if frames is not None else (f for _, f in scene_frames(seed, seconds, fps, width, height))
-        for arr in source:
+        for i, arr in enumerate(source):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -176,3 +176,18 @@ def test_environment_variables_give_the_index_and_model(tmp_path, library_videos
     assert manifest["model"]["id"] == str(tiny_model)
     r = CliRunner().invoke(cli, ["stats", "--json"], env=env)
     assert json.loads(r.output)["videos_indexed"] == 1
+
+
+def test_valid_files_decord_fails_on_are_searchable(indexed, tmp_path):
+    """Narrow H.264 (decord's copy check fails) and a small first stream beside a larger one."""
+    from helpers import write_video
+    from test_matrix import _two_streams
+
+    idx, _, _ = indexed
+    narrow = write_video(tmp_path / "narrow.mp4", seconds=2.0, fps=25, size=(8, 96), seed=4)
+    two = tmp_path / "two-streams.mkv"
+    _two_streams(two)
+    for query in (narrow, two):
+        r = run("search", query, "--index", idx, "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["queries"][0]["results"]

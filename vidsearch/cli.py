@@ -108,21 +108,23 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 @click.option("--hop-seconds", type=click.FloatRange(min=0.1), default=None, help="Seconds between clip starts [default: clip seconds].")
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds a decoder may go without producing a clip before its video is marked failed.")
+@click.option("--max-decode-memory", "max_decode_mb", default=None, type=click.IntRange(64), metavar="MB",
+              help="Memory each decode worker may use; a video that needs more is failed [default: 4096].")
 @click.option("--exclude", multiple=True, help="Glob of paths or names to skip (repeatable).")
 @click.option("--retry-failed", is_flag=True, help="Try again the videos that failed before.")
 @click.option("--prune", is_flag=True, help="Remove indexed videos whose files are gone.")
 @click.option("--faiss-spec", default=None, help="Pin a FAISS index type (factory string), e.g. 'IDMap2,Flat'.")
 @click.pass_context
 def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, clip_seconds, hop_seconds,
-              timeout_s, exclude, retry_failed, prune, faiss_spec):
+              timeout_s, max_decode_mb, exclude, retry_failed, prune, faiss_spec):
     """Index the videos under PATHS (files or folders, recursive). Incremental and resumable."""
-    from vidsearch.indexer.job import IndexOptions, default_workers, index_paths
+    from vidsearch.indexer.job import DEFAULT_MAX_DECODE_MB, IndexOptions, default_workers, index_paths
 
     quiet = ctx.obj["quiet"]
     opts = IndexOptions(
         model=model, device=device, dtype=dtype, batch_size=batch_size, workers=workers or default_workers(),
         clip_seconds=clip_seconds, hop_seconds=hop_seconds, timeout_s=timeout_s, retry_failed=retry_failed,
-        prune=prune, exclude=tuple(exclude), faiss_spec=faiss_spec,
+        prune=prune, exclude=tuple(exclude), faiss_spec=faiss_spec, max_decode_mb=max_decode_mb or DEFAULT_MAX_DECODE_MB,
         progress=not quiet and sys.stderr.isatty(),
     )
     summary = index_paths(index_dir, paths, opts)

@@ -6,8 +6,8 @@ embedded), ``in_commit`` (inside a video's transaction, before it commits), ``in
 (the new vectors file written, not yet renamed into place), ``in_atomic_write`` (any other file).
 
 ``VIDSEARCH_FAULT_WORKER=kind:NAME`` makes a decode worker misbehave on the file named NAME:
-``hang`` (sleeps for an hour), ``crash`` (segfaults) or ``crash_sending`` (segfaults while its
-first clip is being sent).
+``hang`` (sleeps for an hour), ``crash`` (segfaults), ``crash_sending`` (segfaults while its
+first clip is being sent) or ``alloc`` (allocates memory without end).
 
 Unset, each costs one dict lookup.
 """
@@ -20,7 +20,7 @@ import threading
 import time
 
 _counts: dict[str, int] = {}
-WORKER_FAULTS = ("hang", "crash", "crash_sending")
+WORKER_FAULTS = ("hang", "crash", "crash_sending", "alloc")
 
 
 def fault(point: str) -> None:
@@ -47,5 +47,9 @@ def worker_fault(path: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
     elif kind == "crash_sending":  # dies half-way through sending the clip
         threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGSEGV)).start()
+    elif kind == "alloc":
+        hoard = []
+        while True:
+            hoard.append(bytearray(b"\1" * 2**25))
     else:
         time.sleep(3600)

@@ -24,6 +24,7 @@ from vidsearch.faults import fault
 from vidsearch.indexer.plan import abs_bytes, classify, is_under
 from vidsearch.indexer.workers import (
     ClipMsg,
+    DEFAULT_MAX_DECODE_MB,
     DecodeSettings,
     DecodeTask,
     Done,
@@ -76,6 +77,8 @@ class IndexOptions:
     faiss_spec: str | None = None
     progress: bool = False
     backend: str = "auto"
+    #: each decode worker's memory limit; a file that needs more is failed
+    max_decode_mb: int = DEFAULT_MAX_DECODE_MB
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -84,6 +87,8 @@ class IndexOptions:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout_s}")
+        if self.max_decode_mb < 1:
+            raise ValueError(f"max_decode_mb must be >= 1, got {self.max_decode_mb}")
 
 
 @dataclass
@@ -248,7 +253,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     settings = DecodeSettings(
         short_edge=pp.shortest_edge if pp.do_resize else None, resample=pp.resample,
         num_frames=m.encoder.num_frames, clip_seconds=m.clips.clip_seconds, hop_seconds=m.clips.hop_seconds,
-        backend=opts.backend,
+        backend=opts.backend, log_level=logging.getLogger("vidsearch").getEffectiveLevel(),
+        max_memory_mb=opts.max_decode_mb,
     )
     batch_size = opts.batch_size or default_batch_size(encoder.device)
     jobs = {i: job for i, job in enumerate(work)}
@@ -269,6 +275,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
             match msg:
                 case Info(token, info, planned):
                     jobs[token].info, jobs[token].planned = info, planned
+                    for note in info.notes:  # workers do not log: the parent says it
+                        log.info("%s: %s", jobs[token].file.path, note)
                 case ClipMsg(token, clip):
                     jobs[token].clips[clip.position] = clip
                     pending.append((token, clip.position))

@@ -29,6 +29,16 @@ class DecodeTask:
     path: str
 
 
+#: Default ``--max-decode-memory``. A worker holds torch (~400 MB resident), FFmpeg's reference
+#: frames (HEVC 4K: up to 16 × 12 MB) and a chunk of RGB frames (_PIXEL_BUDGET, ~50 MB, in and
+#: resized); decord's read-ahead swings by hundreds of MB more (benchmarks: up to 1 GB at 1080p).
+#: 4 GB holds a 4K decode two to three times over and stops a runaway decoder long before it
+#: takes a machine's memory.
+DEFAULT_MAX_DECODE_MB = 4096
+#: Exit status of a worker that went over its memory limit.
+OVER_MEMORY_EXIT = 86
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     short_edge: int | None
@@ -37,6 +47,9 @@ class DecodeSettings:
     clip_seconds: float
     hop_seconds: float
     backend: str = "auto"
+    #: the job's log level: decoders' own logs are shown at INFO (-v) and below
+    log_level: int = logging.WARNING
+    max_memory_mb: int = DEFAULT_MAX_DECODE_MB
 
 
 #: Decode workers run at a lower priority than the job (and its encoder threads).
@@ -113,8 +126,33 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _limit_memory(max_mb: int) -> None:
+    """Exit with OVER_MEMORY_EXIT as soon as the resident set passes ``max_mb``.
+
+    A watcher rather than RLIMIT_AS: torch maps gigabytes of address space it never touches,
+    and an allocation refused under RLIMIT_AS surfaces as any of a dozen errors (or an abort in
+    decord's C++). Decoders release the GIL while they decode, so the watcher runs meanwhile;
+    at 20 ms a decoder writing memory at a few GB/s overshoots by under 100 MB.
+    """
+    try:
+        statm = open("/proc/self/statm", "rb")  # noqa: SIM115  (read for the life of the process)
+    except OSError:  # not Linux: the parent's timeout is the only bound
+        return
+    limit_pages = max_mb * 2**20 // os.sysconf("SC_PAGE_SIZE")
+
+    def watch() -> None:
+        while True:
+            statm.seek(0)
+            if int(statm.read().split()[1]) > limit_pages:
+                os._exit(OVER_MEMORY_EXIT)
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True, name="memory-limit").start()
+
+
 def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
+    _limit_memory(settings.max_memory_mb)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     try:
         # on a CPU the encoder is the bottleneck: decoders take the cycles it leaves, not its own
@@ -129,6 +167,7 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
     from vidsearch.media.windows import plan_clips
     from vidsearch.settings import FrameSize
 
+    logging.getLogger("vidsearch").setLevel(settings.log_level)
     frame_size = FrameSize(settings.short_edge, settings.resample)
     while True:
         try:
@@ -237,7 +276,12 @@ class WorkerPool:
             if w.dead or not proc.is_alive():
                 proc.join(1)
                 code = proc.exitcode
-                reason = f"decoder crashed (signal {-code})" if code and code < 0 else f"decoder exited ({code})"
+                if code == OVER_MEMORY_EXIT:
+                    reason = f"decoder used more than {self.settings.max_memory_mb} MB"
+                elif code and code < 0:
+                    reason = f"decoder crashed (signal {-code})"
+                else:
+                    reason = f"decoder exited ({code})"
             elif task is not None and now - w.last > self.timeout_s and not w.conn.poll():
                 proc.kill()
                 reason = f"decoding timed out ({self.timeout_s:g}s without progress)"

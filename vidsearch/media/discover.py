@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .m2ts .mts .ts .3gp .3g2 .ogv .vob .mxf .asf .divx".split()
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .m2ts .mts .ts .3gp .3g2 .ogv .vob .mxf .asf .divx .gif".split()
 )
 #: Blocks read for a fingerprint: enough to tell files apart, cheap on huge files.
 _BLOCK = 64 * 1024
@@ -70,6 +70,7 @@ _MAGIC = (
     (0, b"FLV"),
     (0, b"\x00\x00\x01\xba"),  # MPEG-PS
     (0, b"\x30\x26\xb2\x75"),  # ASF / WMV
+    (0, b"GIF8"),  # animated GIF: libraries of them are kept like videos
 )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from vidsearch.errors import DecodeError
 from vidsearch.media.resize import resize_frames
+from vidsearch.media.timing import MAX_FRAME_GAP_S, LengthEvidence, check_starts, index_starts, plausible_rate
 from vidsearch.media.windows import ClipPlan
 from vidsearch.settings import FrameSize
 
@@ -30,6 +31,13 @@ DECORD_MAX_PIXELS = 3840 * 2160
 #: window (measured: 518 → 992 MB over 120 clips, PyAV flat at 280 MB and 6% faster): long
 #: videos are read with PyAV.
 DECORD_MAX_SECONDS = 120.0
+#: Demuxers that give no presentation timestamps: FFmpeg's AVI demuxer numbers packets in
+#: decode order, which is not display order once there are B-frames. Frames there are timed
+#: by index × 1/rate and matched to the plan by their count.
+NO_PTS_FORMATS = frozenset({"avi"})
+#: Demuxers whose files decord seeks wrongly: with B-frames its frame i is another frame (MPEG-TS:
+#: 12 to 25 frames late; ASF: 12 early; tests/test_matrix.py). PyAV reads these.
+DECORD_MISSEEKS_FORMATS = frozenset({"mpegts", "asf", "mpeg"})
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -44,6 +52,9 @@ class VideoInfo:
     rotation: int
     codec: str
     backend: str
+    #: what was decided about this file that a user may want to know (`-v`): which stream was
+    #: read, timestamps that were replaced and why
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -80,9 +91,13 @@ class VideoReader:
     frame_times: np.ndarray
     #: set when the file holds less than its header declares (a truncated file)
     truncation: str | None = None
+    #: a decord failure part-way is retried with PyAV (backend "auto")
+    pyav_fallback: bool = False
 
-    def __init__(self, path: str, header: _Header, frame_size: FrameSize):
+    def __init__(self, path: str, header: "_Header", frame_size: FrameSize, num_threads: int = 1):
         self.path = path
+        self.header = header
+        self.num_threads = num_threads
         self.rotation = header.rotation
         self.frame_size = frame_size
         dw, dh = _display_size(header)
@@ -130,6 +145,46 @@ class _Header:
     rotation: int
     fps: float
     declared_s: float | None = None
+    #: the video stream that is probed and decoded, chosen once (see _pick_stream)
+    stream_index: int = 0
+    #: how many video streams there were to choose from
+    video_streams: int = 1
+    format: str = ""
+    #: the header's frame count (0: not given) and the stream's and container's durations
+    frames: int = 0
+    durations: tuple[float, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def evidence(self, *frame_counts: int) -> LengthEvidence:
+        return LengthEvidence(self.fps, (*frame_counts, self.frames), self.durations)
+
+
+def _pick_stream(container) -> tuple[object, str | None]:
+    """The video stream to read: the one marked default, else the largest; cover art never.
+
+    Returns the stream and, where there was a choice, a note saying which and why. decord
+    cannot be told which stream to read, so a file with a choice is read with PyAV.
+    """
+    import av
+
+    attached = av.stream.Disposition.attached_pic
+    default = av.stream.Disposition.default
+    candidates = [s for s in container.streams.video if not s.disposition & attached] or list(container.streams.video)
+    if len(candidates) == 1:
+        return candidates[0], None
+    marked = [s for s in candidates if s.disposition & default]
+    pool = marked if 0 < len(marked) < len(candidates) else candidates
+
+    def area(s) -> int:
+        return (s.codec_context.width or 0) * (s.codec_context.height or 0)
+
+    chosen = max(pool, key=lambda s: (area(s), -s.index))
+    why = "the one marked default" if pool is marked else "the largest"
+    note = (
+        f"{len(candidates)} video streams; reading stream {chosen.index} "
+        f"({chosen.codec_context.width}x{chosen.codec_context.height}), {why}"
+    )
+    return chosen, note
 
 
 def _probe_header(path: str) -> _Header:
@@ -149,24 +204,27 @@ def _probe_header(path: str) -> _Header:
             demuxer = container.format.name
             if demuxer == "image2" or demuxer.endswith("_pipe"):
                 raise DecodeError(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
-            stream = container.streams.video[0]  # one decoder thread: frame threads each hold a frame
+            stream, note = _pick_stream(container)  # one decoder thread: frame threads each hold a frame
             codec = stream.codec_context.name
             try:
                 frame = next(container.decode(stream))
             except StopIteration:
                 raise DecodeError(path, "video stream has no decodable frames") from None
-            rate = stream.average_rate or stream.guessed_rate or 0
-            if stream.duration and stream.time_base:
-                declared = float(stream.duration * stream.time_base)
-            else:
-                declared = container.duration / 1e6 if container.duration else None
+            stream_s = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+            container_s = container.duration / 1e6 if container.duration else None
             return _Header(
                 codec=codec,
                 width=frame.width,
                 height=frame.height,
                 rotation=int(frame.rotation or 0),
-                fps=float(rate) if rate else 0.0,
-                declared_s=declared,
+                fps=plausible_rate(stream.average_rate, stream.guessed_rate, stream.base_rate),
+                declared_s=stream_s or container_s,
+                stream_index=stream.index,
+                video_streams=len(container.streams.video),
+                format=demuxer,
+                frames=max(0, stream.frames or 0),
+                durations=tuple(d for d in (stream_s, container_s) if d),
+                notes=(note,) if note else (),
             )
     except DecodeError:
         raise
@@ -187,14 +245,19 @@ def _display_size(header: _Header) -> tuple[int, int]:
     return header.width, header.height
 
 
-def _info(path: str, header: _Header, frame_times: np.ndarray, backend: str) -> VideoInfo:
+def _info(path: str, header: _Header, frame_times: np.ndarray, backend: str, notes: Sequence[str] = ()) -> VideoInfo:
     n = len(frame_times)
     duration = float(frame_times[-1, 1])
     dw, dh = _display_size(header)
     return VideoInfo(
         path=path, num_frames=n, fps=n / duration if duration > 0 else header.fps, duration_s=duration,
         width=dw, height=dh, rotation=header.rotation, codec=header.codec, backend=backend,
+        notes=(*header.notes, *notes),
     )
+
+
+class _UntrustedTimes(Exception):
+    """Internal: decord's timestamps failed validation; the reason says which rule."""
 
 
 class DecordReader(VideoReader):
@@ -208,7 +271,8 @@ class DecordReader(VideoReader):
         import decord
         import torch  # noqa: F401  (decord must come after torch)
 
-        super().__init__(path, header, frame_size)
+        decord.logging.set_level(decord.logging.WARNING if _verbose() else decord.logging.QUIET)
+        super().__init__(path, header, frame_size, num_threads)
         try:
             self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
             n = len(self._vr)
@@ -217,6 +281,10 @@ class DecordReader(VideoReader):
             times = np.asarray(self._vr.get_frame_timestamp(range(n)), dtype=np.float64)
         except decord.DECORDError as exc:
             raise DecodeError(path, f"decord cannot open it ({_short(exc)})") from exc
+        reason = check_starts(times[:, 0], header.evidence(n))
+        if reason:
+            self.close()
+            raise _UntrustedTimes(reason)
         self.frame_times = _normalise_times(times, header.fps)
         self.info = _info(path, header, self.frame_times, "decord")
 
@@ -233,7 +301,9 @@ class DecordReader(VideoReader):
                 # decord reads ahead in the background; without a reset its memory grows with the video
                 self._vr.seek(0)
             except decord.DECORDError as exc:
-                raise _Truncated(plan, _short(exc)) from exc
+                raise _DecordFailed(plan, _short(exc)) from exc
+            except DecodeError as exc:  # frames of another size: decord decoded another stream
+                raise _DecordFailed(plan, exc.reason) from exc
             yield Clip(plan.position, plan.start_s, plan.end_s, np.concatenate(parts))
 
     def close(self) -> None:
@@ -243,30 +313,47 @@ class DecordReader(VideoReader):
 class PyAVReader(VideoReader):
     """PyAV backend: packet timestamps for planning, one sequential decode for reading."""
 
-    def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1):
+    def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1, notes: Sequence[str] = ()):
         import av
 
-        super().__init__(path, header, frame_size)
-        self._num_threads = num_threads
+        super().__init__(path, header, frame_size, num_threads)
+        self._stream_index = header.stream_index
         try:
             with av.open(path, metadata_errors="ignore") as container:
-                stream = container.streams.video[0]
+                stream = container.streams[header.stream_index]
                 tb = float(stream.time_base)
-                packets = sorted(
-                    (p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None and p.size > 0
-                )
+                packets = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.size > 0]
         except av.error.FFmpegError as exc:
             raise DecodeError(path, f"cannot read packets ({_short(exc)})") from exc
         if not packets:
             raise DecodeError(path, "video stream has no frames")
-        self._pts = np.asarray([pts for pts, _ in packets], dtype=np.int64)
-        starts = self._pts.astype(np.float64) * tb
-        # the container's duration for the last frame, as decord reads it: 1/fps drifts from it by
-        # the timestamps' rounding, enough to plan one more window than decord does
-        last = packets[-1][1] * tb or (1.0 / header.fps if header.fps else 0.04)
+        n = len(packets)
+        notes = list(notes)
+        if header.format in NO_PTS_FORMATS:
+            reason: str | None = f"{header.format.upper()} files carry no presentation timestamps"
+        elif any(pts is None for pts, _ in packets):
+            reason = "some frames have no timestamp"
+        else:
+            packets.sort()
+            reason = check_starts(np.asarray([pts for pts, _ in packets], dtype=np.float64) * tb, header.evidence(n))
+        #: frames are matched to the plan by their count, not their timestamp
+        self._by_count = reason is not None
+        if reason is None:
+            self._pts = np.asarray([pts for pts, _ in packets], dtype=np.int64)
+            starts = self._pts.astype(np.float64) * tb
+            # the container's duration for the last frame, as decord reads it: 1/fps drifts from it by
+            # the timestamps' rounding, enough to plan one more window than decord does
+            last = packets[-1][1] * tb or (1.0 / header.fps if header.fps else 0.04)
+        elif header.fps:
+            notes.append(f"timestamps taken as frame index / {header.fps:g} fps ({reason})")
+            self._pts = np.arange(n, dtype=np.int64)
+            starts = index_starts(n, header.fps)
+            last = 1.0 / header.fps
+        else:
+            raise DecodeError(path, f"no usable timestamps ({reason}) and no plausible frame rate to time frames by")
         ends = np.append(starts[1:], starts[-1] + last)
         self.frame_times = _normalise_times(np.stack([starts, ends], axis=1), header.fps)
-        self.info = _info(path, header, self.frame_times, "pyav")
+        self.info = _info(path, header, self.frame_times, "pyav", notes)
 
     def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
         import av
@@ -285,9 +372,9 @@ class PyAVReader(VideoReader):
         prev = -1
         try:
             with av.open(self.path, metadata_errors="ignore") as container:
-                stream = container.streams.video[0]
+                stream = container.streams[self._stream_index]
                 stream.thread_type = "AUTO"
-                stream.codec_context.thread_count = self._num_threads
+                stream.codec_context.thread_count = self.num_threads
                 for count, frame in enumerate(container.decode(stream)):
                     i = self._index_of(frame.pts, count)
                     if i <= prev:
@@ -316,7 +403,7 @@ class PyAVReader(VideoReader):
 
     def _index_of(self, pts: int | None, count: int) -> int:
         """A decoded frame's index among the demuxed packets, by its timestamp (by its count without one)."""
-        if pts is None:
+        if pts is None or self._by_count:
             return count
         j = int(np.searchsorted(self._pts, pts))
         return j if j < len(self._pts) and self._pts[j] == pts else count
@@ -329,6 +416,10 @@ class _Truncated(Exception):
         self.plan = plan
         self.reason = reason
         super().__init__(reason)
+
+
+class _DecordFailed(_Truncated):
+    """Internal: decord failed on ``plan`` of a file PyAV may still read."""
 
 
 def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
@@ -345,6 +436,10 @@ def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
     bad = times[:, 1] <= times[:, 0]
     times[bad, 1] = times[bad, 0] + fallback
     return times
+
+
+def _verbose() -> bool:
+    return log.isEnabledFor(logging.INFO)
 
 
 def _utf8(path: str) -> bool:
@@ -374,14 +469,21 @@ def open_video(
 
     Raises DecodeError naming the file and the reason for anything that is not a decodable video.
     """
+    import av
+
     path = os.fspath(path)
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"backend must be auto, decord or pyav; got {backend!r}")
+    # FFmpeg's warnings about damaged streams are noise to a user unless asked for (-v, --debug);
+    # a PyAV level hands them to Python logging (the "libav" loggers), None would print them raw
+    av.logging.set_level(av.logging.WARNING if _verbose() else av.logging.PANIC)
     frame_size = frame_size or FrameSize()
     header = _probe_header(path)
     use_decord = backend == "decord" or (
         backend == "auto"
         and header.codec not in DECORD_UNSUPPORTED_CODECS
+        and header.video_streams == 1  # decord reads the stream it thinks best, not the one probed
+        and header.format not in DECORD_MISSEEKS_FORMATS
         and not header.rotation % 360
         and header.width * header.height <= DECORD_MAX_PIXELS
         and (header.declared_s or 0) <= DECORD_MAX_SECONDS
@@ -389,16 +491,26 @@ def open_video(
         and _decord_available()
     )
     reader: VideoReader | None = None
+    notes: list[str] = []
     if use_decord:
         try:
             reader = DecordReader(path, header, frame_size, num_threads)
+            reader.pyav_fallback = backend == "auto"
+        except _UntrustedTimes as exc:
+            if backend == "decord":
+                raise DecodeError(path, f"decord's timestamps are unusable ({exc})") from None
+            notes.append(f"decord's timestamps are unusable ({exc}); PyAV's are used")
         except DecodeError as exc:
             if backend == "decord":
                 raise
             log.debug("decord failed on %s (%s); trying PyAV", path, exc.reason)
-    reader = reader or PyAVReader(path, header, frame_size, num_threads)
+    reader = reader or PyAVReader(path, header, frame_size, num_threads, notes)
+    for note in reader.info.notes:
+        log.info("%s: %s", path, note)
     read = reader.info.duration_s
-    if header.declared_s and header.declared_s - read > max(1.0, 0.05 * header.declared_s):
+    # a declared length its frames could not fill even at a frame a minute is a corrupt header, not a cut file
+    plausible = (header.declared_s or 0) <= reader.info.num_frames * MAX_FRAME_GAP_S
+    if plausible and header.declared_s and header.declared_s - read > max(1.0, 0.05 * header.declared_s):
         # a truncated download: the header promises more than the stream holds
         reader.truncation = f"{path}: only {read:.1f}s of the {header.declared_s:.1f}s its header declares could be read; indexed that part"
     return reader
@@ -415,7 +527,16 @@ def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[st
         if warnings is not None:
             warnings.append(reader.truncation)
     try:
-        yield from reader.read_clips(plans)
+        try:
+            yield from reader.read_clips(plans)
+        except _DecordFailed as exc:
+            if not reader.pyav_fallback:
+                raise
+            # decord fails on some valid files only when reading (narrow H.264: a copy size check)
+            log.info("%s: decord failed while reading (%s); reading it with PyAV", reader.path, exc.reason)
+            rest = list(plans)[list(plans).index(exc.plan) :]
+            with PyAVReader(reader.path, reader.header, reader.frame_size, reader.num_threads) as other:
+                yield from other.read_clips(rest)
     except _Truncated as exc:
         if exc.plan.position == plans[0].position:
             raise DecodeError(reader.info.path, f"no clip could be decoded ({exc.reason})") from None

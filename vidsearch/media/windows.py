@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from vidsearch.media.timing import MAX_FRAME_GAP_S
 
 _EPS = 1e-6
 #: An uncovered tail shorter than this gets no window of its own (timestamp rounding, not footage).
@@ -28,20 +31,29 @@ class ClipPlan:
             raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
 
 
-def clip_windows(duration_s: float, clip_seconds: float, hop_seconds: float) -> list[tuple[float, float]]:
+def clip_windows(
+    duration_s: float, clip_seconds: float, hop_seconds: float, max_windows: int | None = None
+) -> list[tuple[float, float]]:
     """Windows of ``clip_seconds`` every ``hop_seconds``, the last moved back to end at the end.
 
-    A video shorter than one window gives one window over its whole length.
+    A video shorter than one window gives one window over its whole length. The windows are
+    counted before any is made: more than ``max_windows`` is a ValueError.
     """
     if clip_seconds <= 0 or hop_seconds <= 0:
         raise ValueError(f"clip and hop seconds must be positive, got {clip_seconds}, {hop_seconds}")
+    if not math.isfinite(duration_s) or duration_s < 0:
+        raise ValueError(f"duration must be finite and non-negative, got {duration_s}")
     if duration_s <= clip_seconds + _EPS:
         return [(0.0, duration_s)]
+    count = math.floor((duration_s + _EPS - clip_seconds) / hop_seconds) + 1
+    if max_windows is not None and count > max_windows:
+        raise ValueError(f"{duration_s:.3g}s would be {count} windows, more than the {max_windows} its frames allow")
     windows = []
-    start = 0.0
-    while start + clip_seconds <= duration_s + _EPS:
+    for k in range(count):
+        start = round(k * hop_seconds, 9)
+        if start + clip_seconds > duration_s + _EPS:  # the float count rounded up
+            break
         windows.append((start, start + clip_seconds))
-        start = round(start + hop_seconds, 9)
     if windows[-1][1] < duration_s - _TAIL:
         windows.append((duration_s - clip_seconds, duration_s))
     return windows
@@ -57,14 +69,17 @@ def plan_clips(
 
     Times are seconds from the first frame. Frame j of window [s, e) is the frame on screen
     at s + j·(e − s)/num_frames; each clip's times come from its first and last frames.
+    No frame stays on screen longer than MAX_FRAME_GAP_S in validated times, so N frames
+    allow at most N·⌈MAX_FRAME_GAP_S / hop⌉ + 1 windows; times that would give more are refused.
     """
     times = np.asarray(frame_times, dtype=np.float64)
     if times.ndim != 2 or times.shape[1] != 2 or len(times) == 0:
         raise ValueError(f"frame_times must be a non-empty (N, 2) array, got shape {times.shape}")
     duration = float(times[-1, 1])
+    allowed = len(times) * math.ceil(MAX_FRAME_GAP_S / hop_seconds) + 1 if hop_seconds > 0 else None
     return [
         plan_window(times, s, e, num_frames, position=i)
-        for i, (s, e) in enumerate(clip_windows(duration, clip_seconds, hop_seconds))
+        for i, (s, e) in enumerate(clip_windows(duration, clip_seconds, hop_seconds, allowed))
     ]
 
 

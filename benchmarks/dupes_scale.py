@@ -32,7 +32,9 @@ def synthetic_library(root: Path, n_clips: int, spec: str, seed: int = 0) -> tup
 
     rng = np.random.default_rng(seed)
     centres = unit(rng.standard_normal((256, DIM)))
-    lib = Library.create(root, EncoderSettings("synthetic", "0", DIM, "mean", 16, 224, Preprocessing()), faiss_spec=spec)
+    lib = Library.create(
+        root, EncoderSettings("synthetic", "0", DIM, "mean", 16, 224, Preprocessing()), faiss_spec=spec
+    )
     n_videos = n_clips // CLIPS_PER_VIDEO
     n_copies = max(1, n_videos // 50)  # 2% of videos get a near-duplicate
     planted = set()
@@ -62,7 +64,9 @@ def synthetic_library(root: Path, n_clips: int, spec: str, seed: int = 0) -> tup
         )
         planted.add(tuple(sorted((src, name))))
     lib.vectors()
-    print(f"  built {n_clips} clips ({n_videos} videos, {len(planted)} planted copies) in {time.perf_counter() - t:.1f}s")
+    print(
+        f"  built {n_clips} clips ({n_videos} videos, {len(planted)} planted copies) in {time.perf_counter() - t:.1f}s"
+    )
     return lib, planted
 
 
@@ -86,19 +90,32 @@ def main() -> None:
             dt = time.perf_counter() - t
             rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             found = {tuple(sorted((p.a, p.b))) for p in report.pairs}
-            rows.append((n, dt, len(planted & found) / len(planted), len(found - planted), report.candidates,
-                         report.clip_matches, rss1 / 1024))
+            rows.append(
+                (
+                    n,
+                    dt,
+                    len(planted & found) / len(planted),
+                    len(found - planted),
+                    report.candidates,
+                    report.clip_matches,
+                    rss1 / 1024,
+                )
+            )
             print(f"  dupes: {dt:.2f}s, peak RSS {rss1 / 1024:.0f} MB (was {rss0 / 1024:.0f} MB before)")
             lib.close()
     print()
-    print(f"{'clips':>9} {'seconds':>8} {'us/clip':>8} {'planted found':>14} {'other pairs':>12} {'cand. pairs':>12} "
-          f"{'clip matches':>13} {'peak MB':>8}")
+    print(
+        f"{'clips':>9} {'seconds':>8} {'us/clip':>8} {'planted found':>14} {'other pairs':>12} {'cand. pairs':>12} "
+        f"{'clip matches':>13} {'peak MB':>8}"
+    )
     for n, dt, rec, other, cand, cm, mb in rows:
         print(f"{n:>9} {dt:8.2f} {1e6 * dt / n:8.1f} {rec:14.3f} {other:12d} {cand:12d} {cm:13d} {mb:8.0f}")
     if len(rows) > 1:
         (n0, t0, *_), (n1, t1, *_) = rows[0], rows[-1]
-        print(f"\ntime ratio {t1 / t0:.1f}x for {n1 / n0:.0f}x the clips (exact all-pairs up to 20k clips, "
-              "then within overlapping k-means cells: about n*sqrt(n))")
+        print(
+            f"\ntime ratio {t1 / t0:.1f}x for {n1 / n0:.0f}x the clips (exact all-pairs up to 20k clips, "
+            "then within overlapping k-means cells: about n*sqrt(n))"
+        )
 
 
 if __name__ == "__main__":

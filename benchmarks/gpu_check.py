@@ -47,8 +47,12 @@ def main() -> None:
     from vidsearch.settings import FrameSize
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,
-                 "cpus": os.cpu_count(), "smoke": args.smoke}
+    out: dict = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "smoke": args.smoke,
+    }
     tmp = Path(tempfile.mkdtemp(prefix="vidsearch-gpu-"))
     videos = tmp / "videos"
     videos.mkdir()
@@ -74,7 +78,7 @@ def main() -> None:
     enc = load_encoder(str(model_dir), device, "auto")
     px = enc.preprocess(clips[0], None)
     rows = []
-    for bs in ([1, 2] if args.smoke else [1, 8, 16, 32, 64]):
+    for bs in [1, 2] if args.smoke else [1, 8, 16, 32, 64]:
         batch = px.unsqueeze(0).repeat(bs, 1, 1, 1, 1)
         enc.embed_pixels(batch)
         if device == "cuda":
@@ -97,16 +101,23 @@ def main() -> None:
         for c in iter_clips(r, plan_clips(r.frame_times)):
             frames += len(c.frames)
     out["decode_frames_per_s_one_core"] = frames / (time.perf_counter() - t)
-    print(f"decode: {out['decode_frames_per_s_one_core']:.0f} frames/s on one core (16 of every 50 frames sampled)", flush=True)
+    print(
+        f"decode: {out['decode_frames_per_s_one_core']:.0f} frames/s on one core (16 of every 50 frames sampled)",
+        flush=True,
+    )
 
     # 4. end to end with decode workers
     e2e = []
     for workers in sorted({1, 4, os.cpu_count() or 1}):
         t = time.perf_counter()
-        s = index_paths(tmp / f"idx-{workers}", [videos], IndexOptions(workers=workers, batch_size=32, device=device), encoder=enc)
+        s = index_paths(
+            tmp / f"idx-{workers}", [videos], IndexOptions(workers=workers, batch_size=32, device=device), encoder=enc
+        )
         rate = s.clips / (time.perf_counter() - t)
         e2e.append({"workers": workers, "clips_per_s": rate, "embed_busy": s.embed_seconds / max(s.seconds, 1e-9)})
-        print(f"end to end, {workers} workers: {rate:.1f} clips/s, encoder busy {e2e[-1]['embed_busy']:.0%}", flush=True)
+        print(
+            f"end to end, {workers} workers: {rate:.1f} clips/s, encoder busy {e2e[-1]['embed_busy']:.0%}", flush=True
+        )
     out["end_to_end"] = e2e
     args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -35,14 +35,31 @@ def large_shaped_checkpoint(folder: Path, layers: int) -> Path:
     from transformers import VideoMAEConfig, VideoMAEModel
 
     torch.manual_seed(0)
-    config = VideoMAEConfig(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=16,
-                            intermediate_size=4096, use_mean_pooling=False, initializer_range=0.2)
+    config = VideoMAEConfig(
+        hidden_size=1024,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        use_mean_pooling=False,
+        initializer_range=0.2,
+    )
     VideoMAEModel(config).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_normalize": True, "do_rescale": True,
-        "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2,
-        "rescale_factor": 1 / 255, "size": {"shortest_edge": 224},
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": {"height": 224, "width": 224},
+                "do_center_crop": True,
+                "do_normalize": True,
+                "do_rescale": True,
+                "do_resize": True,
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_std": [0.229, 0.224, 0.225],
+                "resample": 2,
+                "rescale_factor": 1 / 255,
+                "size": {"shortest_edge": 224},
+            }
+        )
+    )
     return folder
 
 
@@ -121,8 +138,11 @@ def main() -> None:
     paths = videos_in(args.videos)
     encoder = load_encoder(str(model_dir), args.device)
     print(f"videos: {len(paths)} in {args.videos}; model: {model_dir}{' (random weights)' if not args.model else ''}")
-    print(f"device: {encoder.device}, dtype: {str(encoder.dtype).removeprefix('torch.')}, torch threads: {torch.get_num_threads()}, "
-          f"cpus: {os.cpu_count()}")
+    print(
+        f"device: {encoder.device}, dtype: {str(encoder.dtype).removeprefix('torch.')}, "
+        f"torch threads: {torch.get_num_threads()}, "
+        f"cpus: {os.cpu_count()}"
+    )
     clips = decoded_clips(paths, encoder)
     batch_size = args.batch_size or default_batch_size(encoder.device)
     print(f"clips: {len(clips)}, batch size {batch_size}")
@@ -139,9 +159,24 @@ def main() -> None:
     rows.append((f"vidsearch end to end, model loaded ({workers} workers)", e2e))
 
     if not args.skip_cli:
-        cmd = [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(args.videos), "--index", str(tmp / "idx-cli"),
-               "--model", str(model_dir), "--batch-size", str(batch_size), "--workers", str(workers),
-               "--device", args.device]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vidsearch.cli",
+            "-q",
+            "index",
+            str(args.videos),
+            "--index",
+            str(tmp / "idx-cli"),
+            "--model",
+            str(model_dir),
+            "--batch-size",
+            str(batch_size),
+            "--workers",
+            str(workers),
+            "--device",
+            args.device,
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True)
         rows.append(("vidsearch index command, with start-up + model load", summary.clips / (time.perf_counter() - t)))
@@ -151,8 +186,10 @@ def main() -> None:
         rows.append(("straightforward (full-res get_batch, image processor, fp32, 1 clip/pass)", nv))
         ours = encoder.embed([c.frames for c, *_ in clips[:4]], [s for _, s, *_ in clips[:4]])
         cos = np.sum(ours * naive_vecs[:4], axis=1)
-        print(f"cosine, vidsearch ({str(encoder.dtype).removeprefix('torch.')}) vs straightforward fp32, first 4 clips: "
-              f"min {cos.min():.5f} (random weights)")
+        print(
+            f"cosine, vidsearch ({str(encoder.dtype).removeprefix('torch.')}) vs straightforward fp32, first 4 clips: "
+            f"min {cos.min():.5f} (random weights)"
+        )
 
     print()
     print(f"{'method':<75} {'clips/s':>9} {'x model-only':>13}")
@@ -169,8 +206,10 @@ def main() -> None:
         t = time.perf_counter()
         vf = encoder.embed_pixels(pix)
         tf = time.perf_counter() - t
-        print(f"bf16 autocast vs fp32 on this CPU: {tf / tb:.2f}x faster, cosine min {np.sum(vb * vf, axis=1).min():.5f} "
-              "(random weights; this CPU has no native bf16, so auto stays fp32)")
+        print(
+            f"bf16 autocast vs fp32 on this CPU: {tf / tb:.2f}x faster, cosine min {np.sum(vb * vf, axis=1).min():.5f} "
+            "(random weights; this CPU has no native bf16, so auto stays fp32)"
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ def write_1080p(path: Path, seconds: float, fps: int) -> None:
     import av
 
     rng = np.random.default_rng(0)
-    tiles = [np.repeat(np.repeat(rng.integers(0, 256, (34, 60, 3), dtype=np.uint8), 32, 0), 32, 1)[:1080, :1920 + 64]
-             for _ in range(8)]
+    tiles = [
+        np.repeat(np.repeat(rng.integers(0, 256, (34, 60, 3), dtype=np.uint8), 32, 0), 32, 1)[:1080, : 1920 + 64]
+        for _ in range(8)
+    ]
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = 1920, 1080, "yuv420p"
@@ -65,8 +67,20 @@ def write_1080p(path: Path, seconds: float, fps: int) -> None:
 
 
 def peak_index_rss(video: Path, model: Path, index: Path) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(video), "--index", str(index),
-           "--model", str(model), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidsearch.cli",
+        "-q",
+        "index",
+        str(video),
+        "--index",
+        str(index),
+        "--model",
+        str(model),
+        "--workers",
+        "1",
+    ]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd)
     peak = 0.0
@@ -98,12 +112,16 @@ def main() -> None:
         t = time.perf_counter()
         write_1080p(short, 10, args.fps)
         write_1080p(long, args.minutes * 60, args.fps)
-        print(f"wrote 10 s and {args.minutes:g} min of 1920x1080 at {args.fps} fps in {time.perf_counter() - t:.0f}s "
-              f"({long.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"wrote 10 s and {args.minutes:g} min of 1920x1080 at {args.fps} fps in {time.perf_counter() - t:.0f}s "
+            f"({long.stat().st_size / 1e6:.0f} MB)"
+        )
     p_short, t_short = peak_index_rss(short, model, tmp / "idx-short")
     p_long, t_long = peak_index_rss(long, model, tmp / "idx-long")
-    print(f"peak RSS, job + decode worker: 10 s video {p_short:.0f} MB ({t_short:.0f}s); "
-          f"{args.minutes:g} min video {p_long:.0f} MB ({t_long:.0f}s); difference {p_long - p_short:+.0f} MB")
+    print(
+        f"peak RSS, job + decode worker: 10 s video {p_short:.0f} MB ({t_short:.0f}s); "
+        f"{args.minutes:g} min video {p_long:.0f} MB ({t_long:.0f}s); difference {p_long - p_short:+.0f} MB"
+    )
 
 
 if __name__ == "__main__":

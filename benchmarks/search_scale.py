@@ -55,10 +55,21 @@ def fill_catalog(lib, vectors: np.ndarray, planted: int, rng) -> set[tuple[int, 
             copies[n_videos - planted + c] = int(src)
     pairs = set()
     with lib.catalog.write() as s:
-        s.execute(Video.__table__.insert(), [
-            {"id": v + 1, "path": f"/lib/v{v:07d}.mp4".encode(), "size": 1, "mtime_ns": 1, "fingerprint": str(v),
-             "duration_s": 2.0 * PER_VIDEO, "status": "indexed"} for v in range(n_videos)
-        ])
+        s.execute(
+            Video.__table__.insert(),
+            [
+                {
+                    "id": v + 1,
+                    "path": f"/lib/v{v:07d}.mp4".encode(),
+                    "size": 1,
+                    "mtime_ns": 1,
+                    "fingerprint": str(v),
+                    "duration_s": 2.0 * PER_VIDEO,
+                    "status": "indexed",
+                }
+                for v in range(n_videos)
+            ],
+        )
         for v0 in range(0, n_videos, 5000):
             rows = []
             for v in range(v0, min(n_videos, v0 + 5000)):
@@ -69,8 +80,10 @@ def fill_catalog(lib, vectors: np.ndarray, planted: int, rng) -> set[tuple[int, 
                     vecs = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
                     vectors[v * PER_VIDEO : (v + 1) * PER_VIDEO] = vecs
                     pairs.add((copies[v] + 1, v + 1))
-                rows += [{"video_id": v + 1, "start_s": 2.0 * i, "end_s": 2.0 * i + 2, "embedding": encode_embedding(x)}
-                         for i, x in enumerate(vecs)]
+                rows += [
+                    {"video_id": v + 1, "start_s": 2.0 * i, "end_s": 2.0 * i + 2, "embedding": encode_embedding(x)}
+                    for i, x in enumerate(vecs)
+                ]
             s.execute(ClipRow.__table__.insert(), rows)
         _bump_generation(s)
     return pairs
@@ -85,8 +98,10 @@ def stale_reopen(lib, rng) -> tuple[float, float]:
     n = lib.vectors().ntotal
     vecs = rng.standard_normal((PER_VIDEO, DIM), dtype=np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    lib.catalog.store_video(VideoRecord(b"/lib/new.mp4", 1, 1, "new", duration_s=2.0 * PER_VIDEO),
-                            [ClipRecord(2.0 * i, 2.0 * i + 2, v) for i, v in enumerate(vecs)])
+    lib.catalog.store_video(
+        VideoRecord(b"/lib/new.mp4", 1, 1, "new", duration_s=2.0 * PER_VIDEO),
+        [ClipRecord(2.0 * i, 2.0 * i + 2, v) for i, v in enumerate(vecs)],
+    )
     with Library.open(lib.root) as reader:
         t = time.perf_counter()
         vi = reader.vectors()
@@ -135,7 +150,9 @@ def main() -> None:
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
         vectors = synthetic_vectors(n, rng, centres)
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            lib = Library.create(Path(tmp) / "idx", EncoderSettings("synthetic", "0", DIM, "mean", 16, 224, Preprocessing()))
+            lib = Library.create(
+                Path(tmp) / "idx", EncoderSettings("synthetic", "0", DIM, "mean", 16, 224, Preprocessing())
+            )
             planted = fill_catalog(lib, vectors, max(1, n // PER_VIDEO // 100) if args.dupes else 0, rng)
             # held-out queries: perturbed library clips, as a re-encoded query would be
             pick = rng.choice(n, args.queries, replace=False)
@@ -154,15 +171,29 @@ def main() -> None:
             recall = recall_at(found, truth)
             p50, p99, batch = latencies(vi, q)
             spec = lib.manifest.faiss_spec
-            row = {"clips": n, "spec": spec, "params": lib.manifest.faiss_params, "build_s": build, "mem_mb": mem,
-                   "recall": recall, "p50": p50, "p99": p99, "batch": batch}
-            print(f"{n} clips: {spec} {lib.manifest.faiss_params}, build {build:.1f}s, +{mem:.0f} MB, "
-                  f"recall@10 {recall:.3f}, single p50 {p50:.2f} ms p99 {p99:.2f} ms, batch {batch:.3f} ms/query")
+            row = {
+                "clips": n,
+                "spec": spec,
+                "params": lib.manifest.faiss_params,
+                "build_s": build,
+                "mem_mb": mem,
+                "recall": recall,
+                "p50": p50,
+                "p99": p99,
+                "batch": batch,
+            }
+            print(
+                f"{n} clips: {spec} {lib.manifest.faiss_params}, build {build:.1f}s, +{mem:.0f} MB, "
+                f"recall@10 {recall:.3f}, single p50 {p50:.2f} ms p99 {p99:.2f} ms, batch {batch:.3f} ms/query"
+            )
             if args.stale:
                 caught_up, rebuilt = stale_reopen(lib, rng)
                 row["stale"] = (caught_up, rebuilt)
-                print(f"  open one video behind: caught up {caught_up:.2f}s, rebuilt {rebuilt:.1f}s "
-                      f"({rebuilt / caught_up:.0f}x)", flush=True)
+                print(
+                    f"  open one video behind: caught up {caught_up:.2f}s, rebuilt {rebuilt:.1f}s "
+                    f"({rebuilt / caught_up:.0f}x)",
+                    flush=True,
+                )
             if args.dupes:
                 import vidsearch.search.duplicates as dup
 
@@ -189,17 +220,25 @@ def main() -> None:
                     found_pairs = {tuple(sorted((int(p.a[6:13]) + 1, int(p.b[6:13]) + 1))) for p in rep.pairs}
                     share = len(found_pairs & planted) / len(planted)
                     row[f"dupes {label}"] = (dt, share, len(found_pairs - planted))
-                    print(f"  dupes, {label}: {dt:.1f}s, planted pairs found {share:.3f} of {len(planted)}, "
-                          f"other pairs {len(found_pairs - planted)}, memory +{peak[0] - base:.0f} MB at peak "
-                          f"(process {peak[0]:.0f} MB)", flush=True)
+                    print(
+                        f"  dupes, {label}: {dt:.1f}s, planted pairs found {share:.3f} of {len(planted)}, "
+                        f"other pairs {len(found_pairs - planted)}, memory +{peak[0] - base:.0f} MB at peak "
+                        f"(process {peak[0]:.0f} MB)",
+                        flush=True,
+                    )
                 dup.EXACT_CANDIDATES_LIMIT = modes[0][1]
             rows.append(row)
             lib.close()
     print()
-    print(f"{'clips':>9} {'index':>14} {'build s':>8} {'MB':>6} {'recall@10':>9} {'p50 ms':>7} {'p99 ms':>7} {'batch ms/q':>10}")
+    print(
+        f"{'clips':>9} {'index':>14} {'build s':>8} {'MB':>6} {'recall@10':>9} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'batch ms/q':>10}"
+    )
     for r in rows:
-        print(f"{r['clips']:>9} {r['spec']:>14} {r['build_s']:8.1f} {r['mem_mb']:6.0f} {r['recall']:9.3f} "
-              f"{r['p50']:7.2f} {r['p99']:7.2f} {r['batch']:10.3f}")
+        print(
+            f"{r['clips']:>9} {r['spec']:>14} {r['build_s']:8.1f} {r['mem_mb']:6.0f} {r['recall']:9.3f} "
+            f"{r['p50']:7.2f} {r['p99']:7.2f} {r['batch']:10.3f}"
+        )
 
 
 if __name__ == "__main__":

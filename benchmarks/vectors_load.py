@@ -81,14 +81,21 @@ def main() -> None:
         results: dict[str, list[dict]] = {"vidsearch (callback reader)": [], "whole file": []}
         for _ in range(2):
             for method in results:
-                out = subprocess.run([sys.executable, __file__, "--child", method, str(path)], check=True,
-                                     capture_output=True, text=True, env={**os.environ}).stdout
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", method, str(path)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ},
+                ).stdout
                 results[method].append(json.loads(out.strip().splitlines()[-1]))
         for method, runs in results.items():
             print(f"{method:<28} " + ", ".join(f"{r['seconds']:.2f}s +{r['peak_mb']:.0f} MB" for r in runs))
         ours, theirs = results["vidsearch (callback reader)"], results["whole file"]
-        print(f"peak memory ratio {np.mean([r['peak_mb'] for r in ours]) / np.mean([r['peak_mb'] for r in theirs]):.2f}, "
-              f"time ratio {np.mean([r['seconds'] for r in ours]) / np.mean([r['seconds'] for r in theirs]):.2f}")
+        print(
+            f"peak memory ratio {np.mean([r['peak_mb'] for r in ours]) / np.mean([r['peak_mb'] for r in theirs]):.2f}, "
+            f"time ratio {np.mean([r['seconds'] for r in ours]) / np.mean([r['seconds'] for r in theirs]):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -77,7 +77,12 @@ def write_video(
         stream.width, stream.height = width, height
         stream.pix_fmt = pix_fmt or {"mjpeg": "yuvj420p", "gif": "rgb8"}.get(codec, "yuv420p")
         if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "ultrafast", "g": "25", "bf": str(3 if bframes is None else bframes)}
+            stream.options = {
+                "crf": "18",
+                "preset": "ultrafast",
+                "g": "25",
+                "bf": str(3 if bframes is None else bframes),
+            }
         elif bframes is not None:
             stream.codec_context.max_b_frames = bframes
         if options:
@@ -107,8 +112,15 @@ def write_videos(folder: str | os.PathLike, n: int, seed: int, seconds: float = 
     return folder
 
 
-def transcode(src: str | os.PathLike, dst: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None,
-              size: tuple[int, int] | None = None, codec: str = "libx264", fps: float | None = None) -> Path:
+def transcode(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    size: tuple[int, int] | None = None,
+    codec: str = "libx264",
+    fps: float | None = None,
+) -> Path:
     """Re-encode (a time range of) a video, optionally resized: a near-duplicate."""
 
     import av
@@ -129,8 +141,14 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start_s: float = 0
     return write_video(dst, fps=fps or src_fps, size=(w, h), codec=codec, frames=frames)
 
 
-def make_checkpoint(folder: str | os.PathLike, fine_tuned: bool = False, seed: int = 0, image_size: int = TINY_SIZE,
-                    hidden_size: int = 64, initializer_range: float = 0.2) -> Path:
+def make_checkpoint(
+    folder: str | os.PathLike,
+    fine_tuned: bool = False,
+    seed: int = 0,
+    image_size: int = TINY_SIZE,
+    hidden_size: int = 64,
+    initializer_range: float = 0.2,
+) -> Path:
     """A tiny random-init VideoMAE saved with save_pretrained, with an ImageNet preprocessor config."""
     import torch
     from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification
@@ -138,10 +156,21 @@ def make_checkpoint(folder: str | os.PathLike, fine_tuned: bool = False, seed: i
     folder = Path(folder)
     torch.manual_seed(seed)
     config = VideoMAEConfig(
-        image_size=image_size, patch_size=16, num_channels=3, num_frames=16, tubelet_size=2,
-        hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * hidden_size,
-        decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=64, use_mean_pooling=fine_tuned, initializer_range=initializer_range,
+        image_size=image_size,
+        patch_size=16,
+        num_channels=3,
+        num_frames=16,
+        tubelet_size=2,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden_size,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        use_mean_pooling=fine_tuned,
+        initializer_range=initializer_range,
         num_labels=3,
     )
     model = VideoMAEForVideoClassification(config) if fine_tuned else VideoMAEForPreTraining(config)
@@ -151,10 +180,17 @@ def make_checkpoint(folder: str | os.PathLike, fine_tuned: bool = False, seed: i
             model.fc_norm.bias.uniform_(-0.5, 0.5)
     model.eval().save_pretrained(folder)
     pp = {
-        "crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True, "do_normalize": True,
-        "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225], "resample": 2, "rescale_factor": 1 / 255,
-        "size": {"shortest_edge": image_size}, "image_processor_type": "VideoMAEImageProcessor",
+        "crop_size": {"height": image_size, "width": image_size},
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+        "resample": 2,
+        "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": image_size},
+        "image_processor_type": "VideoMAEImageProcessor",
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(pp, indent=2))
     return folder

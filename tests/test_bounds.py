@@ -68,8 +68,19 @@ def test_a_decoder_that_allocates_without_end_is_failed_and_the_job_goes_on(tmp_
     write_video(d / "hog.mp4", seconds=2, seed=2)
     env = {**ENV, "VIDSEARCH_FAULT_WORKER": "alloc:hog.mp4"}
     t = time.monotonic()
-    r = _cli("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--workers", 1,
-             "--max-decode-memory", 1200, env=env)
+    r = _cli(
+        "index",
+        d,
+        "--index",
+        tmp_path / "idx",
+        "--model",
+        tiny_model,
+        "--workers",
+        1,
+        "--max-decode-memory",
+        1200,
+        env=env,
+    )
     assert r.returncode == 1, r.stderr
     assert f"failed: {d / 'hog.mp4'}: decoder used more than 1200 MB" in r.stderr
     assert "indexed 1," in r.stderr + r.stdout

@@ -56,7 +56,9 @@ def test_search_finds_the_trimmed_copy_and_its_time_range(indexed):
 
 def test_time_range_raw_clips_and_self(indexed):
     idx, videos, query = indexed
-    out = json.loads(run("search", videos / "b.mp4", "--index", idx, "--json", "--start", 1, "--end", 5, "--clips").output)
+    out = json.loads(
+        run("search", videos / "b.mp4", "--index", idx, "--json", "--start", 1, "--end", 5, "--clips").output
+    )
     q = out["queries"][0]
     assert q["query_start"] >= 1.0 - 1e-6 and q["query_end"] <= 5.0 + 1e-6
     assert all(res["path"] != str(videos / "b.mp4") for res in q["results"])  # itself left out
@@ -127,7 +129,7 @@ def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model
     assert "default threshold" in r.stderr
     r = run("calibrate", "--index", idx, "--sample", 10, "--json")
     assert r.exit_code == 0, r.output
-    cal = json.loads(r.output[r.output.index("{"):])
+    cal = json.loads(r.output[r.output.index("{") :])
     manifest = json.loads((idx / "manifest.json").read_text())
     assert manifest["duplicate_threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
     assert manifest["calibration"]["negatives"] == cal["negatives"] > 0

@@ -232,9 +232,10 @@ def test_auto_picks_decord_for_what_decord_reads(videos, name):
 
 @pytest.mark.parametrize("name", list(SPECS))
 def test_decord_and_pyav_agree(videos, name):
-    with open_video(videos / name, FrameSize(64), backend="decord") as a, open_video(
-        videos / name, FrameSize(64), backend="pyav"
-    ) as b:
+    with (
+        open_video(videos / name, FrameSize(64), backend="decord") as a,
+        open_video(videos / name, FrameSize(64), backend="pyav") as b,
+    ):
         assert a.info.num_frames == b.info.num_frames
         np.testing.assert_allclose(a.frame_times, b.frame_times, atol=2e-3)
         plans_a, plans_b = plan_clips(a.frame_times, 16, 1.0, 1.0), plan_clips(b.frame_times, 16, 1.0, 1.0)

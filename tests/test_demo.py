@@ -25,8 +25,12 @@ def test_demo_finds_the_excerpt_and_groups_the_copies(demo):
     lib = d / "library"
     copies = {str(lib / n) for n in ("bigbuckbunny.mp4", "bigbuckbunny-recut.mp4", "bigbuckbunny-titled.mp4")}
     assert sorted(p.name for p in lib.iterdir()) == [
-        "bigbuckbunny-recut.mp4", "bigbuckbunny-titled.mp4", "bigbuckbunny.mp4",
-        "synthetic-1.mp4", "synthetic-2.mkv", "synthetic-with-excerpt.mp4",
+        "bigbuckbunny-recut.mp4",
+        "bigbuckbunny-titled.mp4",
+        "bigbuckbunny.mp4",
+        "synthetic-1.mp4",
+        "synthetic-2.mkv",
+        "synthetic-with-excerpt.mp4",
     ]
     lines = r.output.splitlines()
     # search, printed as `vidsearch search` prints it: the first result holds the query's footage

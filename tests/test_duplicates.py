@@ -75,8 +75,11 @@ def test_planted_pairs_exactly(planted):
     report = find_duplicates(planted, threshold=0.9)
     pairs = by_names(report)
     assert set(pairs) == {
-        ("/orig.mp4", "/trim.mp4"), ("/long.mp4", "/orig.mp4"), ("/long.mp4", "/trim.mp4"),
-        ("/x.mp4", "/y.mp4"), ("/s1.mp4", "/s2.mp4"),
+        ("/orig.mp4", "/trim.mp4"),
+        ("/long.mp4", "/orig.mp4"),
+        ("/long.mp4", "/trim.mp4"),
+        ("/x.mp4", "/y.mp4"),
+        ("/s1.mp4", "/s2.mp4"),
     }
     assert report.threshold_source == "given"
 
@@ -92,7 +95,8 @@ def test_planted_pairs_exactly(planted):
 
     two = pairs[("/x.mp4", "/y.mp4")]
     assert sorted((s.q_start, s.q_end, s.r_start, s.r_end) for s in two.segments) == [
-        (0.0, 6.0, 4.0, 10.0), (14.0, 20.0, 16.0, 22.0)
+        (0.0, 6.0, 4.0, 10.0),
+        (14.0, 20.0, 16.0, 22.0),
     ]
     assert two.a_covered == pytest.approx(12 / 20)
 
@@ -109,7 +113,9 @@ def test_min_seconds_and_threshold(planted):
 def test_groups_union_find_with_longest_first(planted):
     groups = find_duplicates(planted, threshold=0.9).groups()
     assert [[p for p, _ in g.videos] for g in groups] == [
-        ["/long.mp4", "/orig.mp4", "/trim.mp4"], ["/s1.mp4", "/s2.mp4"], ["/y.mp4", "/x.mp4"],  # y (26 s) is longer
+        ["/long.mp4", "/orig.mp4", "/trim.mp4"],
+        ["/s1.mp4", "/s2.mp4"],
+        ["/y.mp4", "/x.mp4"],  # y (26 s) is longer
     ]
     assert groups[0].original == "/long.mp4"
 
@@ -172,8 +178,9 @@ def test_parquet_export_round_trips_paths_times_and_vectors(planted, tmp_path):
 
     odd = b"/caf\xe9.mp4"  # a Latin-1 name: not UTF-8
     vec = Planter(5).random(2)
-    planted.catalog.store_video(VideoRecord(odd, 1, 1, "odd", duration_s=4.0),
-                                [ClipRecord(0.0, 2.0, vec[0]), ClipRecord(2.0, 4.0, vec[1])])
+    planted.catalog.store_video(
+        VideoRecord(odd, 1, 1, "odd", duration_s=4.0), [ClipRecord(0.0, 2.0, vec[0]), ClipRecord(2.0, 4.0, vec[1])]
+    )
     n = export(planted, tmp_path / "d.parquet", "parquet")
     t = pq.read_table(tmp_path / "d.parquet")
     assert n == 70 and t.num_rows == 70 and t.column_names == ["path", "start_s", "end_s", "embedding"]
@@ -186,9 +193,12 @@ def test_parquet_export_round_trips_paths_times_and_vectors(planted, tmp_path):
     # every row matches the catalog's clip at that path and time
     con = sqlite3.connect(planted.root / "catalog.sqlite")
     with closing(con):
-        stored = {(bytes(path).decode("utf-8", "backslashreplace"), s, e): decode_embeddings([blob], DIM)[0]
-                  for path, s, e, blob in con.execute(
-                      "select v.path, c.start_s, c.end_s, c.embedding from clips c join videos v on v.id = c.video_id")}
+        stored = {
+            (bytes(path).decode("utf-8", "backslashreplace"), s, e): decode_embeddings([blob], DIM)[0]
+            for path, s, e, blob in con.execute(
+                "select v.path, c.start_s, c.end_s, c.embedding from clips c join videos v on v.id = c.video_id"
+            )
+        }
     assert len(stored) == 70
     for i in range(70):
         np.testing.assert_array_equal(emb[i], stored[(rows["path"][i], rows["start_s"][i], rows["end_s"][i])])

@@ -96,8 +96,13 @@ def test_preprocessing_crops_the_centre_and_normalises():
 
 def test_preprocessing_from_config_dict_size():
     pp = Preprocessing.from_config(
-        {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}, "resample": 2,
-         "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+        {
+            "size": {"shortest_edge": 224},
+            "crop_size": {"height": 224, "width": 224},
+            "resample": 2,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+        }
     )
     assert pp == Preprocessing()
     assert pp.frame_size() == FrameSize(224, "bilinear")
@@ -194,9 +199,14 @@ def test_embed_with_source_size_matches_full_resolution_frames(encoder):
     import torch
 
     full = clip_frames(4, width=160, height=96)
-    small = torch.nn.functional.interpolate(
-        torch.from_numpy(full).permute(0, 3, 1, 2), size=FrameSize(64)(96, 160), mode="bilinear", antialias=True
-    ).permute(0, 2, 3, 1).contiguous().numpy()
+    small = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(full).permute(0, 3, 1, 2), size=FrameSize(64)(96, 160), mode="bilinear", antialias=True
+        )
+        .permute(0, 2, 3, 1)
+        .contiguous()
+        .numpy()
+    )
     a = encoder.embed([full])
     b = encoder.embed([small], source_sizes=[(160, 96)])
     assert float(a[0] @ b[0]) > 0.9999

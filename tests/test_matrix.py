@@ -112,8 +112,9 @@ def test_matrix_entry_reads_as_a_full_pyav_decode(media, name):
 
 @pytest.mark.parametrize("size", [(2, 96), (8, 96), (16, 96), (24, 96), (48, 96), (72, 96), (1, 1), (16, 4000)])
 def test_narrow_h264_that_decord_cannot_copy_is_read_with_pyav(tmp_path, size):
-    path = write_video(tmp_path / "narrow.mp4", seconds=1.0, fps=25, size=size, seed=2,
-                       pix_fmt="yuv444p" if size[0] % 2 else None)
+    path = write_video(
+        tmp_path / "narrow.mp4", seconds=1.0, fps=25, size=size, seed=2, pix_fmt="yuv444p" if size[0] % 2 else None
+    )
     with open_video(path, FrameSize(None)) as reader:
         clips = list(iter_clips(reader, plan_clips(reader.frame_times, 16, 1.0, 1.0)))
     assert len(clips) == 1 and clips[0].frames.shape == (16, size[1], size[0], 3)
@@ -141,7 +142,9 @@ def _two_streams(path, first=(64, 48), second=(320, 240), default=None) -> None:
                 c.mux(p)
 
 
-@pytest.mark.parametrize("default, chosen, why", [(None, (320, 240), "the largest"), (0, (64, 48), "the one marked default")])
+@pytest.mark.parametrize(
+    "default, chosen, why", [(None, (320, 240), "the largest"), (0, (64, 48), "the one marked default")]
+)
 def test_the_stream_probed_is_the_stream_decoded(tmp_path, caplog, default, chosen, why):
     import logging
 
@@ -152,4 +155,7 @@ def test_the_stream_probed_is_the_stream_decoded(tmp_path, caplog, default, chos
             clips = list(iter_clips(reader, plan_clips(reader.frame_times, 16, 1.0, 1.0)))
     assert (reader.info.width, reader.info.height) == chosen
     assert clips[0].frames.shape == (16, chosen[1], chosen[0], 3)
-    assert f"2 video streams; reading stream {1 if chosen == (320, 240) else 0} ({chosen[0]}x{chosen[1]}), {why}" in caplog.text
+    assert (
+        f"2 video streams; reading stream {1 if chosen == (320, 240) else 0} ({chosen[0]}x{chosen[1]}), {why}"
+        in caplog.text
+    )

@@ -23,8 +23,23 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 def job(folder, idx, model, *extra):
     """``vidsearch index`` as a separate process (to be killed), two workers, one clip a batch."""
-    return [sys.executable, "-m", "vidsearch.cli", "-q", "index", str(folder), "--index", str(idx), "--model", str(model),
-            "--workers", "2", "--batch-size", "1", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "vidsearch.cli",
+        "-q",
+        "index",
+        str(folder),
+        "--index",
+        str(idx),
+        "--model",
+        str(model),
+        "--workers",
+        "2",
+        "--batch-size",
+        "1",
+        *map(str, extra),
+    ]
 
 
 def run(*args, env=None):
@@ -39,8 +54,13 @@ def index(folder, idx, model, *extra, env=None):
 def catalog_state(idx):
     con = sqlite3.connect(idx / "catalog.sqlite")
     try:
-        videos = {os.fsdecode(p): (vid, status) for vid, p, status in con.execute("select id, path, status from videos")}
-        clips = {vid: sorted(c for (c,) in con.execute("select id from clips where video_id=?", (vid,))) for vid, _ in videos.values()}
+        videos = {
+            os.fsdecode(p): (vid, status) for vid, p, status in con.execute("select id, path, status from videos")
+        }
+        clips = {
+            vid: sorted(c for (c,) in con.execute("select id from clips where video_id=?", (vid,)))
+            for vid, _ in videos.values()
+        }
         return videos, clips
     finally:
         con.close()
@@ -171,7 +191,9 @@ def test_sigkill_mid_run_then_rerun_finishes_with_nothing_twice(tmp_path, tiny_m
     deadline = time.monotonic() + 120
     workers = []
     while time.monotonic() < deadline:
-        workers = workers or [p for p in _children(proc.pid) if "resource_tracker" not in open(f"/proc/{p}/cmdline").read()]
+        workers = workers or [
+            p for p in _children(proc.pid) if "resource_tracker" not in open(f"/proc/{p}/cmdline").read()
+        ]
         if (idx / "catalog.sqlite").exists():
             try:
                 done = catalog_state(idx)[0]
@@ -228,7 +250,12 @@ def test_api_index_and_remove(tmp_path, lib_copy, encoder):
 def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model):
     folder = tmp_path / "videos"
     folder.mkdir()
-    odd = [b"with space.mp4", "unicodé ü 映像.mp4".encode(), b"shell $(rm -rf x); 'q' \"d\" `b`.mp4", b"bad\xffbyte.mp4"]
+    odd = [
+        b"with space.mp4",
+        "unicodé ü 映像.mp4".encode(),
+        b"shell $(rm -rf x); 'q' \"d\" `b`.mp4",
+        b"bad\xffbyte.mp4",
+    ]
     for name in odd:
         shutil.copy(library_videos / "b.mp4", os.fsencode(folder) + b"/" + name)
         with open(os.fsencode(folder) + b"/" + name, "ab") as f:
@@ -250,8 +277,14 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
     cmd = [c for c in job(folder, idx, tiny_model) if c != "-q"]  # the "interrupted" line is wanted
     env = {**ENV, "VIDSEARCH_FAULT_WORKER": "hang:v7.mp4"}  # so that the job cannot finish before the Ctrl-C
     # a shell's background job (nohup ... &) starts with Ctrl-C ignored, which the job would inherit
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -286,8 +319,9 @@ def test_cpu_job_says_up_front_how_long_it_will_take(tmp_path, library_videos, e
     monkeypatch.setattr(encoder, "embed", slow_embed)
     monkeypatch.setattr(pipeline, "ESTIMATE_WARN_S", 0.5)
     with caplog.at_level("WARNING", logger="vidsearch"):
-        summary = pipeline.index_paths(tmp_path / "idx", [library_videos], pipeline.IndexOptions(workers=1),
-                                       encoder=encoder)
+        summary = pipeline.index_paths(
+            tmp_path / "idx", [library_videos], pipeline.IndexOptions(workers=1), encoder=encoder
+        )
     assert sum(embedded) == summary.clips  # timed on real clips: nothing embedded only to time it
     (line,) = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
     # 8 + 6 + 5 s of video at one clip every 2 s: about 9 clips (the last windows are not counted)

@@ -78,12 +78,19 @@ def test_same_new_content_twice_in_one_run_is_embedded_once_and_deferred_once():
 
 def test_unreadable_file_is_reported_not_raised():
     plan = plan_of([file("/locked.mp4")], [], {"/locked.mp4": None})
-    assert [(f.path, reason) for f, reason in plan.unreadable] == [("/locked.mp4", "cannot read file (Permission denied)")]
+    assert [(f.path, reason) for f, reason in plan.unreadable] == [
+        ("/locked.mp4", "cannot read file (Permission denied)")
+    ]
 
 
 def test_prune_only_touches_gone_videos_under_the_given_roots():
-    rows = [row(1, "/lib/a.mp4", "A"), row(2, "/lib/sub/b.mp4", "B"), row(3, "/other/c.mp4", "C"),
-            row(4, "/lib/here.mp4", "D"), row(5, "/library2/e.mp4", "E")]
+    rows = [
+        row(1, "/lib/a.mp4", "A"),
+        row(2, "/lib/sub/b.mp4", "B"),
+        row(3, "/other/c.mp4", "C"),
+        row(4, "/lib/here.mp4", "D"),
+        row(5, "/library2/e.mp4", "E"),
+    ]
     plan = plan_of([], rows, {}, present=["/lib/here.mp4"], prune_roots=["/lib"])
     assert plan.prune == [1, 2]  # not /other (not given), not /library2 (a sibling, not under /lib)
     assert plan_of([], rows, {}).prune == []  # no roots: no pruning
@@ -95,8 +102,14 @@ def test_a_moved_video_is_not_pruned():
     assert [m.video_id for m in plan.moves] == [1] and plan.prune == []
 
 
-@pytest.mark.parametrize("path, root, expected", [
-    (b"/a/b.mp4", b"/a", True), (b"/a", b"/a", True), (b"/ab/c.mp4", b"/a", False), (b"/a/b.mp4", b"/a/", True),
-])
+@pytest.mark.parametrize(
+    "path, root, expected",
+    [
+        (b"/a/b.mp4", b"/a", True),
+        (b"/a", b"/a", True),
+        (b"/ab/c.mp4", b"/a", False),
+        (b"/a/b.mp4", b"/a/", True),
+    ],
+)
 def test_is_under(path, root, expected):
     assert is_under(path, root) is expected

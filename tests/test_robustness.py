@@ -30,8 +30,6 @@ def index(folder, idx, model, *extra, env=None):
     return run("index", folder, "--index", idx, "--model", model, "--workers", 2, *extra, env=env)
 
 
-
-
 def write_audio_only(path):
     import av
 
@@ -66,7 +64,9 @@ def write_vfr(path):
     return times
 
 
-def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(tmp_path, library_videos, tiny_model, monkeypatch):
+def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(
+    tmp_path, library_videos, tiny_model, monkeypatch
+):
     from PIL import Image
 
     import vidsearch.media.discover as discover
@@ -96,7 +96,9 @@ def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(tmp_path, 
     r = index(d, tmp_path / "idx", tiny_model)
     assert r.exit_code == 1, r.output
     assert "indexed 1," in r.output and "failed 8" in r.output
-    failed = {line.split(": ", 2)[1]: line.split(": ", 2)[2] for line in r.output.splitlines() if line.startswith("failed: ")}
+    failed = {
+        line.split(": ", 2)[1]: line.split(": ", 2)[2] for line in r.output.splitlines() if line.startswith("failed: ")
+    }
     reasons = {os.path.basename(p): why for p, why in failed.items()}
     assert reasons["empty.mp4"] == "file is empty"
     assert reasons["unreadable.mp4"] == "cannot read file (Permission denied)"
@@ -153,10 +155,16 @@ def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog)
     assert "indexed 4" in r.output
     assert "truncated.mkv: only 3.0s of the 6.0s its header declares could be read" in caplog.text  # the warning
     con = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
-    rows = {os.path.basename(os.fsdecode(p)): (vid, w, h, dur) for vid, p, w, h, dur in
-            con.execute("select id, path, width, height, duration_s from videos where status='indexed'")}
-    clips = {name: con.execute("select start_s, end_s from clips where video_id=? order by id", (v[0],)).fetchall()
-             for name, v in rows.items()}
+    rows = {
+        os.path.basename(os.fsdecode(p)): (vid, w, h, dur)
+        for vid, p, w, h, dur in con.execute(
+            "select id, path, width, height, duration_s from videos where status='indexed'"
+        )
+    }
+    clips = {
+        name: con.execute("select start_s, end_s from clips where video_id=? order by id", (v[0],)).fetchall()
+        for name, v in rows.items()
+    }
     con.close()
     assert len(clips["one_frame.mp4"]) == 1
     assert (rows["rotated.mp4"][1], rows["rotated.mp4"][2]) == (96, 160)  # display orientation
@@ -164,17 +172,25 @@ def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog)
     assert rows["vfr.mp4"][3] == pytest.approx(3 + 30 / 30, abs=0.05)
     # window [0, 2): its last frame is the one on screen at 1.875 s, shown 1.8-1.9 (10 fps part);
     # window [2, 4): 3.875 s falls in the 30 fps part, frame 3.867-3.9
-    assert clips["vfr.mp4"] == [(pytest.approx(0.0), pytest.approx(1.9, abs=2e-3)),
-                                (pytest.approx(2.0, abs=2e-3), pytest.approx(3.9, abs=2e-3))]
+    assert clips["vfr.mp4"] == [
+        (pytest.approx(0.0), pytest.approx(1.9, abs=2e-3)),
+        (pytest.approx(2.0, abs=2e-3), pytest.approx(3.9, abs=2e-3)),
+    ]
     assert 1 <= len(clips["truncated.mkv"]) < 3
 
 
 @pytest.mark.slow
 def test_8k_video_decodes_in_bounded_memory(tmp_path):
-    path = write_video(tmp_path / "8k.mp4", frames=[np.full((4320, 7680, 3), 40 * i, np.uint8) for i in range(3)],
-                       size=(7680, 4320), fps=25)
+    path = write_video(
+        tmp_path / "8k.mp4",
+        frames=[np.full((4320, 7680, 3), 40 * i, np.uint8) for i in range(3)],
+        size=(7680, 4320),
+        fps=25,
+    )
     code = (
-        "from vidsearch.media.readers import iter_clips, open_video\nfrom vidsearch.media.windows import plan_clips\nfrom vidsearch.settings import FrameSize\n"
+        "from vidsearch.media.readers import iter_clips, open_video\n"
+        "from vidsearch.media.windows import plan_clips\n"
+        "from vidsearch.settings import FrameSize\n"
         f"r = open_video({str(path)!r}, FrameSize(224))\n"
         "clips = list(iter_clips(r, plan_clips(r.frame_times)))\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"  # peak RSS of this exec
@@ -208,8 +224,13 @@ def assert_each_video_once(idx, n, clips_each=3):
 @pytest.mark.parametrize("point", ["after_decode", "after_embed", "in_commit", "in_faiss_save"])
 def test_sigkill_at_each_fault_point_then_rerun(tmp_path, six_videos, tiny_model, point):
     idx = tmp_path / "idx"
-    r = subprocess.run(job(six_videos, idx, tiny_model), env={**ENV, "VIDSEARCH_FAULT": f"{point}:2"},
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        job(six_videos, idx, tiny_model),
+        env={**ENV, "VIDSEARCH_FAULT": f"{point}:2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr
     r = subprocess.run(job(six_videos, idx, tiny_model), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -222,7 +243,9 @@ def test_soak_twenty_sigkills_at_random_moments(tmp_path, six_videos, tiny_model
     rng = random.Random(1)
     kills = 0
     while kills < 20:
-        proc = subprocess.Popen(job(six_videos, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            job(six_videos, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             proc.wait(timeout=rng.uniform(0.5, 6.0))
         except subprocess.TimeoutExpired:
@@ -409,7 +432,9 @@ def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_mod
     con.close()
     code, out = problems()
     messages = " | ".join(p["message"] for p in out["problems"])
-    assert code == 5 and "1 clip rows belong to no video" in messages and f"clip {cid}: embedding norm 0.0000" in messages
+    assert (
+        code == 5 and "1 clip rows belong to no video" in messages and f"clip {cid}: embedding norm 0.0000" in messages
+    )
     out = repair()
     assert "deleted 1 orphan clip rows" in out and "dropped 1 damaged video(s)" in out, out
     r = index(d, idx, tiny_model)
@@ -424,8 +449,13 @@ def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_mod
 
 def test_decoder_dying_half_way_through_sending_a_clip_does_not_hang_the_job(tmp_path, library_videos, tiny_model):
     idx = tmp_path / "idx"
-    r = subprocess.run(job(library_videos, idx, tiny_model), env={**ENV, "VIDSEARCH_FAULT_WORKER": "crash_sending:a.mp4"},
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        job(library_videos, idx, tiny_model),
+        env={**ENV, "VIDSEARCH_FAULT_WORKER": "crash_sending:a.mp4"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1, r.stderr
     assert f"failed: {library_videos / 'a.mp4'}: decoder crashed (signal 11)" in r.stderr
     videos, _ = catalog_state(idx)

@@ -16,8 +16,15 @@ DIM = 8
 
 
 def settings(**kw):
-    base = dict(model="org/model", revision="abc", dim=DIM, pooling="mean", num_frames=16, image_size=224,
-                preprocessing=Preprocessing())
+    base = dict(
+        model="org/model",
+        revision="abc",
+        dim=DIM,
+        pooling="mean",
+        num_frames=16,
+        image_size=224,
+        preprocessing=Preprocessing(),
+    )
     base.update(kw)
     return EncoderSettings(**base)
 
@@ -292,14 +299,19 @@ def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_p
     lib = Library.create(tmp_path / "idx", settings(dim=32))
     data = clustered(rng, 4000, 32)
     for v in range(200):
-        lib.catalog.store_video(record(f"v{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])])
+        lib.catalog.store_video(
+            record(f"v{v}.mp4"),
+            [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])],
+        )
     assert lib.switch_index_type() is True
     m = lib.manifest
     assert m.faiss_spec == "IVF64,SQfp16" and not m.faiss_pinned
     assert m.faiss_params["recall_at_10"] >= 0.97 and m.faiss_params["nprobe"] >= 1
     vi = lib.vectors()
     assert vi.spec == "IVF64,SQfp16" and vi.params["nprobe"] == m.faiss_params["nprobe"]
-    queries = data[rng.choice(len(data), 200, replace=False)] + 0.2 * rng.standard_normal((200, 32)).astype(np.float32) / np.sqrt(32)
+    queries = data[rng.choice(len(data), 200, replace=False)] + 0.2 * rng.standard_normal((200, 32)).astype(
+        np.float32
+    ) / np.sqrt(32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)  # unseen clips from the library's distribution
     _, found = vi.search(queries, 10)
     with lib.catalog.read() as s:
@@ -329,14 +341,21 @@ def test_stale_vectors_caught_up_by_clip_id_without_retraining(tmp_path, monkeyp
     lib = Library.create(tmp_path / "idx", settings(dim=32))
     data = clustered(rng, 2000, 32)
     for v in range(100):
-        lib.catalog.store_video(record(f"v{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])])
+        lib.catalog.store_video(
+            record(f"v{v}.mp4"),
+            [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[v * 20 : (v + 1) * 20])],
+        )
     lib.switch_index_type("IVF16,SQfp16")
     nprobe = lib.manifest.faiss_params["nprobe"]
     saved_generation = VectorIndex.load(lib.vectors_path)[1].generation
     # later commits that never reached the vectors file
     new = clustered(rng, 60, 32)
-    added = [lib.catalog.store_video(record(f"n{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(new[v * 20 : (v + 1) * 20])])[1]
-             for v in range(3)]
+    added = [
+        lib.catalog.store_video(
+            record(f"n{v}.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(new[v * 20 : (v + 1) * 20])]
+        )[1]
+        for v in range(3)
+    ]
     with lib.catalog.read() as session:
         gone_video = lib.catalog.video_by_path(session, b"v7.mp4").id
     removed = lib.catalog.remove_videos([gone_video])
@@ -358,7 +377,9 @@ def test_stale_vectors_caught_up_by_clip_id_without_retraining(tmp_path, monkeyp
         _, found = vi.search(new, 1)
         np.testing.assert_array_equal(found[:, 0], np.concatenate(added))
         assert not np.isin(removed, vi.search(data[140:160], 5)[1]).any()
-    assert VectorIndex.load(tmp_path / "idx" / "vectors.faiss")[1].generation == saved_generation  # a reader never writes
+    assert (
+        VectorIndex.load(tmp_path / "idx" / "vectors.faiss")[1].generation == saved_generation
+    )  # a reader never writes
     with Library.open(tmp_path / "idx", writable=True) as writer:
         writer.vectors()
         header = VectorIndex.load(writer.vectors_path)[1]

@@ -54,8 +54,10 @@ class VidsearchGroup(click.Group):
 def _describe(exc: Exception) -> str:
     if isinstance(exc, (VidsearchError, OSError)):
         return str(exc)
-    return (f"internal error, a bug in vidsearch ({type(exc).__name__}: {exc}); "
-            "run again with --debug for the traceback, and please report it")
+    return (
+        f"internal error, a bug in vidsearch ({type(exc).__name__}: {exc}); "
+        "run again with --debug for the traceback, and please report it"
+    )
 
 
 def _exit_code(exc: Exception) -> int:
@@ -67,21 +69,37 @@ def _exit_code(exc: Exception) -> int:
 
 
 index_option = click.option(
-    "--index", "index_dir", envvar="VIDSEARCH_INDEX", default=DEFAULT_INDEX, show_default=True,
-    type=click.Path(file_okay=False), help="Index directory (env VIDSEARCH_INDEX).",
+    "--index",
+    "index_dir",
+    envvar="VIDSEARCH_INDEX",
+    default=DEFAULT_INDEX,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Index directory (env VIDSEARCH_INDEX).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README).")
 
 
 def model_options(fn):
-    for opt in reversed([
-        click.option("--model", envvar="VIDSEARCH_MODEL", default=None,
-                     help="Hub id or local checkpoint folder (env VIDSEARCH_MODEL); default: the index's, "
-                          "else MCG-NJU/videomae-large."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-                     show_default=True, help="auto: bf16 on CUDA and on CPUs with native bf16, else float32."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--model",
+                envvar="VIDSEARCH_MODEL",
+                default=None,
+                help="Hub id or local checkpoint folder (env VIDSEARCH_MODEL); default: the index's, "
+                "else MCG-NJU/videomae-large.",
+            ),
+            click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+            click.option(
+                "--dtype",
+                type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+                default="auto",
+                show_default=True,
+                help="auto: bf16 on CUDA and on CPUs with native bf16, else float32.",
+            ),
+        ]
+    ):
         fn = opt(fn)
     return fn
 
@@ -102,29 +120,84 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @index_option
 @model_options
-@click.option("--batch-size", default=None, type=click.IntRange(1), help="Clips per encoder batch [default: 32 on a GPU, 1 on a CPU].")
-@click.option("--workers", default=None, type=click.IntRange(1), help="Decode worker processes [default: CPU count, at most 8].")
-@click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help="Clip window length [default: 2.0, or the index's].")
-@click.option("--hop-seconds", type=click.FloatRange(min=0.1), default=None, help="Seconds between clip starts [default: clip seconds].")
-@click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds a decoder may go without producing a clip before its video is marked failed.")
-@click.option("--max-decode-memory", "max_decode_mb", default=None, type=click.IntRange(64), metavar="MB",
-              help="Memory each decode worker may use; a video that needs more is failed [default: 4096].")
+@click.option(
+    "--batch-size",
+    default=None,
+    type=click.IntRange(1),
+    help="Clips per encoder batch [default: 32 on a GPU, 1 on a CPU].",
+)
+@click.option(
+    "--workers", default=None, type=click.IntRange(1), help="Decode worker processes [default: CPU count, at most 8]."
+)
+@click.option(
+    "--clip-seconds",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Clip window length [default: 2.0, or the index's].",
+)
+@click.option(
+    "--hop-seconds",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds between clip starts [default: clip seconds].",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a decoder may go without producing a clip before its video is marked failed.",
+)
+@click.option(
+    "--max-decode-memory",
+    "max_decode_mb",
+    default=None,
+    type=click.IntRange(64),
+    metavar="MB",
+    help="Memory each decode worker may use; a video that needs more is failed [default: 4096].",
+)
 @click.option("--exclude", multiple=True, help="Glob of paths or names to skip (repeatable).")
 @click.option("--retry-failed", is_flag=True, help="Try again the videos that failed before.")
 @click.option("--prune", is_flag=True, help="Remove indexed videos whose files are gone.")
 @click.option("--faiss-spec", default=None, help="Pin a FAISS index type (factory string), e.g. 'IDMap2,Flat'.")
 @click.pass_context
-def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, clip_seconds, hop_seconds,
-              timeout_s, max_decode_mb, exclude, retry_failed, prune, faiss_spec):
+def index_cmd(
+    ctx,
+    paths,
+    index_dir,
+    model,
+    device,
+    dtype,
+    batch_size,
+    workers,
+    clip_seconds,
+    hop_seconds,
+    timeout_s,
+    max_decode_mb,
+    exclude,
+    retry_failed,
+    prune,
+    faiss_spec,
+):
     """Index the videos under PATHS (files or folders, recursive). Incremental and resumable."""
     from vidsearch.indexer.job import DEFAULT_MAX_DECODE_MB, IndexOptions, default_workers, index_paths
 
     quiet = ctx.obj["quiet"]
     opts = IndexOptions(
-        model=model, device=device, dtype=dtype, batch_size=batch_size, workers=workers or default_workers(),
-        clip_seconds=clip_seconds, hop_seconds=hop_seconds, timeout_s=timeout_s, retry_failed=retry_failed,
-        prune=prune, exclude=tuple(exclude), faiss_spec=faiss_spec, max_decode_mb=max_decode_mb or DEFAULT_MAX_DECODE_MB,
+        model=model,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        workers=workers or default_workers(),
+        clip_seconds=clip_seconds,
+        hop_seconds=hop_seconds,
+        timeout_s=timeout_s,
+        retry_failed=retry_failed,
+        prune=prune,
+        exclude=tuple(exclude),
+        faiss_spec=faiss_spec,
+        max_decode_mb=max_decode_mb or DEFAULT_MAX_DECODE_MB,
         progress=not quiet and sys.stderr.isatty(),
     )
     summary = index_paths(index_dir, paths, opts)
@@ -144,13 +217,19 @@ def index_cmd(ctx, paths, index_dir, model, device, dtype, batch_size, workers, 
 @model_options
 @click.option("--start", type=click.FloatRange(min=0), default=None, help="Query only from this second.")
 @click.option("--end", type=click.FloatRange(min=0), default=None, help="Query only up to this second.")
-@click.option("-k", "--top", "k", default=10, show_default=True, type=click.IntRange(1), help="Videos to list per query.")
-@click.option("--neighbors", default=50, show_default=True, type=click.IntRange(1), help="Nearest clips fetched per query clip.")
+@click.option(
+    "-k", "--top", "k", default=10, show_default=True, type=click.IntRange(1), help="Videos to list per query."
+)
+@click.option(
+    "--neighbors", default=50, show_default=True, type=click.IntRange(1), help="Nearest clips fetched per query clip."
+)
 @click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
 @json_option
 @click.pass_context
-def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json):
+def search_cmd(
+    ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json
+):
     """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
     from vidsearch.model.encoder import load_encoder
     from vidsearch.search.query import search_video
@@ -165,7 +244,9 @@ def search_cmd(ctx, queries, index_dir, model, device, dtype, start, end, k, nei
             encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
             lib.check_compatible(encoder.settings)
         for q in queries:
-            res = search_video(lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self)
+            res = search_video(
+                lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self
+            )
             out.append(res)
             if not as_json:
                 click.echo(render.search_text(res, raw_clips, k))
@@ -217,8 +298,10 @@ def reindex_cmd(index_dir, spec, auto):
             lib.rebuild_vectors()
         m = lib.manifest
         n = lib.vectors().ntotal
-    click.echo(f"rebuilt {m.faiss_spec} ({'pinned' if m.faiss_pinned else 'chosen by size'}) over {n} clips"
-               + (f"; {m.faiss_params}" if m.faiss_params else ""))
+    click.echo(
+        f"rebuilt {m.faiss_spec} ({'pinned' if m.faiss_pinned else 'chosen by size'}) over {n} clips"
+        + (f"; {m.faiss_params}" if m.faiss_params else "")
+    )
 
 
 @cli.command("verify")
@@ -238,10 +321,18 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 
 @cli.command("dupes")
 @index_option
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
-              help="Clip similarity threshold [default: the calibrated one, else 0.90].")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
-              help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
+)
+@click.option(
+    "--min-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
 @click.pass_context
@@ -253,8 +344,11 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
     with open_library(index_dir) as lib:
         report = find_duplicates(lib, threshold, min_seconds)
     if report.threshold_source == "default":
-        click.echo(f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
-                   "to this model and library", err=True)
+        click.echo(
+            f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
+            "to this model and library",
+            err=True,
+        )
     if fmt == "json":
         click.echo(render.dupes_json(report, groups))
     elif fmt == "csv":
@@ -268,8 +362,13 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
 @model_options
 @click.option("--sample", default=50, show_default=True, type=click.IntRange(2), help="Videos to sample.")
 @click.option("--clips-per-video", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--target-fpr", default=0.001, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="False-positive rate to hold among unrelated nearest-neighbour clips.")
+@click.option(
+    "--target-fpr",
+    default=0.001,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="False-positive rate to hold among unrelated nearest-neighbour clips.",
+)
 @click.option("--max-seconds", default=600.0, show_default=True, type=click.FloatRange(min=1), help="Time budget.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @json_option
@@ -281,8 +380,16 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
 
     with open_library(index_dir, writable=True) as lib:
         encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
-        cal = calibrate(lib, encoder, sample=sample, clips_per_video=clips_per_video, target_fpr=target_fpr,
-                        max_seconds=max_seconds, seed=seed, say=lambda m: click.echo(m, err=True))
+        cal = calibrate(
+            lib,
+            encoder,
+            sample=sample,
+            clips_per_video=clips_per_video,
+            target_fpr=target_fpr,
+            max_seconds=max_seconds,
+            seed=seed,
+            say=lambda m: click.echo(m, err=True),
+        )
     click.echo(render.calibration_json(cal) if as_json else render.calibration_text(cal))
 
 
@@ -290,9 +397,15 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
 @click.argument("out", type=click.Path(dir_okay=False))
 @index_option
 @click.option("--format", "fmt", type=click.Choice(["vsc", "npz", "parquet"]), default="vsc", show_default=True)
-@click.option("--only", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="File listing the videos to export (paths or file stems, one a line).")
-@click.option("--dim", type=click.IntRange(1), default=None, help="Reduce with PCA fitted on the exported set (VSC: 512).")
+@click.option(
+    "--only",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File listing the videos to export (paths or file stems, one a line).",
+)
+@click.option(
+    "--dim", type=click.IntRange(1), default=None, help="Reduce with PCA fitted on the exported set (VSC: 512)."
+)
 def export_cmd(out, index_dir, fmt, only, dim):
     """Write clip descriptors to OUT: VSC 2022 descriptor npz, plain npz, or parquet."""
     from vidsearch.storage.export import export
@@ -304,8 +417,13 @@ def export_cmd(out, index_dir, fmt, only, dim):
 
 
 @cli.command("demo")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
-              help="Folder for the demo's videos and index [default: a new temporary folder].")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the demo's videos and index [default: a new temporary folder].",
+)
 @model_options
 @click.pass_context
 def demo_cmd(ctx, directory, model, device, dtype):
@@ -323,8 +441,10 @@ def demo_cmd(ctx, directory, model, device, dtype):
     click.echo("\ndupes --groups: which videos share footage")
     click.echo(render.dupes_text(demo.dupes, groups=True))
     index = shlex.quote(str(demo.index_dir))
-    nexts = [f"vidsearch search {shlex.quote(str(demo.library.query))} --index {index}",
-             f"vidsearch dupes --groups --index {index}"]
+    nexts = [
+        f"vidsearch search {shlex.quote(str(demo.library.query))} --index {index}",
+        f"vidsearch dupes --groups --index {index}",
+    ]
     if "serve" in cli.commands:
         nexts.append(f"vidsearch serve --index {index}")
     click.echo(f"\nthe index is in {demo.index_dir}; next, try:")

@@ -110,8 +110,11 @@ def write_library(directory: str | Path) -> DemoLibrary:
         folder=folder,
         original=original,
         recut=_write(folder / "bigbuckbunny-recut.mp4", recut, RECUT_SIZE),
-        titled=_write(folder / "bigbuckbunny-titled.mp4",
-                      [_title_card(SMALL_SIZE)] * round(TITLE_SECONDS * FPS) + small, SMALL_SIZE),
+        titled=_write(
+            folder / "bigbuckbunny-titled.mp4",
+            [_title_card(SMALL_SIZE)] * round(TITLE_SECONDS * FPS) + small,
+            SMALL_SIZE,
+        ),
         host=_write(folder / "synthetic-with-excerpt.mp4", host, SMALL_SIZE),
         unrelated=(
             _write(folder / "synthetic-1.mp4", _synthetic(21, UNRELATED_SECONDS, SMALL_SIZE), SMALL_SIZE),
@@ -135,20 +138,25 @@ def run_demo(
     say(f"demo folder: {root}")
     library = write_library(root)
     n = library.library_clips + library.query_clips
-    say(f"wrote {len(library.videos)} videos to {library.folder} and a query, {library.query.name}: "
+    say(
+        f"wrote {len(library.videos)} videos to {library.folder} and a query, {library.query.name}: "
         f"{n} clips to embed. With the default model ({DEFAULT_MODEL}) on a CPU that takes about "
         f"{n * CPU_SECONDS_PER_CLIP / 60:.0f} min (~{CPU_SECONDS_PER_CLIP:.0f} s a clip), on a GPU seconds; "
-        "before its first use the model is downloaded (about 1.2 GB)")
+        "before its first use the model is downloaded (about 1.2 GB)"
+    )
     encoder = load_encoder(opts.model or DEFAULT_MODEL, opts.device, opts.dtype)
     index_dir = root / "index"
     summary = index_paths(index_dir, [library.folder], opts, encoder)
     if summary.interrupted:
         raise KeyboardInterrupt
     if summary.failed:
-        raise VidsearchError("the demo library did not index: "
-                             + "; ".join(f"{path}: {reason}" for path, reason in summary.failed))
-    say(f"indexed {summary.indexed} videos ({summary.clips} clips) into {index_dir} in {summary.seconds:.1f}s"
-        + (f"; {summary.skipped} were indexed already" if summary.skipped else ""))
+        raise VidsearchError(
+            "the demo library did not index: " + "; ".join(f"{path}: {reason}" for path, reason in summary.failed)
+        )
+    say(
+        f"indexed {summary.indexed} videos ({summary.clips} clips) into {index_dir} in {summary.seconds:.1f}s"
+        + (f"; {summary.skipped} were indexed already" if summary.skipped else "")
+    )
     with open_library(index_dir) as lib:
         search = search_video(lib, encoder, library.query)
         dupes = find_duplicates(lib)
@@ -196,10 +204,16 @@ def _title_card(size: tuple[int, int]) -> np.ndarray:
     w, h = size
     img = Image.new("RGB", size, (16, 18, 28))
     draw = ImageDraw.Draw(img)
-    draw.text((w / 2, h * 0.42), "Big Buck Bunny", fill=(240, 220, 160), anchor="mm",
-              font=ImageFont.load_default(size=h // 8))
-    draw.text((w / 2, h * 0.62), "(c) Blender Foundation, CC BY 3.0", fill=(180, 180, 190), anchor="mm",
-              font=ImageFont.load_default(size=h // 16))
+    draw.text(
+        (w / 2, h * 0.42), "Big Buck Bunny", fill=(240, 220, 160), anchor="mm", font=ImageFont.load_default(size=h // 8)
+    )
+    draw.text(
+        (w / 2, h * 0.62),
+        "(c) Blender Foundation, CC BY 3.0",
+        fill=(180, 180, 190),
+        anchor="mm",
+        font=ImageFont.load_default(size=h // 16),
+    )
     return np.asarray(img)
 
 
@@ -228,4 +242,3 @@ def _scene(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         fill = tuple(int(c) for c in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
     return np.asarray(img)
-

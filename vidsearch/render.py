@@ -37,9 +37,13 @@ def seconds(t: float) -> str:
 def segment_json(s: Segment, first: str = "query", second: str = "library") -> dict[str, Any]:
     """A matched segment: ``first`` is the side whose times are ``q_*``, ``second`` the ``r_*`` side."""
     return {
-        f"{first}_start": round(s.q_start, 3), f"{first}_end": round(s.q_end, 3),
-        f"{second}_start": round(s.r_start, 3), f"{second}_end": round(s.r_end, 3),
-        "similarity": round(s.similarity, 5), "clips": s.matches, "score": round(s.score, 5),
+        f"{first}_start": round(s.q_start, 3),
+        f"{first}_end": round(s.q_end, 3),
+        f"{second}_start": round(s.r_start, 3),
+        f"{second}_end": round(s.r_end, 3),
+        "similarity": round(s.similarity, 5),
+        "clips": s.matches,
+        "score": round(s.score, 5),
     }
 
 
@@ -60,15 +64,25 @@ def index_summary(summary: IndexSummary) -> str:
 
 
 def _clip_hit_json(h: ClipHit) -> dict[str, Any]:
-    return {"path": h.path, "similarity": round(h.similarity, 5), "clip_id": h.clip_id,
-            "query_start": h.q_start, "query_end": h.q_end, "library_start": h.r_start, "library_end": h.r_end}
+    return {
+        "path": h.path,
+        "similarity": round(h.similarity, 5),
+        "clip_id": h.clip_id,
+        "query_start": h.q_start,
+        "query_end": h.q_end,
+        "library_start": h.r_start,
+        "library_end": h.r_end,
+    }
 
 
 def search_json(results: Sequence[SearchResult], raw_clips: bool, k: int) -> str:
     queries = []
     for r in results:
         q: dict[str, Any] = {
-            "query": r.query, "query_start": r.query_start, "query_end": r.query_end, "query_clips": r.query_clips,
+            "query": r.query,
+            "query_start": r.query_start,
+            "query_end": r.query_end,
+            "query_clips": r.query_clips,
             "results": [
                 {"path": m.path, "score": round(m.score, 5), "segments": [segment_json(s) for s in m.segments]}
                 for m in r.matches
@@ -112,9 +126,13 @@ def stats_json(st: LibraryStats) -> str:
 
 def stats_text(st: LibraryStats) -> str:
     rows = [
-        ("index", st.index), ("videos indexed", st.videos_indexed), ("videos failed", st.videos_failed),
-        ("clips", st.clips), ("total duration", f"{st.total_duration_s / 3600:.2f} h ({st.total_duration_s:.0f} s)"),
-        ("model", f"{st.model} @ {st.revision}"), ("dim / pooling", f"{st.dim} / {st.pooling}"),
+        ("index", st.index),
+        ("videos indexed", st.videos_indexed),
+        ("videos failed", st.videos_failed),
+        ("clips", st.clips),
+        ("total duration", f"{st.total_duration_s / 3600:.2f} h ({st.total_duration_s:.0f} s)"),
+        ("model", f"{st.model} @ {st.revision}"),
+        ("dim / pooling", f"{st.dim} / {st.pooling}"),
         ("clip / hop seconds", f"{st.clip_seconds:g} / {st.hop_seconds:g}"),
         ("index type", st.index_type + (" (pinned)" if st.index_type_pinned else "")),
         ("size on disk", f"{st.size_bytes / 1e6:.1f} MB"),
@@ -125,11 +143,15 @@ def stats_text(st: LibraryStats) -> str:
 
 
 def verify_json(report: VerifyReport) -> str:
-    return to_json({
-        "index": report.index, "ok": report.ok, "counts": report.counts,
-        "problems": [{"part": p.part, "message": p.message, "repairable": p.repairable} for p in report.problems],
-        "repaired": report.repaired,
-    })
+    return to_json(
+        {
+            "index": report.index,
+            "ok": report.ok,
+            "counts": report.counts,
+            "problems": [{"part": p.part, "message": p.message, "repairable": p.repairable} for p in report.problems],
+            "repaired": report.repaired,
+        }
+    )
 
 
 def verify_text(report: VerifyReport, repair: bool) -> str:
@@ -137,8 +159,9 @@ def verify_text(report: VerifyReport, repair: bool) -> str:
     lines += [f"repaired: {r}" for r in report.repaired]
     if not report.problems:
         c = report.counts
-        lines.append(f"ok: {c.get('videos', 0)} videos, {c.get('clips', 0)} clips; manifest, catalog and "
-                     "vectors.faiss agree")
+        lines.append(
+            f"ok: {c.get('videos', 0)} videos, {c.get('clips', 0)} clips; manifest, catalog and vectors.faiss agree"
+        )
     elif not repair and all(p.repairable for p in report.problems):
         lines.append("run `vidsearch verify --repair` to fix these")
     return "\n".join(lines)
@@ -149,16 +172,25 @@ def verify_text(report: VerifyReport, repair: bool) -> str:
 
 def _pair_json(p: DuplicatePair) -> dict[str, Any]:
     return {
-        "a": p.a, "b": p.b, "a_duration": round(p.a_duration, 3), "b_duration": round(p.b_duration, 3),
-        "score": round(p.score, 5), "similarity": round(p.similarity, 5), "relation": p.relation,
-        "a_covered": round(p.a_covered, 4), "b_covered": round(p.b_covered, 4),
+        "a": p.a,
+        "b": p.b,
+        "a_duration": round(p.a_duration, 3),
+        "b_duration": round(p.b_duration, 3),
+        "score": round(p.score, 5),
+        "similarity": round(p.similarity, 5),
+        "relation": p.relation,
+        "a_covered": round(p.a_covered, 4),
+        "b_covered": round(p.b_covered, 4),
         "segments": [segment_json(s, "a", "b") for s in p.segments],
     }
 
 
 def dupes_json(report: DuplicateReport, groups: bool) -> str:
-    body: dict[str, Any] = {"threshold": report.threshold, "threshold_source": report.threshold_source,
-                            "min_seconds": report.min_seconds}
+    body: dict[str, Any] = {
+        "threshold": report.threshold,
+        "threshold_source": report.threshold_source,
+        "min_seconds": report.min_seconds,
+    }
     if groups:
         body["groups"] = [
             {"original": g.original, "videos": [{"path": p, "duration": round(d, 3)} for p, d in g.videos]}
@@ -178,13 +210,38 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
             for path, d in g.videos:
                 w.writerow([i, path, f"{d:.3f}", int(path == g.original)])
     else:
-        w.writerow(["a", "b", "score", "similarity", "relation", "a_covered", "b_covered",
-                    "a_start", "a_end", "b_start", "b_end"])
+        w.writerow(
+            [
+                "a",
+                "b",
+                "score",
+                "similarity",
+                "relation",
+                "a_covered",
+                "b_covered",
+                "a_start",
+                "a_end",
+                "b_start",
+                "b_end",
+            ]
+        )
         for p in report.pairs:
             s = p.segments[0]
-            w.writerow([p.a, p.b, f"{p.score:.5f}", f"{p.similarity:.5f}", p.relation, f"{p.a_covered:.4f}",
-                        f"{p.b_covered:.4f}", f"{s.q_start:.3f}", f"{s.q_end:.3f}", f"{s.r_start:.3f}",
-                        f"{s.r_end:.3f}"])
+            w.writerow(
+                [
+                    p.a,
+                    p.b,
+                    f"{p.score:.5f}",
+                    f"{p.similarity:.5f}",
+                    p.relation,
+                    f"{p.a_covered:.4f}",
+                    f"{p.b_covered:.4f}",
+                    f"{s.q_start:.3f}",
+                    f"{s.q_end:.3f}",
+                    f"{s.r_start:.3f}",
+                    f"{s.r_end:.3f}",
+                ]
+            )
     return buf.getvalue()
 
 
@@ -200,8 +257,10 @@ def dupes_text(report: DuplicateReport, groups: bool) -> str:
         return "\n".join(lines)
     lines = [f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})"]
     for p in report.pairs:
-        lines.append(f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
-                     f"{p.b_covered:.0%} of b")
+        lines.append(
+            f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
+            f"{p.b_covered:.0%} of b"
+        )
         lines += [
             f"         a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b "
             f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}"

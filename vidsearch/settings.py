@@ -117,5 +117,3 @@ class ClipSettings:
     def __post_init__(self) -> None:
         if not (self.clip_seconds > 0 and self.hop_seconds > 0):
             raise ValueError(f"clip and hop seconds must be positive, got {self.clip_seconds}, {self.hop_seconds}")
-
-

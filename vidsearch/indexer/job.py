@@ -23,8 +23,8 @@ import numpy as np
 from vidsearch.faults import fault
 from vidsearch.indexer.plan import abs_bytes, classify, is_under
 from vidsearch.indexer.workers import (
-    ClipMsg,
     DEFAULT_MAX_DECODE_MB,
+    ClipMsg,
     DecodeSettings,
     DecodeTask,
     Done,
@@ -131,10 +131,12 @@ def _open_or_create(index_dir, opts: IndexOptions, encoder: Encoder | None) -> t
         try:
             have = lib.manifest.clips
             if opts.clip_seconds is not None or opts.hop_seconds is not None:
-                lib.check_compatible(clips=ClipSettings(
-                    opts.clip_seconds if opts.clip_seconds is not None else have.clip_seconds,
-                    opts.hop_seconds if opts.hop_seconds is not None else have.hop_seconds,
-                ))
+                lib.check_compatible(
+                    clips=ClipSettings(
+                        opts.clip_seconds if opts.clip_seconds is not None else have.clip_seconds,
+                        opts.hop_seconds if opts.hop_seconds is not None else have.hop_seconds,
+                    )
+                )
             if encoder is None:
                 encoder = load_encoder(opts.model or lib.manifest.encoder.model, opts.device, opts.dtype)
             lib.check_compatible(encoder.settings)
@@ -145,7 +147,9 @@ def _open_or_create(index_dir, opts: IndexOptions, encoder: Encoder | None) -> t
             raise
         return lib, encoder
     if encoder is None:
-        encoder = load_encoder(opts.model or os.environ.get("VIDSEARCH_MODEL") or DEFAULT_MODEL, opts.device, opts.dtype)
+        encoder = load_encoder(
+            opts.model or os.environ.get("VIDSEARCH_MODEL") or DEFAULT_MODEL, opts.device, opts.dtype
+        )
     clips = None
     if opts.clip_seconds is not None or opts.hop_seconds is not None:
         clip_s = opts.clip_seconds if opts.clip_seconds is not None else ClipSettings().clip_seconds
@@ -153,8 +157,14 @@ def _open_or_create(index_dir, opts: IndexOptions, encoder: Encoder | None) -> t
     return Library.create(index_dir, encoder.settings, clips, opts.faiss_spec), encoder
 
 
-def _plan_work(lib: Library, paths, files: Sequence[VideoFile], opts: IndexOptions, summary: IndexSummary,
-               deferred: list[VideoFile]) -> list[_Job]:
+def _plan_work(
+    lib: Library,
+    paths,
+    files: Sequence[VideoFile],
+    opts: IndexOptions,
+    summary: IndexSummary,
+    deferred: list[VideoFile],
+) -> list[_Job]:
     """Classify discovered files against the catalog, apply the moves, copies, failures and
     pruning, and return the videos to decode and embed. Files with the same content as one already
     queued go to ``deferred``, to be planned again (as copies) after the run."""
@@ -165,9 +175,13 @@ def _plan_work(lib: Library, paths, files: Sequence[VideoFile], opts: IndexOptio
     for f, reason in plan.unreadable:
         _fail(lib, f, reason, summary)
     for move in plan.touched:
-        lib.sync_vectors(lib.catalog.move_video(move.video_id, move.file.path_bytes, move.file.size, move.file.mtime_ns))
+        lib.sync_vectors(
+            lib.catalog.move_video(move.video_id, move.file.path_bytes, move.file.size, move.file.mtime_ns)
+        )
     for move in plan.moves:
-        lib.sync_vectors(lib.catalog.move_video(move.video_id, move.file.path_bytes, move.file.size, move.file.mtime_ns))
+        lib.sync_vectors(
+            lib.catalog.move_video(move.video_id, move.file.path_bytes, move.file.size, move.file.mtime_ns)
+        )
         summary.moved += 1
         log.info("%s: moved from %s; embeddings kept", move.file.path, os.fsdecode(move.previous))
     for copy in plan.copies:
@@ -185,9 +199,14 @@ def _plan_work(lib: Library, paths, files: Sequence[VideoFile], opts: IndexOptio
 
 def _record(f: VideoFile, info: VideoInfo | None) -> VideoRecord:
     return VideoRecord(
-        path=f.path_bytes, size=f.size, mtime_ns=f.mtime_ns, fingerprint=f.fingerprint,
-        duration_s=info.duration_s if info else None, fps=info.fps if info else None,
-        width=info.width if info else None, height=info.height if info else None,
+        path=f.path_bytes,
+        size=f.size,
+        mtime_ns=f.mtime_ns,
+        fingerprint=f.fingerprint,
+        duration_s=info.duration_s if info else None,
+        fps=info.fps if info else None,
+        width=info.width if info else None,
+        height=info.height if info else None,
     )
 
 
@@ -238,8 +257,13 @@ def index_paths(
             lib.save_vectors()
             if run_id is not None:
                 lib.catalog.finish_run(
-                    run_id, "interrupted" if summary.interrupted else "done", indexed=summary.indexed,
-                    skipped=summary.skipped, moved=summary.moved, failed=len(summary.failed), clips=summary.clips,
+                    run_id,
+                    "interrupted" if summary.interrupted else "done",
+                    indexed=summary.indexed,
+                    skipped=summary.skipped,
+                    moved=summary.moved,
+                    failed=len(summary.failed),
+                    clips=summary.clips,
                 )
         finally:
             lib.close()
@@ -251,9 +275,13 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     m = lib.manifest
     pp = m.encoder.preprocessing
     settings = DecodeSettings(
-        short_edge=pp.shortest_edge if pp.do_resize else None, resample=pp.resample,
-        num_frames=m.encoder.num_frames, clip_seconds=m.clips.clip_seconds, hop_seconds=m.clips.hop_seconds,
-        backend=opts.backend, log_level=logging.getLogger("vidsearch").getEffectiveLevel(),
+        short_edge=pp.shortest_edge if pp.do_resize else None,
+        resample=pp.resample,
+        num_frames=m.encoder.num_frames,
+        clip_seconds=m.clips.clip_seconds,
+        hop_seconds=m.clips.hop_seconds,
+        backend=opts.backend,
+        log_level=logging.getLogger("vidsearch").getEffectiveLevel(),
         max_memory_mb=opts.max_decode_mb,
     )
     batch_size = opts.batch_size or default_batch_size(encoder.device)
@@ -293,7 +321,9 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 if not estimated:  # timed on the first real batch: no clip is embedded just to time it
                     estimated = True
                     with pool.paused():
-                        _estimate(encoder.settings.model, spent / min(len(pending), batch_size), work, m.clips.hop_seconds)
+                        _estimate(
+                            encoder.settings.model, spent / min(len(pending), batch_size), work, m.clips.hop_seconds
+                        )
                 del pending[:batch_size]
             for task, reason in pool.reap():
                 if task.token in jobs:
@@ -316,7 +346,9 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
         bar.close()
 
 
-def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]], pool: WorkerPool, summary: IndexSummary) -> float:
+def _embed(
+    encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]], pool: WorkerPool, summary: IndexSummary
+) -> float:
     """Embed ``batch`` into its jobs; returns the seconds it took."""
     with pool.paused():
         t = time.monotonic()
@@ -327,7 +359,9 @@ def _embed(encoder: Encoder, jobs: dict[int, _Job], batch: list[tuple[int, int]]
             job = jobs[tok]
             job.embeddings[i] = vec
             c = job.clips[i]
-            job.clips[i] = Clip(c.position, c.start_s, c.end_s, _NO_FRAMES)  # let the frames go (a view would keep them)
+            job.clips[i] = Clip(
+                c.position, c.start_s, c.end_s, _NO_FRAMES
+            )  # let the frames go (a view would keep them)
         spent = time.monotonic() - t
     summary.embed_seconds += spent
     fault("after_embed")
@@ -399,7 +433,10 @@ def _estimate(model: str, per_clip: float, work: list[_Job], hop_seconds: float)
         log.warning(
             "running %s on the CPU: about %d clips at %.1fs each, roughly %s of embedding; "
             "a GPU (--device cuda) is far faster",
-            model, clips, per_clip, _duration(total),
+            model,
+            clips,
+            per_clip,
+            _duration(total),
         )
 
 
@@ -448,4 +485,3 @@ def remove_paths(index_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
         lib.sync_vectors(lib.catalog.remove_videos(list(chosen)))
         lib.save_vectors()
     return [os.fsdecode(p) for p in chosen.values()]
-

@@ -123,7 +123,8 @@ def classify(
     if prune_roots:
         roots = [abs_bytes(p) for p in prune_roots]
         plan.prune = [
-            r.id for r in rows
+            r.id
+            for r in rows
             if any(is_under(r.path, root) for root in roots) and r.id not in claimed and not exists(r.path)
         ]
     return plan

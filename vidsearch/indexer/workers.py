@@ -215,8 +215,10 @@ class WorkerPool:
         self._next_id += 1
         parent_end, child_end = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
-            target=worker_main, args=(wid, child_end, self.settings, os.getpid()),
-            daemon=True, name=f"vidsearch-decode-{wid}",
+            target=worker_main,
+            args=(wid, child_end, self.settings, os.getpid()),
+            daemon=True,
+            name=f"vidsearch-decode-{wid}",
         )
         proc.start()
         child_end.close()  # so that the worker's death reads as end-of-file here

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .m2ts .mts .ts .3gp .3g2 .ogv .vob .mxf .asf .divx .gif".split()
+    (
+        ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .m2ts .mts .ts .3gp .3g2 .ogv .vob .mxf .asf .divx .gif"
+    ).split()
 )
 #: Blocks read for a fingerprint: enough to tell files apart, cheap on huge files.
 _BLOCK = 64 * 1024

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ NO_PTS_FORMATS = frozenset({"avi"})
 #: Demuxers whose files decord seeks wrongly: with B-frames its frame i is another frame (MPEG-TS:
 #: 12 to 25 frames late; ASF: 12 early; tests/test_matrix.py). PyAV reads these.
 DECORD_MISSEEKS_FORMATS = frozenset({"mpegts", "asf", "mpeg"})
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -74,9 +76,7 @@ class Clip:
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
-            raise ValueError(
-                f"clip frames must be uint8 (T, H, W, 3); got {self.frames.dtype} {self.frames.shape}"
-            )
+            raise ValueError(f"clip frames must be uint8 (T, H, W, 3); got {self.frames.dtype} {self.frames.shape}")
 
 
 #: Decoded pixels held at once while resizing (about 50 MB of RGB: eight 1080p frames, one 8K).
@@ -94,7 +94,7 @@ class VideoReader:
     #: a decord failure part-way is retried with PyAV (backend "auto")
     pyav_fallback: bool = False
 
-    def __init__(self, path: str, header: "_Header", frame_size: FrameSize, num_threads: int = 1):
+    def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1):
         self.path = path
         self.header = header
         self.num_threads = num_threads
@@ -159,7 +159,7 @@ class _Header:
         return LengthEvidence(self.fps, (*frame_counts, self.frames), self.durations)
 
 
-def _pick_stream(container) -> tuple[object, str | None]:
+def _pick_stream(container) -> tuple[Any, str | None]:
     """The video stream to read: the one marked default, else the largest; cover art never.
 
     Returns the stream and, where there was a choice, a note saying which and why. decord
@@ -207,7 +207,7 @@ def _probe_header(path: str) -> _Header:
             stream, note = _pick_stream(container)  # one decoder thread: frame threads each hold a frame
             codec = stream.codec_context.name
             try:
-                frame = next(container.decode(stream))
+                frame: Any = next(container.decode(stream))
             except StopIteration:
                 raise DecodeError(path, "video stream has no decodable frames") from None
             stream_s = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
@@ -250,8 +250,15 @@ def _info(path: str, header: _Header, frame_times: np.ndarray, backend: str, not
     duration = float(frame_times[-1, 1])
     dw, dh = _display_size(header)
     return VideoInfo(
-        path=path, num_frames=n, fps=n / duration if duration > 0 else header.fps, duration_s=duration,
-        width=dw, height=dh, rotation=header.rotation, codec=header.codec, backend=backend,
+        path=path,
+        num_frames=n,
+        fps=n / duration if duration > 0 else header.fps,
+        duration_s=duration,
+        width=dw,
+        height=dh,
+        rotation=header.rotation,
+        codec=header.codec,
+        backend=backend,
         notes=(*header.notes, *notes),
     )
 
@@ -313,14 +320,16 @@ class DecordReader(VideoReader):
 class PyAVReader(VideoReader):
     """PyAV backend: packet timestamps for planning, one sequential decode for reading."""
 
-    def __init__(self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1, notes: Sequence[str] = ()):
+    def __init__(
+        self, path: str, header: _Header, frame_size: FrameSize, num_threads: int = 1, notes: Sequence[str] = ()
+    ):
         import av
 
         super().__init__(path, header, frame_size, num_threads)
         self._stream_index = header.stream_index
         try:
             with av.open(path, metadata_errors="ignore") as container:
-                stream = container.streams[header.stream_index]
+                stream: Any = container.streams[header.stream_index]
                 tb = float(stream.time_base)
                 packets = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.size > 0]
         except av.error.FFmpegError as exc:
@@ -372,9 +381,10 @@ class PyAVReader(VideoReader):
         prev = -1
         try:
             with av.open(self.path, metadata_errors="ignore") as container:
-                stream = container.streams[self._stream_index]
+                stream: Any = container.streams[self._stream_index]  # PyAV's stubs lack thread_type
                 stream.thread_type = "AUTO"
                 stream.codec_context.thread_count = self.num_threads
+                frame: Any
                 for count, frame in enumerate(container.decode(stream)):
                     i = self._index_of(frame.pts, count)
                     if i <= prev:
@@ -512,7 +522,10 @@ def open_video(
     plausible = (header.declared_s or 0) <= reader.info.num_frames * MAX_FRAME_GAP_S
     if plausible and header.declared_s and header.declared_s - read > max(1.0, 0.05 * header.declared_s):
         # a truncated download: the header promises more than the stream holds
-        reader.truncation = f"{path}: only {read:.1f}s of the {header.declared_s:.1f}s its header declares could be read; indexed that part"
+        reader.truncation = (
+            f"{path}: only {read:.1f}s of the {header.declared_s:.1f}s its header declares could be read; "
+            "indexed that part"
+        )
     return reader
 
 

@@ -24,5 +24,3 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "biline
         y = F.interpolate(x.float(), size=size, mode=mode, antialias=True, align_corners=False)
         y = y.round_().clamp_(0, 255).to(torch.uint8)
     return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
-
-

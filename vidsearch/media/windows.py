@@ -83,7 +83,9 @@ def plan_clips(
     ]
 
 
-def plan_window(frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, position: int = 0) -> ClipPlan:
+def plan_window(
+    frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, position: int = 0
+) -> ClipPlan:
     """The clip of window [start_s, end_s): frame j is the one on screen at start + j·(end − start)/num_frames."""
     times = np.asarray(frame_times, dtype=np.float64)
     starts = times[:, 0]
@@ -95,5 +97,3 @@ def plan_window(frame_times: np.ndarray, start_s: float, end_s: float, num_frame
         end_s=float(times[idx[-1], 1]),
         frame_indices=tuple(int(x) for x in idx),
     )
-
-

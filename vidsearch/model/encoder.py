@@ -25,6 +25,7 @@ from vidsearch.settings import DEFAULT_MODEL, EncoderSettings, Preprocessing
 
 log = logging.getLogger(__name__)
 
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -116,7 +117,9 @@ class Encoder:
             x = (x - self._mean) / self._std
         return x
 
-    def embed(self, clips: Sequence[np.ndarray], source_sizes: Sequence[tuple[int, int] | None] | None = None) -> np.ndarray:
+    def embed(
+        self, clips: Sequence[np.ndarray], source_sizes: Sequence[tuple[int, int] | None] | None = None
+    ) -> np.ndarray:
         """Embed a batch of clips (each uint8 (T, H, W, 3), any size) → float32 (B, dim), unit norm."""
         import torch
 
@@ -211,8 +214,11 @@ def load_encoder(
     config = VideoMAEConfig.from_dict(raw_config)
     try:
         pp_path = cached_file(
-            model, "preprocessor_config.json", revision=revision,
-            _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+            model,
+            "preprocessor_config.json",
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
         )
     except OSError:
         pp_path = None

@@ -55,12 +55,15 @@ class Calibration:
             "positives": int(len(self.positives)),
             "negatives": int(len(self.negatives)),
             "positive_quantiles": {f"p{int(x * 100)}": round(float(np.quantile(self.positives, x)), 5) for x in q}
-            if len(self.positives) else {},
+            if len(self.positives)
+            else {},
             "negative_quantiles": {
                 "p50": round(float(np.quantile(self.negatives, 0.5)), 5),
                 "p99": round(float(np.quantile(self.negatives, 0.99)), 5),
                 "max": round(float(self.negatives.max()), 5),
-            } if len(self.negatives) else {},
+            }
+            if len(self.negatives)
+            else {},
             "videos": self.videos,
             "clips": self.clips,
             "seconds": round(self.seconds, 1),
@@ -144,7 +147,9 @@ def _negatives(lib: Library, anchors: dict[int, list[int]], k: int = 50) -> np.n
             if cands:
                 sim, w = max(cands)
                 r = best[w][qi][1]
-                top.setdefault(w, []).append(Match(table.start[q_row[qi]], table.end[q_row[qi]], table.start[r], table.end[r], sim))
+                top.setdefault(w, []).append(
+                    Match(table.start[q_row[qi]], table.end[q_row[qi]], table.start[r], table.end[r], sim)
+                )
         aligned = set()
         for w, ms in top.items():
             need = max(2, int(np.ceil(0.5 * min(counts[vid], counts[w]))))
@@ -186,8 +191,10 @@ def calibrate(
         clip_rows = {vid: lib.catalog.clips_of(session, vid) for vid, _ in chosen}
     n_clips = sum(min(clips_per_video, len(r)) for r in clip_rows.values())
     per_clip = _time_one(encoder)
-    say(f"calibrating on {len(chosen)} videos, {n_clips} clips, {n_clips * copies_per_clip} augmented copies: "
-        f"about {per_clip * n_clips * copies_per_clip + 2 * len(chosen):.0f}s (at most {max_seconds:g}s)")
+    say(
+        f"calibrating on {len(chosen)} videos, {n_clips} clips, {n_clips * copies_per_clip} augmented copies: "
+        f"about {per_clip * n_clips * copies_per_clip + 2 * len(chosen):.0f}s (at most {max_seconds:g}s)"
+    )
 
     positives: list[float] = []
     anchors: dict[int, list[int]] = {}
@@ -210,15 +217,22 @@ def calibrate(
                         kinds = tuple(rng.choice(AUGMENTATIONS, size=int(rng.integers(1, 4)), replace=False))
                         if "shift" in kinds:
                             d = float(rng.uniform(0.1, 0.3)) * m.clips.clip_seconds * rng.choice([-1, 1])
-                            plan = plan_window(reader.frame_times, max(0.0, s + d), max(0.0, s + d) + (e - s),
-                                               m.encoder.num_frames, position=len(wanted))
+                            plan = plan_window(
+                                reader.frame_times,
+                                max(0.0, s + d),
+                                max(0.0, s + d) + (e - s),
+                                m.encoder.num_frames,
+                                position=len(wanted),
+                            )
                         else:
                             base = min(plans, key=lambda p: abs(p.start_s - s))
                             plan = ClipPlan(len(wanted), base.start_s, base.end_s, base.frame_indices)
                         wanted.append(plan)
                         jobs.append((cid, kinds))
                 size = (reader.info.width, reader.info.height)
-                frames = {c.position: c.frames for c in iter_clips(reader, sorted(wanted, key=lambda p: p.frame_indices[-1]))}
+                frames = {
+                    c.position: c.frames for c in iter_clips(reader, sorted(wanted, key=lambda p: p.frame_indices[-1]))
+                }
         except VidsearchError as exc:
             notes.append(f"skipped {path}: {exc}")
             continue
@@ -258,9 +272,16 @@ def calibrate(
             "or give dupes a --threshold"
         )
     cal = Calibration(
-        threshold=threshold, target_fpr=target_fpr, recall=float(np.mean(pos >= threshold)),
-        fpr=float(np.mean(negatives >= threshold)), positives=pos, negatives=negatives, videos=len(chosen),
-        clips=sum(map(len, anchors.values())), seconds=time.monotonic() - t0, notes=notes,
+        threshold=threshold,
+        target_fpr=target_fpr,
+        recall=float(np.mean(pos >= threshold)),
+        fpr=float(np.mean(negatives >= threshold)),
+        positives=pos,
+        negatives=negatives,
+        videos=len(chosen),
+        clips=sum(map(len, anchors.values())),
+        seconds=time.monotonic() - t0,
+        notes=notes,
     )
     if lib.writable:
         lib.update_manifest(duplicate_threshold=cal.threshold, calibration=cal.figures())

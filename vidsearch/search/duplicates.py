@@ -48,7 +48,7 @@ class DuplicatePair:
 
     @property
     def relation(self) -> str:
-        """"same", "a in b", "b in a" or "overlap"."""
+        """ "same", "a in b", "b in a" or "overlap"."""
         a_in, b_in = self.a_covered >= CONTAINED_SHARE, self.b_covered >= CONTAINED_SHARE
         return "same" if a_in and b_in else "a in b" if a_in else "b in a" if b_in else "overlap"
 
@@ -113,7 +113,9 @@ def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
     return np.split(rows[order], cuts)
 
 
-def clip_pairs(lib: Library, session, table: ClipTable, threshold: float, block: int = 2048) -> dict[tuple[int, int], np.ndarray]:
+def clip_pairs(
+    lib: Library, session, table: ClipTable, threshold: float, block: int = 2048
+) -> dict[tuple[int, int], np.ndarray]:
     """Matches between clips of different videos above ``threshold``, keyed by (video a, video b), a < b.
 
     Each value is an (M, 3) array: row of a's clip, row of b's clip, similarity (each clip pair
@@ -152,10 +154,7 @@ def clip_pairs(lib: Library, session, table: ClipTable, threshold: float, block:
     order = np.lexsort((vb, va))
     m, va, vb = m[order], va[order], vb[order]
     cuts = np.nonzero((va[1:] != va[:-1]) | (vb[1:] != vb[:-1]))[0] + 1
-    return {
-        (int(va[g[0]]), int(vb[g[0]])): m[g[0] : g[-1] + 1]
-        for g in np.split(np.arange(len(m)), cuts)
-    }
+    return {(int(va[g[0]]), int(vb[g[0]])): m[g[0] : g[-1] + 1] for g in np.split(np.arange(len(m)), cuts)}
 
 
 def _covered(intervals: list[tuple[float, float]]) -> float:
@@ -186,8 +185,9 @@ def find_duplicates(
         table = lib.catalog.clip_table(session)
         videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)}
         candidates = clip_pairs(lib, session, table, thr, batch)
-    report = DuplicateReport(thr, source, min_seconds, candidates=len(candidates),
-                             clip_matches=sum(len(v) for v in candidates.values()))
+    report = DuplicateReport(
+        thr, source, min_seconds, candidates=len(candidates), clip_matches=sum(len(v) for v in candidates.values())
+    )
     for (va, vb), matches in candidates.items():
         if va not in videos or vb not in videos:
             continue
@@ -196,21 +196,31 @@ def find_duplicates(
         ra, rb = matches[:, 0].astype(np.int64), matches[:, 1].astype(np.int64)
         ms = [
             Match(float(qs), float(qe), float(rs), float(re_), float(sim))
-            for qs, qe, rs, re_, sim in zip(table.start[ra], table.end[ra], table.start[rb], table.end[rb], matches[:, 2])
+            for qs, qe, rs, re_, sim in zip(
+                table.start[ra], table.end[ra], table.start[rb], table.end[rb], matches[:, 2]
+            )
         ]
         segments = [
-            s for s in align(ms, offset_tolerance=hop, max_gap=clip_s)
+            s
+            for s in align(ms, offset_tolerance=hop, max_gap=clip_s)
             if s.similarity >= thr and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
         ]
         if not segments:
             continue
         best = segments[0]
-        report.pairs.append(DuplicatePair(
-            a=pa, b=pb, a_duration=da, b_duration=db, score=best.score, similarity=best.similarity,
-            segments=tuple(segments),
-            a_covered=min(1.0, _covered([(s.q_start, s.q_end) for s in segments]) / da) if da else 0.0,
-            b_covered=min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / db) if db else 0.0,
-        ))
+        report.pairs.append(
+            DuplicatePair(
+                a=pa,
+                b=pb,
+                a_duration=da,
+                b_duration=db,
+                score=best.score,
+                similarity=best.similarity,
+                segments=tuple(segments),
+                a_covered=min(1.0, _covered([(s.q_start, s.q_end) for s in segments]) / da) if da else 0.0,
+                b_covered=min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / db) if db else 0.0,
+            )
+        )
     report.pairs.sort(key=lambda p: p.score, reverse=True)
     return report
 

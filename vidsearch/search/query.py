@@ -65,7 +65,11 @@ class QueryEmbedding:
 
 
 def embed_query(
-    lib: Library, encoder: Encoder, path: str, start: float | None = None, end: float | None = None,
+    lib: Library,
+    encoder: Encoder,
+    path: str,
+    start: float | None = None,
+    end: float | None = None,
     batch_size: int = 8,
 ) -> QueryEmbedding:
     """Decode and embed a query file with the index's clip settings, windows every half hop."""
@@ -153,8 +157,10 @@ def search_video(
                 )
             q = QueryEmbedding(q.times[keep], q.vectors[keep])
     result = SearchResult(
-        query=path, query_start=float(q.times[0, 0]) if len(q.times) else 0.0,
-        query_end=float(q.times[-1, 1]) if len(q.times) else 0.0, query_clips=len(q.times),
+        query=path,
+        query_start=float(q.times[0, 0]) if len(q.times) else 0.0,
+        query_end=float(q.times[-1, 1]) if len(q.times) else 0.0,
+        query_clips=len(q.times),
     )
     if not len(q.vectors):
         return result
@@ -175,7 +181,9 @@ def search_video(
             if vid in self_ids:
                 continue
             per_video.setdefault(vid, []).append(Match(float(qs), float(qe), rs, re_, float(sim)))
-            result.clip_hits.append(ClipHit(float(qs), float(qe), os.fsdecode(paths[vid]), rs, re_, float(sim), int(cid)))
+            result.clip_hits.append(
+                ClipHit(float(qs), float(qe), os.fsdecode(paths[vid]), rs, re_, float(sim), int(cid))
+            )
     hop = lib.manifest.clips.hop_seconds
     for vid, matches in per_video.items():
         segments = align(matches, offset_tolerance=hop, max_gap=lib.manifest.clips.clip_seconds)

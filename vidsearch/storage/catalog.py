@@ -190,7 +190,9 @@ def decode_embeddings(blobs: Sequence[bytes], dim: int) -> np.ndarray:
         return np.zeros((0, dim), dtype=np.float32)
     arr = np.frombuffer(b"".join(blobs), dtype=EMBEDDING_DTYPE).astype(np.float32)
     if arr.size != len(blobs) * dim:
-        raise CorruptIndexError(f"catalog embeddings are not {dim}-dimensional ({arr.size} values for {len(blobs)} clips)")
+        raise CorruptIndexError(
+            f"catalog embeddings are not {dim}-dimensional ({arr.size} values for {len(blobs)} clips)"
+        )
     arr = arr.reshape(len(blobs), dim)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     return arr / np.maximum(norms, 1e-12)
@@ -216,7 +218,11 @@ class Catalog:
             if not readonly:
                 mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
-                    log.warning("%s: SQLite WAL mode unavailable (journal_mode=%s); is it on a network filesystem?", self.path, mode)
+                    log.warning(
+                        "%s: SQLite WAL mode unavailable (journal_mode=%s); is it on a network filesystem?",
+                        self.path,
+                        mode,
+                    )
                 cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -273,7 +279,9 @@ class Catalog:
                     conn.info["write"] = False
         except DBAPIError as exc:
             if isinstance(exc, DatabaseError) and _is_damage(exc):
-                raise CorruptIndexError(f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it") from exc
+                raise CorruptIndexError(
+                    f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it"
+                ) from exc
             raise StorageError(
                 f"{self.path}: cannot write ({first_line(exc)}); everything committed before is kept"
             ) from exc
@@ -286,7 +294,9 @@ class Catalog:
                 return self.generation(s)
         return session.scalar(select(_Meta.value).where(_Meta.key == "generation")) or 0
 
-    def videos(self, session: Session, status: str | None = None, ids: Iterable[int] | None = None) -> list[StoredVideo]:
+    def videos(
+        self, session: Session, status: str | None = None, ids: Iterable[int] | None = None
+    ) -> list[StoredVideo]:
         """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
         v = _Video
         query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
@@ -303,7 +313,9 @@ class Catalog:
     def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
         v = _Video
         row = session.execute(
-            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(v.path == path)
+            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(
+                v.path == path
+            )
         ).first()
         return StoredVideo(*row) if row is not None else None
 
@@ -346,7 +358,9 @@ class Catalog:
             yield rows
             last = int(rows[-1][0])
 
-    def iter_embeddings(self, session: Session, dim: int, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_embeddings(
+        self, session: Session, dim: int, chunk: int = 50_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64, vectors float32) in chunks, by id."""
         for rows in self._clip_chunks(session, "embedding", chunk=chunk):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -393,7 +407,9 @@ class Catalog:
         blobs: list[bytes] = []
         for i in range(0, len(wanted), _IN_CHUNK):
             for cid, blob in session.execute(
-                select(table.c.id, table.c.embedding).where(table.c.id.in_(wanted[i : i + _IN_CHUNK])).order_by(table.c.id)
+                select(table.c.id, table.c.embedding)
+                .where(table.c.id.in_(wanted[i : i + _IN_CHUNK]))
+                .order_by(table.c.id)
             ):
                 ids.append(cid)
                 blobs.append(blob)
@@ -406,7 +422,9 @@ class Catalog:
         table = _ClipRow.__table__
         for i in range(0, len(ids), _IN_CHUNK):
             for cid, vid, s, e in session.execute(
-                select(table.c.id, table.c.video_id, table.c.start_s, table.c.end_s).where(table.c.id.in_(ids[i : i + _IN_CHUNK]))
+                select(table.c.id, table.c.video_id, table.c.start_s, table.c.end_s).where(
+                    table.c.id.in_(ids[i : i + _IN_CHUNK])
+                )
             ):
                 out[cid] = (vid, s, e)
         return out
@@ -482,9 +500,16 @@ class Catalog:
             old_ids.append(same_path)
         removed = _delete_videos(session, old_ids)
         video = _Video(
-            path=record.path, size=record.size, mtime_ns=record.mtime_ns, fingerprint=record.fingerprint,
-            duration_s=record.duration_s, fps=record.fps, width=record.width, height=record.height,
-            status=status, error=error,
+            path=record.path,
+            size=record.size,
+            mtime_ns=record.mtime_ns,
+            fingerprint=record.fingerprint,
+            duration_s=record.duration_s,
+            fps=record.fps,
+            width=record.width,
+            height=record.height,
+            status=status,
+            error=error,
         )
         session.add(video)
         session.flush()
@@ -511,8 +536,14 @@ class Catalog:
                 for c in session.scalars(select(_ClipRow).where(_ClipRow.video_id == source_id).order_by(_ClipRow.id))
             ]
             record = VideoRecord(
-                record.path, record.size, record.mtime_ns, record.fingerprint,
-                src.duration_s, src.fps, src.width, src.height,
+                record.path,
+                record.size,
+                record.mtime_ns,
+                record.fingerprint,
+                src.duration_s,
+                src.fps,
+                src.width,
+                src.height,
             )
             return self._store(session, record, clips, None, STATUS_INDEXED, None)
 
@@ -569,8 +600,15 @@ def _is_damage(exc: DatabaseError) -> bool:
     return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
 
 
-
 __all__ = [
-    "Catalog", "ClipRecord", "ClipTable", "EMBEDDING_DTYPE", "StoredVideo", "VideoRecord",
-    "STATUS_FAILED", "STATUS_INDEXED", "decode_embeddings", "encode_embedding",
+    "Catalog",
+    "ClipRecord",
+    "ClipTable",
+    "EMBEDDING_DTYPE",
+    "StoredVideo",
+    "VideoRecord",
+    "STATUS_FAILED",
+    "STATUS_INDEXED",
+    "decode_embeddings",
+    "encode_embedding",
 ]

@@ -73,7 +73,9 @@ def pca_reduce(features: np.ndarray, dim: int) -> np.ndarray:
     if dim >= features.shape[1]:
         return features
     if len(features) < dim:
-        raise InvalidArgumentError(f"PCA to {dim} dimensions needs at least {dim} clips; the export has {len(features)}")
+        raise InvalidArgumentError(
+            f"PCA to {dim} dimensions needs at least {dim} clips; the export has {len(features)}"
+        )
     import faiss
 
     pca = faiss.PCAMatrix(features.shape[1], dim)
@@ -90,7 +92,9 @@ def _npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
-def export(lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLike | None = None, dim: int | None = None) -> int:
+def export(
+    lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLike | None = None, dim: int | None = None
+) -> int:
     """Write descriptors to ``out`` (atomically); returns the number of rows."""
     d = collect(lib, only, id_by="stem" if fmt == "vsc" else "path")
     feats = pca_reduce(d.features, dim) if dim else d.features
@@ -109,10 +113,14 @@ def export(lib: Library, out: str | os.PathLike, fmt: str, only: str | os.PathLi
 
         # parquet strings are UTF-8: bytes of a non-UTF-8 name are written as \xNN escapes
         paths = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in d.paths.tolist()]
-        table = pa.table({
-            "path": paths, "start_s": d.timestamps[:, 0], "end_s": d.timestamps[:, 1],
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), feats.shape[1]),
-        })
+        table = pa.table(
+            {
+                "path": paths,
+                "start_s": d.timestamps[:, 0],
+                "end_s": d.timestamps[:, 1],
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), feats.shape[1]),
+            }
+        )
         buf = io.BytesIO()
         pq.write_table(table, buf)
         data = buf.getvalue()

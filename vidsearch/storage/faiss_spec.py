@@ -46,5 +46,3 @@ def should_switch(current: str, n: int) -> bool:
         return True
     ratio = int(m_want.group(1)) / int(m_cur.group(1))
     return ratio >= 4 or ratio <= 0.25
-
-

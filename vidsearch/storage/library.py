@@ -63,8 +63,13 @@ class Library:
         return (Path(root) / MANIFEST).exists()
 
     @classmethod
-    def create(cls, root: str | os.PathLike, encoder: EncoderSettings, clips: ClipSettings | None = None,
-               faiss_spec: str | None = None) -> Library:
+    def create(
+        cls,
+        root: str | os.PathLike,
+        encoder: EncoderSettings,
+        clips: ClipSettings | None = None,
+        faiss_spec: str | None = None,
+    ) -> Library:
         root = Path(root)
         if cls.exists(root):
             raise IncompatibleIndexError(f"{root} already holds an index")
@@ -74,8 +79,10 @@ class Library:
         warn_if_network_filesystem(root)
         lock_fd = acquire_lock(root)
         manifest = Manifest(
-            encoder=encoder, clips=clips or ClipSettings(),
-            faiss_spec=faiss_spec or DEFAULT_SPEC, faiss_pinned=faiss_spec is not None,
+            encoder=encoder,
+            clips=clips or ClipSettings(),
+            faiss_spec=faiss_spec or DEFAULT_SPEC,
+            faiss_pinned=faiss_spec is not None,
         )
         catalog = Catalog(root / CATALOG, create=True)
         lib = cls(root, manifest, catalog, True, lock_fd)
@@ -88,7 +95,9 @@ class Library:
         path = root / MANIFEST
         if not path.exists():
             if root.is_dir() and (root / CATALOG).exists():
-                raise CorruptIndexError(f"{path} is missing, but {root / CATALOG} exists; not starting a new index over it")
+                raise CorruptIndexError(
+                    f"{path} is missing, but {root / CATALOG} exists; not starting a new index over it"
+                )
             raise IndexNotFoundError(f"no vidsearch index at {root} (run `vidsearch index PATH --index {root}` first)")
         try:
             manifest = Manifest.from_json(json.loads(path.read_text()), str(path))
@@ -129,7 +138,9 @@ class Library:
         try:
             atomic_write_bytes(self.root / MANIFEST, [json.dumps(self.manifest.to_json(), indent=2).encode() + b"\n"])
         except OSError as exc:
-            raise StorageError(f"cannot write {self.root / MANIFEST} ({exc.strerror or exc}); the old one is kept") from exc
+            raise StorageError(
+                f"cannot write {self.root / MANIFEST} ({exc.strerror or exc}); the old one is kept"
+            ) from exc
 
     def update_manifest(self, **changes) -> None:
         self.manifest = replace(self.manifest, **changes)
@@ -190,7 +201,9 @@ class Library:
             for i in range(0, len(new), CATCH_UP_CHUNK):
                 ids, vecs = self.catalog.embeddings_by_ids(session, new[i : i + CATCH_UP_CHUNK].tolist(), dim)
                 vi.add(ids, vecs)
-        log.info("%s was %d clips behind and %d ahead of the catalog; caught up", self.vectors_path, len(new), len(gone))
+        log.info(
+            "%s was %d clips behind and %d ahead of the catalog; caught up", self.vectors_path, len(new), len(gone)
+        )
         self._vectors, self._vectors_generation = vi, generation
         if self.writable:
             self.save_vectors()
@@ -212,8 +225,13 @@ class Library:
                 try:
                     vi.train(sample)
                 except RuntimeError as exc:  # too few clips yet for this type: exact until there are
-                    log.warning("%s: cannot train %s on %d clips (%s); searching exactly for now",
-                                self.root, spec, len(sample), last_line(exc))
+                    log.warning(
+                        "%s: cannot train %s on %d clips (%s); searching exactly for now",
+                        self.root,
+                        spec,
+                        len(sample),
+                        last_line(exc),
+                    )
                     vi = VectorIndex.empty(dim, DEFAULT_SPEC)
             for ids, vecs in self.catalog.iter_embeddings(session, dim):
                 vi.add(ids, vecs)
@@ -248,8 +266,13 @@ class Library:
                 n = self.catalog.clip_count(session)
             if not should_switch(self.manifest.faiss_spec, n):
                 return False
-            log.info("%s: %d clips; switching the index type from %s to %s", self.root, n,
-                     self.manifest.faiss_spec, choose_spec(n))
+            log.info(
+                "%s: %d clips; switching the index type from %s to %s",
+                self.root,
+                n,
+                self.manifest.faiss_spec,
+                choose_spec(n),
+            )
             self.update_manifest(faiss_spec=choose_spec(n), faiss_params={})
         self.rebuild_vectors()
         return True
@@ -299,5 +322,3 @@ def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:
     if header.spec != manifest.faiss_spec:
         problems.append(f"is of type {header.spec}, the manifest says {manifest.faiss_spec}")
     return problems
-
-

@@ -44,7 +44,9 @@ def warn_if_network_filesystem(root: Path) -> None:
     if kind in NETWORK_FILESYSTEMS:
         log.warning(
             "%s is on a network file system (%s): SQLite's WAL mode and file locks may not work there, "
-            "so concurrent use can corrupt the catalog; keep the index on a local disk", root, kind,
+            "so concurrent use can corrupt the catalog; keep the index on a local disk",
+            root,
+            kind,
         )
 
 
@@ -58,7 +60,12 @@ def acquire_lock(root: Path) -> int:
         os.close(fd)
         raise IndexLockedError(f"{root} is being written by {holder}; wait for that job to finish or stop it") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
+    os.pwrite(
+        fd,
+        f"pid {os.getpid()} on {socket.gethostname()} "
+        f"since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(),
+        0,
+    )
     return fd
 
 

@@ -62,8 +62,12 @@ class Manifest:
             pp = d["preprocessing"]
             pp["image_mean"], pp["image_std"] = tuple(pp["image_mean"]), tuple(pp["image_std"])
             encoder = EncoderSettings(
-                model=d["model"]["id"], revision=d["model"]["revision"], dim=int(d["dim"]),
-                pooling=d["pooling"], num_frames=int(d["num_frames"]), image_size=int(d["image_size"]),
+                model=d["model"]["id"],
+                revision=d["model"]["revision"],
+                dim=int(d["dim"]),
+                pooling=d["pooling"],
+                num_frames=int(d["num_frames"]),
+                image_size=int(d["image_size"]),
                 preprocessing=Preprocessing(**pp),
             )
             return cls(
@@ -83,7 +87,9 @@ class Manifest:
             raise CorruptIndexError(f"{where} is damaged: bad or missing field {exc}") from exc
 
 
-def describe_differences(have: EncoderSettings, clips: ClipSettings, want: EncoderSettings | None, want_clips: ClipSettings | None) -> list[str]:
+def describe_differences(
+    have: EncoderSettings, clips: ClipSettings, want: EncoderSettings | None, want_clips: ClipSettings | None
+) -> list[str]:
     """Human-readable list of what differs between an index and the settings asked for."""
     diffs = []
     if want is not None:
@@ -104,5 +110,3 @@ def describe_differences(have: EncoderSettings, clips: ClipSettings, want: Encod
             if abs(a - b) > 1e-9:
                 diffs.append(f"{name}: index has {a}, asked for {b}")
     return diffs
-
-

@@ -46,11 +46,23 @@ def library_stats(lib: Library) -> LibraryStats:
     m = lib.manifest
     size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())
     return LibraryStats(
-        index=str(lib.root), videos_indexed=count.get(STATUS_INDEXED, 0), videos_failed=count.get(STATUS_FAILED, 0),
-        clips=clips, total_duration_s=float(duration), model=m.encoder.model, revision=m.encoder.revision,
-        dim=m.encoder.dim, pooling=m.encoder.pooling, clip_seconds=m.clips.clip_seconds,
-        hop_seconds=m.clips.hop_seconds, index_type=m.faiss_spec, index_type_pinned=m.faiss_pinned,
-        size_bytes=size, generation=generation, duplicate_threshold=m.duplicate_threshold, failed=failed,
+        index=str(lib.root),
+        videos_indexed=count.get(STATUS_INDEXED, 0),
+        videos_failed=count.get(STATUS_FAILED, 0),
+        clips=clips,
+        total_duration_s=float(duration),
+        model=m.encoder.model,
+        revision=m.encoder.revision,
+        dim=m.encoder.dim,
+        pooling=m.encoder.pooling,
+        clip_seconds=m.clips.clip_seconds,
+        hop_seconds=m.clips.hop_seconds,
+        index_type=m.faiss_spec,
+        index_type_pinned=m.faiss_pinned,
+        size_bytes=size,
+        generation=generation,
+        duplicate_threshold=m.duplicate_threshold,
+        failed=failed,
     )
 
 

@@ -174,8 +174,13 @@ class VectorIndex:
         """Write header + index atomically (temp file, fsync, rename)."""
         faiss = _faiss()
         header = VectorHeader(
-            generation=generation, index_uid=index_uid, dim=self.dim, spec=self.spec,
-            ntotal=int(self.index.ntotal), tombstones=tuple(sorted(self.tombstones)), params=self.params,
+            generation=generation,
+            index_uid=index_uid,
+            dim=self.dim,
+            spec=self.spec,
+            ntotal=int(self.index.ntotal),
+            tombstones=tuple(sorted(self.tombstones)),
+            params=self.params,
         )
         blob = json.dumps(header.__dict__).encode()
         payload = faiss.serialize_index(self.index)
@@ -234,8 +239,14 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / total if total else 1.0
 
 
-def tune(vi: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, k: int = 10,
-         target: float = TARGET_RECALL) -> dict:
+def tune(
+    vi: VectorIndex,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    truth: np.ndarray,
+    k: int = 10,
+    target: float = TARGET_RECALL,
+) -> dict:
     """Smallest ``nprobe`` whose recall@k (each query's own id left out) reaches ``target``.
 
     ``truth`` is the exact top-(k+1) per query. Returns the parameters with the recall measured.

@@ -66,12 +66,16 @@ def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.nda
             for cid, vid, blob in rows:
                 if len(blob) != dim * np.dtype(EMBEDDING_DTYPE).itemsize:
                     bad_videos.add(vid)
-                    report.problems.append(Problem("catalog", f"clip {cid}: embedding of {len(blob)} bytes, expected a {dim}-d one", True))
+                    report.problems.append(
+                        Problem("catalog", f"clip {cid}: embedding of {len(blob)} bytes, expected a {dim}-d one", True)
+                    )
                     continue
                 norm = float(np.linalg.norm(np.frombuffer(blob, dtype=EMBEDDING_DTYPE).astype(np.float32)))
                 if not np.isfinite(norm) or abs(norm - 1) > NORM_TOLERANCE:
                     bad_videos.add(vid)
-                    report.problems.append(Problem("catalog", f"clip {cid}: embedding norm {norm:.4f}, expected 1", True))
+                    report.problems.append(
+                        Problem("catalog", f"clip {cid}: embedding norm {norm:.4f}, expected 1", True)
+                    )
         report.counts.update(
             videos=lib.catalog.video_count(s),
             clips=sum(len(i) for i in ids),
@@ -89,12 +93,16 @@ def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport) -> 
         return True
     problems = header_mismatches(header, lib.manifest)
     if header.generation != report.counts["generation"]:
-        problems.append(f"was built at catalog generation {header.generation}, the catalog is at {report.counts['generation']}")
+        problems.append(
+            f"was built at catalog generation {header.generation}, the catalog is at {report.counts['generation']}"
+        )
     live = vi.ids()
     if len(live) != len(clip_ids) or not np.array_equal(live, clip_ids):
         missing = len(np.setdiff1d(clip_ids, live))
         extra = len(np.setdiff1d(live, clip_ids))
-        problems.append(f"holds {len(live)} clips, the catalog {len(clip_ids)} ({missing} missing, {extra} not in the catalog)")
+        problems.append(
+            f"holds {len(live)} clips, the catalog {len(clip_ids)} ({missing} missing, {extra} not in the catalog)"
+        )
     for p in problems:
         report.problems.append(Problem("vectors", f"{lib.vectors_path} {p}", True))
     return bool(problems)
@@ -122,7 +130,9 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
         if not repair or not report.problems:
             return report
         if any(not p.repairable for p in report.problems):
-            report.repaired.append("nothing: fix the problems that cannot be repaired first (restore the catalog from a backup)")
+            report.repaired.append(
+                "nothing: fix the problems that cannot be repaired first (restore the catalog from a backup)"
+            )
             return report
         orphans, dropped = lib.catalog.repair(bad_videos)  # orphans' "videos" are gone already
         if orphans:

@@ -6,6 +6,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 from helpers import make_checkpoint, write_video  # noqa: E402
+from planting import planted_library  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -46,3 +47,11 @@ def library_videos(tmp_path_factory):
     write_video(d / "b.mp4", seconds=6, fps=30, size=(128, 128), seed=2)
     write_video(d / "c.mkv", seconds=5, fps=24, size=(176, 144), seed=3, codec="mpeg4")
     return d
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """An index of planted embeddings whose duplicates and matches are known (tests/planting.py)."""
+    lib = planted_library(tmp_path / "idx")
+    yield lib
+    lib.close()

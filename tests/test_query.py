@@ -3,13 +3,12 @@ exact answers (queries by indexed path use the stored clips, so no encoder is in
 
 import numpy as np
 import pytest
-from test_duplicates import Planter, planted, store  # noqa: F401  (the fixture)
 
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.search.query import search_video
 
 
-def test_a_trimmed_copy_ranks_its_source_first_with_the_aligned_segment(planted):  # noqa: F811
+def test_a_trimmed_copy_ranks_its_source_first_with_the_aligned_segment(planted):
     res = search_video(planted, None, "/trim.mp4", k=5)
     assert res.query_clips == 4 and (res.query_start, res.query_end) == (0.0, 8.0)
     top = res.matches[0]
@@ -24,7 +23,7 @@ def test_a_trimmed_copy_ranks_its_source_first_with_the_aligned_segment(planted)
     assert (long_seg.r_start, long_seg.r_end) == (14.0, 20.0)
 
 
-def test_one_lucky_clip_ranks_below_a_long_match(planted):  # noqa: F811
+def test_one_lucky_clip_ranks_below_a_long_match(planted):
     # u2's clip at 6-8 s is a near-copy of u1's at 2-4 s, by chance: the raw hit is there ...
     res = search_video(planted, None, "/u2.mp4", k=10)
     lucky = [h for h in res.clip_hits if h.path == "/u1.mp4" and h.similarity > 0.9]
@@ -35,25 +34,25 @@ def test_one_lucky_clip_ranks_below_a_long_match(planted):  # noqa: F811
     assert long_match.score > 2 * u1.score
 
 
-def test_the_query_video_itself_is_left_out_unless_asked_for(planted):  # noqa: F811
+def test_the_query_video_itself_is_left_out_unless_asked_for(planted):
     assert "/orig.mp4" not in [m.path for m in search_video(planted, None, "/orig.mp4").matches]
     res = search_video(planted, None, "/orig.mp4", include_self=True)
     assert res.matches[0].path == "/orig.mp4" and res.matches[0].segments[0].similarity == pytest.approx(1.0, abs=1e-3)
 
 
-def test_a_time_range_of_a_stored_query_keeps_only_the_clips_inside_it(planted):  # noqa: F811
+def test_a_time_range_of_a_stored_query_keeps_only_the_clips_inside_it(planted):
     res = search_video(planted, None, "/orig.mp4", start=4.0, end=10.0)
     assert res.query_clips == 3 and (res.query_start, res.query_end) == (4.0, 10.0)
     with pytest.raises(VideoNotFoundError, match="no stored clip lies wholly between 5s and 6s"):
         search_video(planted, None, "/orig.mp4", start=5.0, end=6.0)
 
 
-def test_an_unknown_path_is_a_clear_error(planted):  # noqa: F811
+def test_an_unknown_path_is_a_clear_error(planted):
     with pytest.raises(VideoNotFoundError, match="no such file, and no indexed video at that path"):
         search_video(planted, None, "/nowhere.mp4")
 
 
-def test_clip_hits_are_the_raw_neighbours_best_first(planted):  # noqa: F811
+def test_clip_hits_are_the_raw_neighbours_best_first(planted):
     res = search_video(planted, None, "/s1.mp4", neighbors=3)
     sims = [h.similarity for h in res.clip_hits]
     assert sims == sorted(sims, reverse=True)
@@ -61,7 +60,7 @@ def test_clip_hits_are_the_raw_neighbours_best_first(planted):  # noqa: F811
     assert all(h.path != "/s1.mp4" for h in res.clip_hits)
 
 
-def test_search_after_a_video_is_removed_never_returns_its_clips(tmp_path, planted):  # noqa: F811
+def test_search_after_a_video_is_removed_never_returns_its_clips(tmp_path, planted):
     vid = None
     with planted.catalog.read() as s:
         vid = planted.catalog.video_by_path(s, b"/orig.mp4").id

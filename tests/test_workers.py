@@ -1,6 +1,7 @@
 """The decode worker pool on its own: the message protocol, failures, hangs, crashes and timing."""
 
 import time
+from contextlib import closing
 
 import pytest
 from helpers import write_video
@@ -28,13 +29,10 @@ def drain(pool, until_done, timeout=60.0):
 
 def test_a_video_streams_info_then_its_clips_then_done(tmp_path):
     path = write_video(tmp_path / "a.mp4", seconds=5, size=(96, 64))
-    pool = WorkerPool(1, SETTINGS, timeout_s=60)
-    try:
+    with closing(WorkerPool(1, SETTINGS, timeout_s=60)) as pool:
         pool.assign(pool.idle()[0], DecodeTask(7, str(path)))
         assert pool.busy() == 1
         msgs, failed = drain(pool, 1)
-    finally:
-        pool.close()
     assert not failed
     assert isinstance(msgs[0], Info) and msgs[0].token == 7 and msgs[0].planned == 3  # 0-2, 2-4, 3-5 s
     clips = [m.clip for m in msgs if isinstance(m, ClipMsg)]
@@ -47,8 +45,7 @@ def test_an_undecodable_file_is_failed_with_its_reason_and_the_worker_goes_on(tm
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
     good = write_video(tmp_path / "good.mp4", seconds=2, size=(64, 64))
-    pool = WorkerPool(1, SETTINGS, timeout_s=60)
-    try:
+    with closing(WorkerPool(1, SETTINGS, timeout_s=60)) as pool:
         wid = pool.idle()[0]
         pool.assign(wid, DecodeTask(1, str(bad)))
         msgs, _ = drain(pool, 1)
@@ -57,29 +54,23 @@ def test_an_undecodable_file_is_failed_with_its_reason_and_the_worker_goes_on(tm
         pool.assign(wid, DecodeTask(2, str(good)))
         msgs, _ = drain(pool, 1)
         assert msgs[-1] == Done(2, 1, [])
-    finally:
-        pool.close()
 
 
 @pytest.mark.parametrize("kind, reason", [("hang", "decoding timed out"), ("crash", "decoder crashed (signal 11)")])
 def test_a_hung_or_crashed_worker_is_replaced_and_its_video_failed(tmp_path, monkeypatch, kind, reason):
     path = write_video(tmp_path / "evil.mp4", seconds=2, size=(64, 64))
     monkeypatch.setenv("VIDSEARCH_FAULT_WORKER", f"{kind}:evil.mp4")
-    pool = WorkerPool(1, SETTINGS, timeout_s=3)
-    try:
+    with closing(WorkerPool(1, SETTINGS, timeout_s=3)) as pool:
         first = pool.idle()[0]
         pool.assign(first, DecodeTask(5, str(path)))
         _, failed = drain(pool, 1, timeout=30)
         assert len(failed) == 1 and failed[0][0] == 5 and reason in failed[0][1]
         assert pool.idle() and pool.idle() != [first]  # a fresh worker took its place
-    finally:
-        pool.close()
 
 
 def test_time_the_parent_spends_paused_does_not_count_against_a_worker(tmp_path):
     path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
-    pool = WorkerPool(1, SETTINGS, timeout_s=60)
-    try:
+    with closing(WorkerPool(1, SETTINGS, timeout_s=60)) as pool:
         wid = pool.idle()[0]
         pool.assign(wid, DecodeTask(1, str(path)))
         before = pool.workers[wid].last
@@ -87,19 +78,14 @@ def test_time_the_parent_spends_paused_does_not_count_against_a_worker(tmp_path)
             time.sleep(0.3)
         assert pool.workers[wid].last >= before + 0.3
         drain(pool, 1)
-    finally:
-        pool.close()
 
 
 def test_messages_about_a_task_the_worker_no_longer_has_are_dropped(tmp_path):
     path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
-    pool = WorkerPool(1, SETTINGS, timeout_s=60)
-    try:
+    with closing(WorkerPool(1, SETTINGS, timeout_s=60)) as pool:
         wid = pool.idle()[0]
         pool.assign(wid, DecodeTask(1, str(path)))
         pool.workers[wid].task = DecodeTask(99, str(path))  # as if its video had been failed and reassigned
         deadline = time.monotonic() + 8  # spawning and decoding a 2 s video takes a few seconds
         while time.monotonic() < deadline:
             assert pool.get(0.2) is None  # every message names token 1: none is passed on
-    finally:
-        pool.close()

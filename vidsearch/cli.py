@@ -8,6 +8,7 @@ of the result. Errors are mapped to exit codes in one place, ``VidsearchGroup``:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -63,7 +64,7 @@ def _describe(exc: Exception) -> str:
 def _exit_code(exc: Exception) -> int:
     if isinstance(exc, VidsearchError):
         return exc.exit_code
-    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC: the README promises 9 for a full disk
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the README promises 9 for a full disk
         return StorageError.exit_code
     return 1
 

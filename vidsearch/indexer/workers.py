@@ -16,9 +16,12 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidsearch.faults import worker_fault
+
+if TYPE_CHECKING:
+    from vidsearch.media.readers import Clip, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Info:
     """The video opened: what it is and how many clips are planned."""
 
     token: int
-    info: Any  # media.readers.VideoInfo (the parent never imports the readers)
+    info: VideoInfo
     planned: int
 
 
@@ -72,7 +75,7 @@ class ClipMsg:
     """One decoded clip (media.readers.Clip)."""
 
     token: int
-    clip: Any
+    clip: Clip
 
 
 @dataclass(frozen=True)

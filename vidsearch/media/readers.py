@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vidsearch.errors import DecodeError
+from vidsearch.errors import DecodeError, first_line
 from vidsearch.media.resize import resize_frames
 from vidsearch.media.timing import MAX_FRAME_GAP_S, LengthEvidence, check_starts, index_starts, plausible_rate
 from vidsearch.media.windows import ClipPlan
@@ -231,12 +231,7 @@ def _probe_header(path: str) -> _Header:
     except PermissionError as exc:
         raise DecodeError(path, "permission denied") from exc
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DecodeError(path, f"not a decodable video ({_short(exc)})") from exc
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+        raise DecodeError(path, f"not a decodable video ({first_line(exc)})") from exc
 
 
 def _display_size(header: _Header) -> tuple[int, int]:
@@ -287,7 +282,7 @@ class DecordReader(VideoReader):
                 raise DecodeError(path, "video stream has no frames")
             times = np.asarray(self._vr.get_frame_timestamp(range(n)), dtype=np.float64)
         except decord.DECORDError as exc:
-            raise DecodeError(path, f"decord cannot open it ({_short(exc)})") from exc
+            raise DecodeError(path, f"decord cannot open it ({first_line(exc)})") from exc
         reason = check_starts(times[:, 0], header.evidence(n))
         if reason:
             self.close()
@@ -308,7 +303,7 @@ class DecordReader(VideoReader):
                 # decord reads ahead in the background; without a reset its memory grows with the video
                 self._vr.seek(0)
             except decord.DECORDError as exc:
-                raise _DecordFailed(plan, _short(exc)) from exc
+                raise _DecordFailed(plan, first_line(exc)) from exc
             except DecodeError as exc:  # frames of another size: decord decoded another stream
                 raise _DecordFailed(plan, exc.reason) from exc
             yield Clip(plan.position, plan.start_s, plan.end_s, np.concatenate(parts))
@@ -333,7 +328,7 @@ class PyAVReader(VideoReader):
                 tb = float(stream.time_base)
                 packets = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.size > 0]
         except av.error.FFmpegError as exc:
-            raise DecodeError(path, f"cannot read packets ({_short(exc)})") from exc
+            raise DecodeError(path, f"cannot read packets ({first_line(exc)})") from exc
         if not packets:
             raise DecodeError(path, "video stream has no frames")
         n = len(packets)
@@ -407,7 +402,7 @@ class PyAVReader(VideoReader):
                         break
         except av.error.FFmpegError as exc:
             if next_out < len(order):
-                raise _Truncated(order[next_out], _short(exc)) from exc
+                raise _Truncated(order[next_out], first_line(exc)) from exc
         if next_out < len(order):
             raise _Truncated(order[next_out], f"stream ended after frame {prev + 1} of {len(self._pts)}")
 

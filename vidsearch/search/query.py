@@ -114,10 +114,7 @@ def _indexed_video_query(lib: Library, path_bytes: bytes) -> QueryEmbedding | No
         video = lib.catalog.video_by_path(session, path_bytes)
         if video is None or video.status != STATUS_INDEXED:
             return None
-        ids = lib.catalog.clip_ids_of(session, video.id)
-        info = lib.catalog.clip_info(session, ids)
-        _, vectors = lib.catalog.embeddings_by_ids(session, ids, lib.manifest.encoder.dim)
-    times = np.array([[info[i][1], info[i][2]] for i in ids], dtype=np.float64)
+        times, vectors = lib.catalog.video_clips(session, video.id, lib.manifest.encoder.dim)
     return QueryEmbedding(times, vectors)
 
 

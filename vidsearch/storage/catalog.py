@@ -396,9 +396,6 @@ class Catalog:
     def clip_count_up_to(self, session: Session, up_to: int) -> int:
         return session.scalar(select(func.count(_ClipRow.id)).where(_ClipRow.id <= up_to)) or 0
 
-    def clip_ids_of(self, session: Session, video_id: int) -> list[int]:
-        return list(session.scalars(select(_ClipRow.id).where(_ClipRow.video_id == video_id).order_by(_ClipRow.id)))
-
     def embeddings_by_ids(self, session: Session, clip_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the clips with these ids that exist, by id."""
         table = _ClipRow.__table__

@@ -193,3 +193,32 @@ def test_valid_files_decord_fails_on_are_searchable(indexed, tmp_path):
         r = run("search", query, "--index", idx, "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.output)["queries"][0]["results"]
+
+
+def test_errors_map_to_their_class_exit_codes_and_bugs_are_said_as_bugs(indexed, monkeypatch):
+    import errno
+
+    import vidsearch.storage.stats as stats
+
+    idx, _, _ = indexed
+    # an argument out of range for this index: exit 2 (InvalidArgumentError), one line
+    r = run("export", idx.parent / "out.npz", "--index", idx, "--dim", 32)  # 64-d, but fewer than 32 clips
+    assert r.exit_code == 2 and "PCA to 32 dimensions needs at least 32 clips" in r.output
+    assert "Traceback" not in r.output
+
+    def explode(lib):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(stats, "library_stats", explode)
+    r = run("stats", "--index", idx)
+    assert r.exit_code == 1 and "internal error, a bug in vidsearch (KeyError: 'surprise')" in r.output
+    assert "--debug" in r.output
+    r = run("--debug", "stats", "--index", idx)
+    assert isinstance(r.exception, KeyError)  # --debug lets the traceback through
+
+    def full(lib):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stats, "library_stats", full)
+    r = run("stats", "--index", idx)
+    assert r.exit_code == 9 and "No space left on device" in r.output and "bug" not in r.output

@@ -18,5 +18,5 @@ else
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt" || true
-timeout 300 python3 -m pytest -q -m gpu tests/test_embed.py 2>&1 | tee "$OUT/gpu_tests.txt" || true
+timeout 300 python3 -m pytest -q -m gpu tests/test_encoder.py 2>&1 | tee "$OUT/gpu_tests.txt" || true
 timeout 280 python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"

@@ -5,6 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from harness import Cli  # noqa: E402
 from helpers import make_checkpoint, write_video  # noqa: E402
 from planting import planted_library  # noqa: E402
 
@@ -33,6 +34,12 @@ def tiny_finetuned(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def vs(tiny_model):
+    """The ``vidsearch`` CLI, in process or as a child process, bound to the tiny model (tests/harness.py)."""
+    return Cli(tiny_model)
+
+
+@pytest.fixture(scope="session")
 def encoder(tiny_model):
     from vidsearch.model.encoder import load_encoder
 
@@ -47,6 +54,18 @@ def library_videos(tmp_path_factory):
     write_video(d / "b.mp4", seconds=6, fps=30, size=(128, 128), seed=2)
     write_video(d / "c.mkv", seconds=5, fps=24, size=(176, 144), seed=3, codec="mpeg4")
     return d
+
+
+@pytest.fixture
+def lib(tmp_path):
+    """A new, empty index of 8-d synthetic embeddings (tests/records.py)."""
+    from records import settings
+
+    from vidsearch.storage.library import Library
+
+    lib = Library.create(tmp_path / "idx", settings())
+    yield lib
+    lib.close()
 
 
 @pytest.fixture

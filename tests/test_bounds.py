@@ -11,8 +11,8 @@ import time
 from fractions import Fraction
 
 import pytest
+from harness import ENV
 from helpers import write_video
-from test_pipeline import ENV
 
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import plan_clips

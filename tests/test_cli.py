@@ -5,39 +5,34 @@ import os
 import shutil
 
 import pytest
-from click.testing import CliRunner
 from helpers import transcode
 
 from vidsearch.cli import cli
 
 
-def run(*args, env=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
-
-
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory, library_videos, tiny_model):
+def indexed(tmp_path_factory, library_videos, tiny_model, vs):
     root = tmp_path_factory.mktemp("cli")
     videos = root / "videos"
     shutil.copytree(library_videos, videos)
     idx = root / "idx"
-    r = run("index", videos, "--index", idx, "--model", tiny_model, "--workers", 2)
+    r = vs("index", videos, "--index", idx, "--model", tiny_model, "--workers", 2)
     assert r.exit_code == 0, r.output
     # the query: a.mp4 from 2.6 s to 6.6 s (not a multiple of the hop), resized and re-encoded
     query = transcode(videos / "a.mp4", root / "query.mp4", start_s=2.6, end_s=6.6, size=(120, 72))
     return idx, videos, query
 
 
-def test_every_command_has_help():
+def test_every_command_has_help(vs):
     for name, command in cli.commands.items():
         assert command.help, f"{name} has no help text"
-        r = run(name, "--help")
+        r = vs(name, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
 
 
-def test_search_finds_the_trimmed_copy_and_its_time_range(indexed):
+def test_search_finds_the_trimmed_copy_and_its_time_range(indexed, vs):
     idx, videos, query = indexed
-    r = run("search", query, "--index", idx, "--json")
+    r = vs("search", query, "--index", idx, "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["schema_version"] == 1
@@ -49,21 +44,21 @@ def test_search_finds_the_trimmed_copy_and_its_time_range(indexed):
     assert abs(seg["library_start"] - 2.6) <= hop and abs(seg["library_end"] - 6.6) <= hop
     assert seg["library_start"] - seg["query_start"] == pytest.approx(2.6, abs=hop)
     # the readable table shows the same
-    table = run("search", query, "--index", idx).output
+    table = vs("search", query, "--index", idx).output
     assert table.splitlines()[1].split()[-1] == str(videos / "a.mp4")
     assert "query [" in table and "-> library [" in table
 
 
-def test_time_range_raw_clips_and_self(indexed):
+def test_time_range_raw_clips_and_self(indexed, vs):
     idx, videos, query = indexed
     out = json.loads(
-        run("search", videos / "b.mp4", "--index", idx, "--json", "--start", 1, "--end", 5, "--clips").output
+        vs("search", videos / "b.mp4", "--index", idx, "--json", "--start", 1, "--end", 5, "--clips").output
     )
     q = out["queries"][0]
     assert q["query_start"] >= 1.0 - 1e-6 and q["query_end"] <= 5.0 + 1e-6
     assert all(res["path"] != str(videos / "b.mp4") for res in q["results"])  # itself left out
     assert q["clips"] and all(c["path"] != str(videos / "b.mp4") for c in q["clips"])
-    out = json.loads(run("search", videos / "b.mp4", "--index", idx, "--json", "--include-self").output)
+    out = json.loads(vs("search", videos / "b.mp4", "--index", idx, "--json", "--include-self").output)
     top = out["queries"][0]["results"][0]
     seg = top["segments"][0]
     assert top["path"] == str(videos / "b.mp4")
@@ -71,116 +66,116 @@ def test_time_range_raw_clips_and_self(indexed):
     assert seg["query_end"] - seg["query_start"] >= 5.5  # the whole 6 s video matches itself
 
 
-def test_query_by_indexed_path_whose_file_is_gone(indexed, tmp_path):
+def test_query_by_indexed_path_whose_file_is_gone(indexed, tmp_path, vs):
     idx, videos, _ = indexed
     gone = videos / "c.mkv"
     backup = tmp_path / "c.mkv"
     shutil.move(gone, backup)
     try:
-        out = json.loads(run("search", gone, "--index", idx, "--json", "--include-self").output)
+        out = json.loads(vs("search", gone, "--index", idx, "--json", "--include-self").output)
         assert out["queries"][0]["results"][0]["path"] == str(gone)
     finally:
         shutil.move(backup, gone)
 
 
-def test_stats(indexed):
+def test_stats(indexed, vs):
     idx, _, _ = indexed
-    st = json.loads(run("stats", "--index", idx, "--json").output)
+    st = json.loads(vs("stats", "--index", idx, "--json").output)
     assert (st["videos_indexed"], st["videos_failed"], st["clips"], st["dim"], st["pooling"]) == (3, 0, 10, 64, "mean")
     assert st["total_duration_s"] == pytest.approx(19.0, abs=0.2)
     assert st["index_type"] == "IDMap2,Flat" and st["size_bytes"] > 0
-    assert "videos indexed: 3" in run("stats", "--index", idx).output
+    assert "videos indexed: 3" in vs("stats", "--index", idx).output
 
 
-def test_bad_query_file_is_one_line_and_nonzero(indexed, tmp_path):
+def test_bad_query_file_is_one_line_and_nonzero(indexed, tmp_path, vs):
     idx, _, _ = indexed
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
-    r = run("search", bad, "--index", idx)
+    r = vs("search", bad, "--index", idx)
     assert r.exit_code == 6
     assert r.output.strip().count("\n") == 0 and "broken.mp4" in r.output and "not a decodable video" in r.output
-    r = run("search", tmp_path / "missing.mp4", "--index", idx)
+    r = vs("search", tmp_path / "missing.mp4", "--index", idx)
     assert r.exit_code == 8 and "missing.mp4" in r.output
 
 
-def test_error_exit_codes(indexed, tmp_path, tiny_model):
+def test_error_exit_codes(indexed, tmp_path, tiny_model, vs):
     idx, videos, _ = indexed
-    r = run("search", videos / "a.mp4", "--index", tmp_path / "no-index")
+    r = vs("search", videos / "a.mp4", "--index", tmp_path / "no-index")
     assert r.exit_code == 4 and "no vidsearch index" in r.output
-    r = run("index", videos, "--index", idx, "--model", tiny_model, "--clip-seconds", 3)
+    r = vs("index", videos, "--index", idx, "--model", tiny_model, "--clip-seconds", 3)
     assert r.exit_code == 4 and "clip_seconds: index has 2.0, asked for 3.0" in r.output
-    r = run("index", videos, "--index", tmp_path / "new", "--model", "nobody/not-a-model", env={"HF_HUB_OFFLINE": "1"})
+    r = vs("index", videos, "--index", tmp_path / "new", "--model", "nobody/not-a-model", env={"HF_HUB_OFFLINE": "1"})
     assert r.exit_code == 3 and "nobody/not-a-model" in r.output and "--model" in r.output
     assert r.output.strip().count("\n") == 0
     assert not (tmp_path / "new" / "manifest.json").exists()
-    r = run("remove", tmp_path / "nothing.mp4", "--index", idx)
+    r = vs("remove", tmp_path / "nothing.mp4", "--index", idx)
     assert r.exit_code == 8
 
 
-def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model):
+def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model, vs):
     videos = tmp_path / "videos"
     shutil.copytree(library_videos, videos)
     transcode(videos / "a.mp4", videos / "a-reencoded.mp4")
     transcode(videos / "b.mp4", videos / "b-small.mp4", size=(96, 96), codec="mpeg4")
     idx = tmp_path / "idx"
-    assert run("index", videos, "--index", idx, "--model", tiny_model, "--workers", 2).exit_code == 0
+    assert vs("index", videos, "--index", idx, "--model", tiny_model, "--workers", 2).exit_code == 0
     # before calibration, dupes says it uses the default threshold
-    r = CliRunner().invoke(cli, ["dupes", "--index", str(idx), "--format", "json"])
+    r = vs("dupes", "--index", idx, "--format", "json")
     assert "default threshold" in r.stderr
-    r = run("calibrate", "--index", idx, "--sample", 10, "--json")
+    r = vs("calibrate", "--index", idx, "--sample", 10, "--json")
     assert r.exit_code == 0, r.output
     cal = json.loads(r.output[r.output.index("{") :])
     manifest = json.loads((idx / "manifest.json").read_text())
     assert manifest["duplicate_threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
     assert manifest["calibration"]["negatives"] == cal["negatives"] > 0
     assert cal["positives"] > 0 and 0 <= cal["recall"] <= 1 and cal["fpr"] <= cal["target_fpr"]
-    out = json.loads(run("dupes", "--index", idx, "--format", "json", "--groups").output)
+    out = json.loads(vs("dupes", "--index", idx, "--format", "json", "--groups").output)
     assert out["threshold_source"] == "calibrated" and out["threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
     groups = [sorted(os.path.basename(v["path"]) for v in g["videos"]) for g in out["groups"]]
     assert sorted(groups) == [["a-reencoded.mp4", "a.mp4"], ["b-small.mp4", "b.mp4"]]
-    pairs = json.loads(run("dupes", "--index", idx, "--format", "json").output)["pairs"]
+    pairs = json.loads(vs("dupes", "--index", idx, "--format", "json").output)["pairs"]
     assert all(p["relation"] == "same" for p in pairs) and len(pairs) == 2
-    csv_out = run("dupes", "--index", idx, "--format", "csv").output.splitlines()
+    csv_out = vs("dupes", "--index", idx, "--format", "csv").output.splitlines()
     assert csv_out[0].startswith("a,b,score") and len(csv_out) == 3
     # a VSC export of the same index
-    r = run("export", tmp_path / "d.npz", "--index", idx)
+    r = vs("export", tmp_path / "d.npz", "--index", idx)
     assert r.exit_code == 0 and "descriptors" in r.output
 
 
-def test_reindex_pins_and_unpins_the_index_type(tmp_path, library_videos, tiny_model):
+def test_reindex_pins_and_unpins_the_index_type(tmp_path, library_videos, tiny_model, vs):
     videos = tmp_path / "videos"
     shutil.copytree(library_videos, videos)
     idx = tmp_path / "idx"
-    assert run("index", videos, "--index", idx, "--model", tiny_model, "--workers", 1).exit_code == 0
-    before = json.loads(run("search", videos / "a.mp4", "--index", idx, "--json", "--include-self").output)
-    r = run("reindex", "--index", idx, "--spec", "HNSW16,Flat")
+    assert vs("index", videos, "--index", idx, "--model", tiny_model, "--workers", 1).exit_code == 0
+    before = json.loads(vs("search", videos / "a.mp4", "--index", idx, "--json", "--include-self").output)
+    r = vs("reindex", "--index", idx, "--spec", "HNSW16,Flat")
     assert r.exit_code == 0 and "rebuilt HNSW16,Flat (pinned) over 10 clips" in r.output
-    st = json.loads(run("stats", "--index", idx, "--json").output)
+    st = json.loads(vs("stats", "--index", idx, "--json").output)
     assert (st["index_type"], st["index_type_pinned"]) == ("HNSW16,Flat", True)
-    after = json.loads(run("search", videos / "a.mp4", "--index", idx, "--json", "--include-self").output)
+    after = json.loads(vs("search", videos / "a.mp4", "--index", idx, "--json", "--include-self").output)
     assert [x["path"] for x in after["queries"][0]["results"]] == [x["path"] for x in before["queries"][0]["results"]]
     # removal from HNSW is by tombstone: the removed video's clips never come back
-    assert run("remove", videos / "b.mp4", "--index", idx).exit_code == 0
-    after = json.loads(run("search", videos / "b.mp4", "--index", idx, "--json", "--include-self").output)
+    assert vs("remove", videos / "b.mp4", "--index", idx).exit_code == 0
+    after = json.loads(vs("search", videos / "b.mp4", "--index", idx, "--json", "--include-self").output)
     assert str(videos / "b.mp4") not in [x["path"] for x in after["queries"][0]["results"]]
-    r = run("reindex", "--index", idx, "--auto")
+    r = vs("reindex", "--index", idx, "--auto")
     assert r.exit_code == 0 and "rebuilt IDMap2,Flat (chosen by size) over 7 clips" in r.output
-    r = run("reindex", "--index", idx, "--spec", "Bogus99")
+    r = vs("reindex", "--index", idx, "--spec", "Bogus99")
     assert r.exit_code == 2 and "not a FAISS index factory string" in r.output
-    assert json.loads(run("stats", "--index", idx, "--json").output)["index_type"] == "IDMap2,Flat"
+    assert json.loads(vs("stats", "--index", idx, "--json").output)["index_type"] == "IDMap2,Flat"
 
 
-def test_environment_variables_give_the_index_and_model(tmp_path, library_videos, tiny_model):
+def test_environment_variables_give_the_index_and_model(tmp_path, library_videos, tiny_model, vs):
     env = {"VIDSEARCH_INDEX": str(tmp_path / "env-idx"), "VIDSEARCH_MODEL": str(tiny_model)}
-    r = CliRunner().invoke(cli, ["index", str(library_videos / "a.mp4"), "--workers", "1"], env=env)
+    r = vs("index", library_videos / "a.mp4", "--workers", 1, env=env)
     assert r.exit_code == 0, r.output
     manifest = json.loads((tmp_path / "env-idx" / "manifest.json").read_text())
     assert manifest["model"]["id"] == str(tiny_model)
-    r = CliRunner().invoke(cli, ["stats", "--json"], env=env)
+    r = vs("stats", "--json", env=env)
     assert json.loads(r.output)["videos_indexed"] == 1
 
 
-def test_valid_files_decord_fails_on_are_searchable(indexed, tmp_path):
+def test_valid_files_decord_fails_on_are_searchable(indexed, tmp_path, vs):
     """Narrow H.264 (decord's copy check fails) and a small first stream beside a larger one."""
     from helpers import write_video
     from test_matrix import _two_streams
@@ -190,19 +185,19 @@ def test_valid_files_decord_fails_on_are_searchable(indexed, tmp_path):
     two = tmp_path / "two-streams.mkv"
     _two_streams(two)
     for query in (narrow, two):
-        r = run("search", query, "--index", idx, "--json")
+        r = vs("search", query, "--index", idx, "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.output)["queries"][0]["results"]
 
 
-def test_errors_map_to_their_class_exit_codes_and_bugs_are_said_as_bugs(indexed, monkeypatch):
+def test_errors_map_to_their_class_exit_codes_and_bugs_are_said_as_bugs(indexed, monkeypatch, vs):
     import errno
 
     import vidsearch.storage.stats as stats
 
     idx, _, _ = indexed
     # an argument out of range for this index: exit 2 (InvalidArgumentError), one line
-    r = run("export", idx.parent / "out.npz", "--index", idx, "--dim", 32)  # 64-d, but fewer than 32 clips
+    r = vs("export", idx.parent / "out.npz", "--index", idx, "--dim", 32)  # 64-d, but fewer than 32 clips
     assert r.exit_code == 2 and "PCA to 32 dimensions needs at least 32 clips" in r.output
     assert "Traceback" not in r.output
 
@@ -210,15 +205,15 @@ def test_errors_map_to_their_class_exit_codes_and_bugs_are_said_as_bugs(indexed,
         raise KeyError("surprise")
 
     monkeypatch.setattr(stats, "library_stats", explode)
-    r = run("stats", "--index", idx)
+    r = vs("stats", "--index", idx)
     assert r.exit_code == 1 and "internal error, a bug in vidsearch (KeyError: 'surprise')" in r.output
     assert "--debug" in r.output
-    r = run("--debug", "stats", "--index", idx)
+    r = vs("--debug", "stats", "--index", idx, catch=True)
     assert isinstance(r.exception, KeyError)  # --debug lets the traceback through
 
     def full(lib):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(stats, "library_stats", full)
-    r = run("stats", "--index", idx)
+    r = vs("stats", "--index", idx)
     assert r.exit_code == 9 and "No space left on device" in r.output and "bug" not in r.output

@@ -4,19 +4,12 @@ import json
 from importlib.resources import files
 
 import pytest
-from click.testing import CliRunner
-
-from vidsearch.cli import cli
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, tiny_model):
+def demo(tmp_path_factory, tiny_model, vs):
     d = tmp_path_factory.mktemp("demo")
-    return d, run("demo", "--dir", d, "--model", tiny_model)
+    return d, vs("demo", "--dir", d, "--model", tiny_model)
 
 
 def test_demo_finds_the_excerpt_and_groups_the_copies(demo):
@@ -49,24 +42,24 @@ def test_demo_finds_the_excerpt_and_groups_the_copies(demo):
     ]
 
 
-def test_the_index_is_left_to_go_on_with(demo):
+def test_the_index_is_left_to_go_on_with(demo, vs):
     d, r = demo
     assert r.exit_code == 0, r.output
-    s = run("search", d / "query-excerpt.mp4", "--index", d / "index", "--json")
+    s = vs("search", d / "query-excerpt.mp4", "--index", d / "index", "--json")
     assert s.exit_code == 0, s.output
     results = json.loads(s.stdout)["queries"][0]["results"]
     assert len(results) == 6
     assert results[0]["path"] in {str(d / "library" / n) for n in ("bigbuckbunny.mp4", "bigbuckbunny-titled.mp4")}
-    g = run("dupes", "--groups", "--format", "json", "--index", d / "index")
+    g = vs("dupes", "--groups", "--format", "json", "--index", d / "index")
     assert g.exit_code == 0, g.output
     groups = json.loads(g.stdout)["groups"]
     copies = ("bigbuckbunny-recut.mp4", "bigbuckbunny-titled.mp4", "bigbuckbunny.mp4")
     assert [sorted(v["path"] for v in grp["videos"]) for grp in groups] == [[str(d / "library" / n) for n in copies]]
 
 
-def test_a_second_run_in_the_same_folder_reuses_the_index(demo, tiny_model):
+def test_a_second_run_in_the_same_folder_reuses_the_index(demo, tiny_model, vs):
     d, _ = demo
-    r = run("demo", "--dir", d, "--model", tiny_model)
+    r = vs("demo", "--dir", d, "--model", tiny_model)
     assert r.exit_code == 0, r.output
     assert "indexed 0 videos (0 clips)" in r.output and "; 6 were indexed already" in r.output
 

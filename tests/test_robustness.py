@@ -15,19 +15,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from harness import ENV, assert_faiss_matches_catalog, catalog_state
 from helpers import write_video, write_videos
-from test_pipeline import ENV, assert_faiss_matches_catalog, catalog_state, job
-
-from vidsearch.cli import cli
-
-
-def run(*args, env=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
-
-
-def index(folder, idx, model, *extra, env=None):
-    return run("index", folder, "--index", idx, "--model", model, "--workers", 2, *extra, env=env)
 
 
 def write_audio_only(path):
@@ -65,7 +54,7 @@ def write_vfr(path):
 
 
 def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(
-    tmp_path, library_videos, tiny_model, monkeypatch
+    tmp_path, library_videos, tiny_model, monkeypatch, vs
 ):
     from PIL import Image
 
@@ -93,7 +82,7 @@ def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(
         return real(path, size)
 
     monkeypatch.setattr(discover, "sampled_hash", no_permission)
-    r = index(d, tmp_path / "idx", tiny_model)
+    r = vs.index(d, tmp_path / "idx")
     assert r.exit_code == 1, r.output
     assert "indexed 1," in r.output and "failed 8" in r.output
     failed = {
@@ -113,7 +102,7 @@ def test_broken_files_each_fail_with_one_line_and_the_rest_is_indexed(
     assert sum(s == "failed" for _, s in videos.values()) == 8
 
 
-def test_files_deleted_or_replaced_while_the_job_runs(tmp_path, library_videos, tiny_model, monkeypatch):
+def test_files_deleted_or_replaced_while_the_job_runs(tmp_path, library_videos, tiny_model, monkeypatch, vs):
     import vidsearch.indexer.job as pipeline
 
     d = tmp_path / "videos"
@@ -131,17 +120,17 @@ def test_files_deleted_or_replaced_while_the_job_runs(tmp_path, library_videos, 
         return spent
 
     monkeypatch.setattr(pipeline, "_embed", embed_then_meddle)
-    r = run("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--workers", 1, "--batch-size", 1)
+    r = vs("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--workers", 1, "--batch-size", 1)
     assert r.exit_code == 1
     assert "indexed 1" in r.output and "failed 2" in r.output
     assert f"failed: {d / 'c.mkv'}: file changed while it was being indexed" in r.output
     assert f"failed: {d / 'b.mp4'}: " in r.output  # deleted: cannot be read, or gone at commit
     monkeypatch.setattr(pipeline, "_embed", real)
-    r = run("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--prune")
+    r = vs("index", d, "--index", tmp_path / "idx", "--model", tiny_model, "--prune")
     assert r.exit_code == 0 and "indexed 1" in r.output and "pruned 1" in r.output  # c.mkv again; b.mp4 gone
 
 
-def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog):
+def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog, vs):
     d = tmp_path / "videos"
     d.mkdir()
     write_video(d / "one_frame.mp4", frames=[np.full((96, 128, 3), 120, np.uint8)], size=(128, 96))
@@ -150,7 +139,7 @@ def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog)
     whole = write_video(tmp_path / "whole.mkv", seconds=6, seed=4)
     data = whole.read_bytes()
     (d / "truncated.mkv").write_bytes(data[: len(data) // 2])
-    r = index(d, tmp_path / "idx", tiny_model)
+    r = vs.index(d, tmp_path / "idx")
     assert r.exit_code == 0, r.output
     assert "indexed 4" in r.output
     assert "truncated.mkv: only 3.0s of the 6.0s its header declares could be read" in caplog.text  # the warning
@@ -209,43 +198,41 @@ def six_videos(tmp_path_factory):
     return write_videos(tmp_path_factory.mktemp("six"), 6, seed=300)
 
 
-def assert_each_video_once(idx, n, clips_each=3):
+def assert_each_video_once(vs, idx, n, clips_each=3):
     videos, clips = catalog_state(idx)
     assert len(videos) == n and all(s == "indexed" for _, s in videos.values())
     assert all(len(c) == clips_each for c in clips.values())
     ids = [i for c in clips.values() for i in c]
     assert len(ids) == len(set(ids))
     assert_faiss_matches_catalog(idx)
-    r = run("verify", "--index", idx)
+    r = vs("verify", "--index", idx)
     assert r.exit_code == 0, r.output
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_decode", "after_embed", "in_commit", "in_faiss_save"])
-def test_sigkill_at_each_fault_point_then_rerun(tmp_path, six_videos, tiny_model, point):
+def test_sigkill_at_each_fault_point_then_rerun(tmp_path, six_videos, tiny_model, point, vs):
     idx = tmp_path / "idx"
     r = subprocess.run(
-        job(six_videos, idx, tiny_model),
+        vs.job(six_videos, idx),
         env={**ENV, "VIDSEARCH_FAULT": f"{point}:2"},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == -signal.SIGKILL, r.stderr
-    r = subprocess.run(job(six_videos, idx, tiny_model), env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(vs.job(six_videos, idx), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert_each_video_once(idx, 6)
+    assert_each_video_once(vs, idx, 6)
 
 
 @pytest.mark.slow
-def test_soak_twenty_sigkills_at_random_moments(tmp_path, six_videos, tiny_model):
+def test_soak_twenty_sigkills_at_random_moments(tmp_path, six_videos, tiny_model, vs):
     idx = tmp_path / "idx"
     rng = random.Random(1)
     kills = 0
     while kills < 20:
-        proc = subprocess.Popen(
-            job(six_videos, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen(vs.job(six_videos, idx), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(timeout=rng.uniform(0.5, 6.0))
         except subprocess.TimeoutExpired:
@@ -255,18 +242,18 @@ def test_soak_twenty_sigkills_at_random_moments(tmp_path, six_videos, tiny_model
             continue
         # finished before the kill: start over from nothing so that kills keep landing mid-run
         shutil.rmtree(idx)
-    r = subprocess.run(job(six_videos, idx, tiny_model), env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(vs.job(six_videos, idx), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert_each_video_once(idx, 6)
+    assert_each_video_once(vs, idx, 6)
 
 
-def test_disk_full_saving_vectors_keeps_the_previous_state(tmp_path, library_videos, tiny_model, monkeypatch):
+def test_disk_full_saving_vectors_keeps_the_previous_state(tmp_path, library_videos, tiny_model, monkeypatch, vs):
     import vidsearch.storage.vectors as vectors
 
     d = tmp_path / "videos"
     shutil.copytree(library_videos, d)
     idx = tmp_path / "idx"
-    assert index(d, idx, tiny_model).exit_code == 0
+    assert vs.index(d, idx).exit_code == 0
     before = (idx / "vectors.faiss").read_bytes()
     write_video(d / "new.mp4", seconds=4, seed=77)
 
@@ -274,19 +261,19 @@ def test_disk_full_saving_vectors_keeps_the_previous_state(tmp_path, library_vid
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(vectors, "atomic_write_bytes", full)
-    r = index(d, idx, tiny_model)
+    r = vs.index(d, idx)
     assert r.exit_code == 9 and "No space left on device" in r.output and "the catalog is intact" in r.output
     assert (idx / "vectors.faiss").read_bytes() == before  # the previous file is untouched
     monkeypatch.undo()
     videos, _ = catalog_state(idx)
     assert len(videos) == 4  # the new video was committed before the save failed
-    r = run("search", d / "new.mp4", "--index", idx, "--json", "--include-self")
+    r = vs("search", d / "new.mp4", "--index", idx, "--json", "--include-self")
     assert json.loads(r.output)["queries"][0]["results"][0]["path"] == str(d / "new.mp4")  # a reader rebuilds in memory
-    assert index(d, idx, tiny_model).exit_code == 0
+    assert vs.index(d, idx).exit_code == 0
     assert_faiss_matches_catalog(idx)
 
 
-def test_disk_full_while_committing_keeps_what_was_committed(tmp_path, library_videos, tiny_model, monkeypatch):
+def test_disk_full_while_committing_keeps_what_was_committed(tmp_path, library_videos, tiny_model, monkeypatch, vs):
     from sqlalchemy.exc import OperationalError
 
     from vidsearch.storage.catalog import Catalog
@@ -305,25 +292,25 @@ def test_disk_full_while_committing_keeps_what_was_committed(tmp_path, library_v
         return real(self, session, record, clips, *a)
 
     monkeypatch.setattr(Catalog, "_store", store)
-    r = run("index", d, "--index", idx, "--model", tiny_model, "--workers", 1)
+    r = vs("index", d, "--index", idx, "--model", tiny_model, "--workers", 1)
     assert r.exit_code == 9, r.output
     assert "cannot write (database or disk is full); everything committed before is kept" in r.output
     monkeypatch.undo()
     videos, clips = catalog_state(idx)
     assert len(videos) == 1 and all(len(c) > 0 for c in clips.values())
-    r = index(d, idx, tiny_model)
+    r = vs.index(d, idx)
     assert r.exit_code == 0 and "indexed 2, skipped 1" in r.output
     assert_faiss_matches_catalog(idx)
 
 
 @pytest.mark.slow
-def test_readers_see_consistent_snapshots_while_a_job_writes(tmp_path, tiny_model):
+def test_readers_see_consistent_snapshots_while_a_job_writes(tmp_path, tiny_model, vs):
     from vidsearch.storage.stats import library_stats, open_library
     from vidsearch.storage.vectors import VectorIndex
 
     d = write_videos(tmp_path / "videos", 10, seed=400)
     idx = tmp_path / "idx"
-    proc = subprocess.Popen(job(d, idx, tiny_model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(vs.job(d, idx), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checks = 0
     seen_generations = set()
     while proc.poll() is None:
@@ -349,7 +336,7 @@ def test_readers_see_consistent_snapshots_while_a_job_writes(tmp_path, tiny_mode
         time.sleep(0.02)
     assert proc.returncode == 0, proc.stderr.read()
     assert checks > 5 and len(seen_generations) > 2, (checks, seen_generations)
-    assert_each_video_once(idx, 10)
+    assert_each_video_once(vs, idx, 10)
 
 
 def sqlite_text(sql):
@@ -358,25 +345,25 @@ def sqlite_text(sql):
     return text(sql)
 
 
-def test_second_job_refused_naming_the_holder_and_stale_lock_taken_over(tmp_path, library_videos, tiny_model):
+def test_second_job_refused_naming_the_holder_and_stale_lock_taken_over(tmp_path, library_videos, tiny_model, vs):
     from vidsearch.storage.library import Library
 
     idx = tmp_path / "idx"
-    assert index(library_videos, idx, tiny_model).exit_code == 0
+    assert vs.index(library_videos, idx).exit_code == 0
     holder = Library.open(idx, writable=True)
     try:
-        r = index(library_videos, idx, tiny_model)
+        r = vs.index(library_videos, idx)
         assert r.exit_code == 7 and f"pid {os.getpid()}" in r.output and "being written by" in r.output
-        assert run("stats", "--index", idx).exit_code == 0  # readers are not blocked
+        assert vs("stats", "--index", idx).exit_code == 0  # readers are not blocked
     finally:
         holder.close()
     (idx / "lock").write_text("pid 999999 on a-dead-host since 2020-01-01T00:00:00\n")  # left by a killed job
-    r = index(library_videos, idx, tiny_model)
+    r = vs.index(library_videos, idx)
     assert r.exit_code == 0 and "skipped 3" in r.output
 
 
 def test_network_filesystem_gets_a_warning(tmp_path, monkeypatch, caplog):
-    from test_storage import settings
+    from records import settings
 
     import vidsearch.storage.lock as lock
     from vidsearch.storage.library import Library
@@ -388,22 +375,22 @@ def test_network_filesystem_gets_a_warning(tmp_path, monkeypatch, caplog):
     assert lock.filesystem_type(tmp_path) is not None  # /proc/mounts is read for real here
 
 
-def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_model):
+def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_model, vs):
     d = tmp_path / "videos"
     shutil.copytree(library_videos, d)
     idx = tmp_path / "idx"
-    assert index(d, idx, tiny_model).exit_code == 0
-    r = run("verify", "--index", idx)
+    assert vs.index(d, idx).exit_code == 0
+    r = vs("verify", "--index", idx)
     assert r.exit_code == 0 and "ok: 3 videos, 10 clips" in r.output
 
     def problems():
-        r = run("verify", "--index", idx, "--json")
+        r = vs("verify", "--index", idx, "--json")
         return r.exit_code, json.loads(r.output)
 
     def repair():
-        r = run("verify", "--index", idx, "--repair")
+        r = vs("verify", "--index", idx, "--repair")
         assert r.exit_code == 0, r.output
-        assert run("verify", "--index", idx).exit_code == 0
+        assert vs("verify", "--index", idx).exit_code == 0
         return r.output
 
     good = (idx / "vectors.faiss").read_bytes()
@@ -416,7 +403,7 @@ def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_mod
     assert code == 5 and "damaged" in out["problems"][0]["message"]
     repair()
     other = tmp_path / "other"
-    assert index(d / "a.mp4", other, tiny_model).exit_code == 0
+    assert vs.index(d / "a.mp4", other).exit_code == 0
     shutil.copy(other / "vectors.faiss", idx / "vectors.faiss")
     code, out = problems()
     assert code == 5 and any("belongs to another index" in p["message"] for p in out["problems"])
@@ -437,20 +424,20 @@ def test_verify_detects_and_repairs_each_part(tmp_path, library_videos, tiny_mod
     )
     out = repair()
     assert "deleted 1 orphan clip rows" in out and "dropped 1 damaged video(s)" in out, out
-    r = index(d, idx, tiny_model)
+    r = vs.index(d, idx)
     assert "indexed 1, skipped 2" in r.output  # b.mp4 embedded again
     assert_faiss_matches_catalog(idx)
 
     (idx / "manifest.json").write_text("{broken")
     code, out = problems()
     assert code == 5 and out["problems"][0]["part"] == "manifest" and not out["problems"][0]["repairable"]
-    assert run("verify", "--index", idx, "--repair").exit_code == 5
+    assert vs("verify", "--index", idx, "--repair").exit_code == 5
 
 
-def test_decoder_dying_half_way_through_sending_a_clip_does_not_hang_the_job(tmp_path, library_videos, tiny_model):
+def test_decoder_dying_half_way_through_sending_a_clip_does_not_hang_the_job(tmp_path, library_videos, tiny_model, vs):
     idx = tmp_path / "idx"
     r = subprocess.run(
-        job(library_videos, idx, tiny_model),
+        vs.job(library_videos, idx),
         env={**ENV, "VIDSEARCH_FAULT_WORKER": "crash_sending:a.mp4"},
         capture_output=True,
         text=True,
@@ -462,88 +449,88 @@ def test_decoder_dying_half_way_through_sending_a_clip_does_not_hang_the_job(tmp
     assert sorted(os.path.basename(p) for p, (_, s) in videos.items() if s == "indexed") == ["b.mp4", "c.mkv"]
 
 
-def test_copy_or_move_onto_an_indexed_file_leaves_no_orphan_vectors(tmp_path, library_videos, tiny_model):
+def test_copy_or_move_onto_an_indexed_file_leaves_no_orphan_vectors(tmp_path, library_videos, tiny_model, vs):
     from vidsearch.storage.library import Library
     from vidsearch.storage.vectors import VectorIndex
 
     d = tmp_path / "videos"
     shutil.copytree(library_videos, d)
     idx = tmp_path / "idx"
-    assert index(d, idx, tiny_model).exit_code == 0
+    assert vs.index(d, idx).exit_code == 0
     shutil.copy(d / "b.mp4", d / "a.mp4")  # cp b.mp4 a.mp4: a is now an identical copy of b
-    r = index(d, idx, tiny_model)
+    r = vs.index(d, idx)
     assert r.exit_code == 0 and "copied 1" in r.output
-    assert run("verify", "--index", idx).exit_code == 0
+    assert vs("verify", "--index", idx).exit_code == 0
     os.replace(d / "c.mkv", d / "a.mp4")  # mv c.mkv a.mp4: c's embeddings move onto a's path
-    r = index(d, idx, tiny_model)
+    r = vs.index(d, idx)
     assert r.exit_code == 0 and "moved 1" in r.output
-    assert run("verify", "--index", idx).exit_code == 0
+    assert vs("verify", "--index", idx).exit_code == 0
     assert_faiss_matches_catalog(idx)
     with Library.open(idx) as lib:  # the saved file is current: readers need not rebuild
         assert VectorIndex.load(lib.vectors_path)[1].generation == lib.catalog.generation()
 
 
-def test_damaged_catalog_pages_give_one_line_and_exit_5(tmp_path, library_videos, tiny_model):
+def test_damaged_catalog_pages_give_one_line_and_exit_5(tmp_path, library_videos, tiny_model, vs):
     idx = tmp_path / "idx"
-    assert index(library_videos, idx, tiny_model).exit_code == 0
+    assert vs.index(library_videos, idx).exit_code == 0
     data = bytearray((idx / "catalog.sqlite").read_bytes())
     data[4096 : 4096 + 8192] = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
     (idx / "catalog.sqlite").write_bytes(bytes(data))
     for cmd in (["stats"], ["dupes"], ["verify"]):
-        r = run(*cmd, "--index", idx)
+        r = vs(*cmd, "--index", idx)
         assert r.exit_code == 5, (cmd, r.output)
         assert "Traceback" not in r.output and r.output.strip()
 
 
-def test_bad_faiss_spec_is_refused_before_anything_is_written(tmp_path, library_videos, tiny_model):
+def test_bad_faiss_spec_is_refused_before_anything_is_written(tmp_path, library_videos, tiny_model, vs):
     idx = tmp_path / "idx"
-    assert index(library_videos, idx, tiny_model).exit_code == 0
+    assert vs.index(library_videos, idx).exit_code == 0
     before = (idx / "manifest.json").read_text()
-    r = index(library_videos, idx, tiny_model, "--faiss-spec", "Flatt")
+    r = vs.index(library_videos, idx, "--faiss-spec", "Flatt")
     assert r.exit_code == 2 and "not a FAISS index factory string" in r.output
     assert (idx / "manifest.json").read_text() == before
-    r = index(library_videos, idx, tiny_model, "--faiss-spec", "IDMap2,Flat")  # the current type: now pinned
+    r = vs.index(library_videos, idx, "--faiss-spec", "IDMap2,Flat")  # the current type: now pinned
     assert r.exit_code == 0 and json.loads((idx / "manifest.json").read_text())["faiss"]["pinned"] is True
 
 
-def test_prune_only_touches_the_paths_being_indexed(tmp_path, library_videos, tiny_model):
+def test_prune_only_touches_the_paths_being_indexed(tmp_path, library_videos, tiny_model, vs):
     a, b = tmp_path / "drive_a", tmp_path / "drive_b"
     shutil.copytree(library_videos, a)
     b.mkdir()
     write_video(b / "x.mp4", seconds=3, seed=50)
     idx = tmp_path / "idx"
-    assert index(a, idx, tiny_model).exit_code == 0 and index(b, idx, tiny_model).exit_code == 0
+    assert vs.index(a, idx).exit_code == 0 and vs.index(b, idx).exit_code == 0
     (b / "x.mp4").unlink()  # e.g. drive b unmounted
     (a / "c.mkv").unlink()
-    r = index(a, idx, tiny_model, "--prune")
+    r = vs.index(a, idx, "--prune")
     assert "pruned 1" in r.output
     videos, _ = catalog_state(idx)
     assert str(b / "x.mp4") in videos and str(a / "c.mkv") not in videos
-    assert "pruned 1" in index(b, idx, tiny_model, "--prune").output
+    assert "pruned 1" in vs.index(b, idx, "--prune").output
 
 
-def test_hard_link_is_indexed_as_a_copy(tmp_path, library_videos, tiny_model):
+def test_hard_link_is_indexed_as_a_copy(tmp_path, library_videos, tiny_model, vs):
     d = tmp_path / "videos"
     shutil.copytree(library_videos, d)
     os.link(d / "a.mp4", d / "a-link.mp4")
-    r = index(d, tmp_path / "idx", tiny_model)
+    r = vs.index(d, tmp_path / "idx")
     assert r.exit_code == 0 and "indexed 3" in r.output and "copied 1" in r.output
 
 
-def test_bad_query_range_is_a_usage_error(tmp_path, library_videos, tiny_model):
+def test_bad_query_range_is_a_usage_error(tmp_path, library_videos, tiny_model, vs):
     idx = tmp_path / "idx"
-    assert index(library_videos / "a.mp4", idx, tiny_model).exit_code == 0
-    r = run("search", library_videos / "a.mp4", "--index", idx, "--start", 5, "--end", 3)
+    assert vs.index(library_videos / "a.mp4", idx).exit_code == 0
+    r = vs("search", library_videos / "a.mp4", "--index", idx, "--start", 5, "--end", 3)
     assert r.exit_code == 2 and "--end" in r.output
 
 
-def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tiny_model, monkeypatch):
+def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tiny_model, monkeypatch, vs):
     import vidsearch.search.calibrate as calibrate
 
     idx = tmp_path / "idx"
-    assert index(library_videos, idx, tiny_model).exit_code == 0
+    assert vs.index(library_videos, idx).exit_code == 0
     monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors: np.array([0.2, 0.3, 0.9999]))
     before = (idx / "manifest.json").read_text()
-    r = run("calibrate", "--index", idx)
+    r = vs("calibrate", "--index", idx)
     assert r.exit_code == 1 and "near-identical clips" in r.output and "Nothing stored" in r.output
     assert (idx / "manifest.json").read_text() == before

@@ -7,72 +7,11 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
-from click.testing import CliRunner
+from harness import ENV, assert_faiss_matches_catalog, catalog_state
 from helpers import write_video, write_videos
-
-from vidsearch.cli import cli
-from vidsearch.storage.library import Library
-from vidsearch.storage.vectors import VectorIndex
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def job(folder, idx, model, *extra):
-    """``vidsearch index`` as a separate process (to be killed), two workers, one clip a batch."""
-    return [
-        sys.executable,
-        "-m",
-        "vidsearch.cli",
-        "-q",
-        "index",
-        str(folder),
-        "--index",
-        str(idx),
-        "--model",
-        str(model),
-        "--workers",
-        "2",
-        "--batch-size",
-        "1",
-        *map(str, extra),
-    ]
-
-
-def run(*args, env=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
-    return result
-
-
-def index(folder, idx, model, *extra, env=None):
-    return run("index", folder, "--index", idx, "--model", model, "--workers", 2, *extra, env=env)
-
-
-def catalog_state(idx):
-    con = sqlite3.connect(idx / "catalog.sqlite")
-    try:
-        videos = {
-            os.fsdecode(p): (vid, status) for vid, p, status in con.execute("select id, path, status from videos")
-        }
-        clips = {
-            vid: sorted(c for (c,) in con.execute("select id from clips where video_id=?", (vid,)))
-            for vid, _ in videos.values()
-        }
-        return videos, clips
-    finally:
-        con.close()
-
-
-def assert_faiss_matches_catalog(idx):
-    with Library.open(idx) as lib:
-        vi, header = VectorIndex.load(lib.vectors_path)
-        assert header.generation == lib.catalog.generation(), "vectors.faiss is stale after the job"
-        with lib.catalog.read() as s:
-            ids = sorted(int(i) for chunk, _ in lib.catalog.iter_embeddings(s, lib.manifest.encoder.dim) for i in chunk)
-        assert sorted(vi.ids().tolist()) == ids
 
 
 @pytest.fixture
@@ -82,9 +21,9 @@ def lib_copy(tmp_path, library_videos):
     return dst
 
 
-def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model):
+def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model, vs):
     idx = tmp_path / "idx"
-    r = index(lib_copy, idx, tiny_model)
+    r = vs.index(lib_copy, idx)
     assert r.exit_code == 0, r.output
     assert "indexed 3, skipped 0" in r.output
     videos, clips = catalog_state(idx)
@@ -93,13 +32,13 @@ def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model):
     assert sorted(len(c) for c in clips.values()) == [3, 3, 4]
     assert_faiss_matches_catalog(idx)
 
-    r = index(lib_copy, idx, tiny_model)
+    r = vs.index(lib_copy, idx)
     assert "indexed 0, skipped 3" in r.output
 
     # new content in one file: only it is re-indexed, its old clips are gone, ids move on
     old_ids = clips[videos[str(lib_copy / "b.mp4")][0]]
     write_video(lib_copy / "b.mp4", seconds=4, fps=30, size=(128, 128), seed=22)
-    r = index(lib_copy, idx, tiny_model)
+    r = vs.index(lib_copy, idx)
     assert "indexed 1, skipped 2" in r.output, r.output
     videos2, clips2 = catalog_state(idx)
     new_ids = clips2[videos2[str(lib_copy / "b.mp4")][0]]
@@ -110,7 +49,7 @@ def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model):
     # a rename re-embeds nothing: same clip ids under the new path
     a_ids = clips2[videos2[str(lib_copy / "a.mp4")][0]]
     os.rename(lib_copy / "a.mp4", lib_copy / "renamed.mp4")
-    r = index(lib_copy, idx, tiny_model)
+    r = vs.index(lib_copy, idx)
     assert "indexed 0, skipped 2, moved 1" in r.output, r.output
     videos3, clips3 = catalog_state(idx)
     assert str(lib_copy / "a.mp4") not in videos3
@@ -119,7 +58,7 @@ def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model):
     # --prune after deleting a file removes its clips from the catalog and FAISS
     c_ids = clips3[videos3[str(lib_copy / "c.mkv")][0]]
     (lib_copy / "c.mkv").unlink()
-    r = index(lib_copy, idx, tiny_model, "--prune")
+    r = vs.index(lib_copy, idx, "--prune")
     assert "pruned 1" in r.output
     videos4, clips4 = catalog_state(idx)
     assert str(lib_copy / "c.mkv") not in videos4
@@ -127,7 +66,7 @@ def test_incremental_touch_rename_prune(tmp_path, lib_copy, tiny_model):
     assert_faiss_matches_catalog(idx)
 
 
-def test_corrupt_and_hanging_files_fail_and_the_rest_is_indexed(tmp_path, lib_copy, tiny_model):
+def test_corrupt_and_hanging_files_fail_and_the_rest_is_indexed(tmp_path, lib_copy, tiny_model, vs):
     (lib_copy / "garbage.mp4").write_bytes(os.urandom(5000))
     shutil.copy(lib_copy / "a.mp4", lib_copy / "hang.mp4")
     os.utime(lib_copy / "hang.mp4", ns=(1, 1))
@@ -135,26 +74,26 @@ def test_corrupt_and_hanging_files_fail_and_the_rest_is_indexed(tmp_path, lib_co
         f.write(b"\0")  # a different fingerprint: not an identical copy of a.mp4
     idx = tmp_path / "idx"
     env = {"VIDSEARCH_FAULT_WORKER": "hang:hang.mp4"}
-    r = index(lib_copy, idx, tiny_model, "--timeout", 3, env=env)
+    r = vs.index(lib_copy, idx, "--timeout", 3, env=env)
     assert r.exit_code == 1
     assert "indexed 3" in r.output and "failed 2" in r.output
     assert "garbage.mp4: not a decodable video" in r.output
     assert "hang.mp4: decoding timed out (3s without progress)" in r.output
     videos, _ = catalog_state(idx)
     assert videos[str(lib_copy / "garbage.mp4")][1] == "failed"
-    stats = json.loads(run("stats", "--index", idx, "--json").output)
+    stats = json.loads(vs("stats", "--index", idx, "--json").output)
     assert stats["videos_indexed"] == 3 and stats["videos_failed"] == 2
     assert {f["path"] for f in stats["failed"]} == {str(lib_copy / "garbage.mp4"), str(lib_copy / "hang.mp4")}
     # failures are not retried unless asked
-    r = index(lib_copy, idx, tiny_model, "--timeout", 3, env=env)
+    r = vs.index(lib_copy, idx, "--timeout", 3, env=env)
     assert "indexed 0, skipped 5" in r.output and r.exit_code == 0
-    r = index(lib_copy, idx, tiny_model, "--retry-failed", "--timeout", 60)
+    r = vs.index(lib_copy, idx, "--retry-failed", "--timeout", 60)
     assert "indexed 1" in r.output and "failed 1" in r.output  # hang.mp4 decodes now; garbage still fails
 
 
-def test_decoder_crash_fails_that_video_and_a_new_worker_goes_on(tmp_path, lib_copy, tiny_model):
+def test_decoder_crash_fails_that_video_and_a_new_worker_goes_on(tmp_path, lib_copy, tiny_model, vs):
     idx = tmp_path / "idx"
-    r = index(lib_copy, idx, tiny_model, env={"VIDSEARCH_FAULT_WORKER": "crash:b.mp4"})
+    r = vs.index(lib_copy, idx, env={"VIDSEARCH_FAULT_WORKER": "crash:b.mp4"})
     assert r.exit_code == 1
     assert "indexed 2" in r.output and "failed 1" in r.output
     assert f"failed: {lib_copy / 'b.mp4'}: decoder crashed (signal 11)" in r.output
@@ -183,10 +122,10 @@ def _alive(pid):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_finishes_with_nothing_twice(tmp_path, tiny_model):
+def test_sigkill_mid_run_then_rerun_finishes_with_nothing_twice(tmp_path, tiny_model, vs):
     folder = write_videos(tmp_path / "videos", 8, seed=100)
     idx = tmp_path / "idx"
-    cmd, env = job(folder, idx, tiny_model), ENV
+    cmd, env = vs.job(folder, idx), ENV
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     workers = []
@@ -247,7 +186,7 @@ def test_api_index_and_remove(tmp_path, lib_copy, encoder):
     assert_faiss_matches_catalog(idx)
 
 
-def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model):
+def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model, vs):
     folder = tmp_path / "videos"
     folder.mkdir()
     odd = [
@@ -261,7 +200,7 @@ def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model):
         with open(os.fsencode(folder) + b"/" + name, "ab") as f:
             f.write(name)  # distinct content, so none is an identical copy of another
     idx = tmp_path / "idx"
-    r = index(folder, idx, tiny_model)
+    r = vs.index(folder, idx)
     assert r.exit_code == 0, r.output
     assert "indexed 4" in r.output
     con = sqlite3.connect(idx / "catalog.sqlite")
@@ -271,10 +210,10 @@ def test_awkward_names_are_indexed(tmp_path, library_videos, tiny_model):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model):
+def test_ctrl_c_stops_cleanly_and_keeps_what_is_committed(tmp_path, tiny_model, vs):
     folder = write_videos(tmp_path / "videos", 8, seed=200)
     idx = tmp_path / "idx"
-    cmd = [c for c in job(folder, idx, tiny_model) if c != "-q"]  # the "interrupted" line is wanted
+    cmd = [c for c in vs.job(folder, idx) if c != "-q"]  # the "interrupted" line is wanted
     env = {**ENV, "VIDSEARCH_FAULT_WORKER": "hang:v7.mp4"}  # so that the job cannot finish before the Ctrl-C
     # a shell's background job (nohup ... &) starts with Ctrl-C ignored, which the job would inherit
     proc = subprocess.Popen(

@@ -1,0 +1,42 @@
+"""Synthetic records for storage tests: encoder settings, unit vectors, videos and clips."""
+
+import numpy as np
+
+from vidsearch.settings import EncoderSettings, Preprocessing
+from vidsearch.storage.catalog import ClipRecord, VideoRecord
+
+DIM = 8
+
+
+def settings(**kw):
+    base = dict(
+        model="org/model",
+        revision="abc",
+        dim=DIM,
+        pooling="mean",
+        num_frames=16,
+        image_size=224,
+        preprocessing=Preprocessing(),
+    )
+    base.update(kw)
+    return EncoderSettings(**base)
+
+
+def unit(rng, n, dim=DIM):
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def record(name, fp="f"):
+    return VideoRecord(path=name.encode(), size=1, mtime_ns=1, fingerprint=fp, duration_s=4.0)
+
+
+def clips(rng, n):
+    return [ClipRecord(2.0 * i, 2.0 * i + 2, v) for i, v in enumerate(unit(rng, n))]
+
+
+def clustered(rng, n, dim=DIM, centres=40):
+    """Unit vectors around ``centres`` random centres: data an IVF index can be trained and tuned on."""
+    c = unit(rng, centres, dim)
+    v = c[rng.integers(0, centres, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,61 @@
+"""The catalog: transactional stores, clip ids, float16 embeddings, read snapshots."""
+
+import numpy as np
+import pytest
+from records import DIM, clips, record, unit
+
+from vidsearch.storage.catalog import ClipRecord
+
+
+def test_store_is_transactional(lib):
+    rng = np.random.default_rng(0)
+    bad = clips(rng, 3) + [ClipRecord(0, 1, np.zeros(DIM))]
+    generation = lib.catalog.generation()
+
+    def boom(*a, **k):
+        raise RuntimeError("crash inside the commit")
+
+    original = lib.catalog._store
+    lib.catalog._store = lambda *a, **k: (original(*a, **k), boom())
+    with pytest.raises(RuntimeError):
+        lib.catalog.store_video(record("a.mp4"), bad)
+    lib.catalog._store = original
+    with lib.catalog.read() as s:
+        assert lib.catalog.clip_count(s) == 0
+        assert lib.catalog.video_by_path(s, b"a.mp4") is None
+    assert lib.catalog.generation() == generation
+
+
+def test_clip_ids_never_reused(lib):
+    rng = np.random.default_rng(1)
+    _, first, _ = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    lib.catalog.remove_videos([v for v in [1]])
+    _, second, _ = lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+    assert first == [1, 2, 3] and second == [4, 5, 6]
+    # replacing a video at the same path drops its old clips, ids still move on
+    _, third, removed = lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
+    assert third == [7, 8] and removed == [4, 5, 6]
+    with lib.catalog.read() as s:
+        assert lib.catalog.clip_count(s) == 2
+
+
+def test_embeddings_float16_round_trip(lib):
+    rng = np.random.default_rng(2)
+    vecs = unit(rng, 5, DIM)
+    lib.catalog.store_video(record("a.mp4"), [ClipRecord(0, 2, v) for v in vecs])
+    with lib.catalog.read() as s:
+        ids, back = next(lib.catalog.iter_embeddings(s, DIM))
+    assert np.all(np.sum(back * vecs, axis=1) > 0.9999)  # float16 storage costs < 1e-4 in cosine
+    np.testing.assert_allclose(np.linalg.norm(back, axis=1), 1, atol=1e-6)
+
+
+def test_reader_snapshot_does_not_see_a_later_commit(lib):
+    rng = np.random.default_rng(7)
+    lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
+    with lib.catalog.read() as s:
+        before = lib.catalog.clip_count(s)
+        lib.catalog.store_video(record("b.mp4"), clips(rng, 3))  # another connection commits meanwhile
+        assert lib.catalog.clip_count(s) == before == 2
+        assert lib.catalog.generation(s) == 1
+    with lib.catalog.read() as s:
+        assert lib.catalog.clip_count(s) == 5

@@ -534,3 +534,136 @@ def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tin
     r = vs("calibrate", "--index", idx)
     assert r.exit_code == 1 and "near-identical clips" in r.output and "Nothing stored" in r.output
     assert (idx / "manifest.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_first_run_killed_while_writing_its_manifest_is_finished_by_the_rerun(tmp_path, library_videos, vs):
+    idx = tmp_path / "idx"
+    r = subprocess.run(
+        vs.job(library_videos, idx),
+        env={**ENV, "VIDSEARCH_FAULT": "in_atomic_write"},  # the first file written atomically is the manifest
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    left = sorted(p.name for p in idx.iterdir())
+    assert "manifest.json" not in left and "catalog.sqlite" in left and "lock" in left
+    assert any(n.startswith(".tmp-") and n.endswith("-manifest.json") for n in left)
+    r = vs("stats", "--index", idx)
+    assert r.exit_code == 4 and f"no vidsearch index at {idx} yet: its creation is unfinished" in r.output
+    r = vs.index(library_videos, idx)
+    assert r.exit_code == 0 and "indexed 3, skipped 0" in r.output, r.output
+    assert not any(p.name.startswith(".tmp-") for p in idx.iterdir())
+    assert_faiss_matches_catalog(idx)
+    assert vs("verify", "--index", idx).exit_code == 0
+
+
+@pytest.mark.slow
+def test_disk_full_at_any_point_of_the_first_run_is_exit_9_and_the_rerun_goes_on(tmp_path, tmpfs, vs):
+    videos_dir = tmp_path / "videos"
+    videos_dir.mkdir()
+    write_video(videos_dir / "a.mp4", seconds=4, seed=5)
+    fs = tmpfs("4k")
+    idx = fs.path / "idx"
+    failures = []
+    for kib in range(4, 1024, 8):  # the first run starts with one page free, each rerun with 8 KiB more
+        r = vs.index(videos_dir, idx)
+        if r.exit_code == 0:
+            break
+        assert r.exit_code == 9, r.output
+        failures.append(r.output)
+        assert sorted(p.name for p in idx.iterdir()) == ["lock"] or (idx / "manifest.json").exists()
+        fs.remount(f"size={kib + 8}k")
+    assert r.exit_code == 0, failures
+    videos, clips = catalog_state(idx)
+    assert videos == {str(videos_dir / "a.mp4"): (1, "indexed")} and clips == {1: [1, 2]}
+    assert any("cannot create an index in" in f for f in failures), failures
+    assert all(f.count("\n") == 1 for f in failures), failures  # one line each
+    assert_faiss_matches_catalog(idx)
+    assert vs("verify", "--index", idx).exit_code == 0
+
+
+def test_full_disk_at_job_start_is_exit_9_naming_the_lock(tmp_path, library_videos, tmpfs, vs):
+    built = tmp_path / "idx"
+    assert vs.index(library_videos, built).exit_code == 0
+    fs = tmpfs("2m")
+    idx = fs.path / "idx"
+    shutil.copytree(built, idx)
+    fs.fill()
+    said = f"Error: cannot write the lock file {idx / 'lock'} (No space left on device); nothing else was written\n"
+    for args in (
+        ("index", library_videos, "--model", vs.model),
+        ("remove", library_videos / "a.mp4"),
+        ("reindex",),
+        ("calibrate",),
+        ("verify", "--repair"),
+    ):
+        r = vs(*args, "--index", idx)
+        assert (r.exit_code, r.output) == (9, said), args
+    r = vs.index(library_videos, fs.path / "new")  # the very first run on a full disk
+    assert (r.exit_code, r.output) == (9, said.replace(str(idx), str(fs.path / "new")))
+    r = vs("stats", "--index", idx)  # a reader that cannot make SQLite's -shm file: not "damaged"
+    assert r.exit_code == 9 and "its file system is full" in r.output, r.output
+    (fs.path / "filler").unlink()
+    r = vs("verify", "--index", idx)
+    assert r.exit_code == 0 and "ok: 3 videos" in r.output
+
+
+def test_read_only_index_folder_serves_readers_and_writers_say_it_is_read_only(tmp_path, library_videos, tmpfs, vs):
+    built = tmp_path / "idx"
+    assert vs.index(library_videos, built).exit_code == 0
+    with_wal = tmp_path / "with-wal"  # a copy whose last commit is only in its -wal (as a killed job leaves it)
+    shutil.copytree(built, with_wal)
+    holder = sqlite3.connect(with_wal / "catalog.sqlite")  # keeps the WAL from being checkpointed away
+    holder.execute("select 1 from videos").fetchall()
+    (tmp_path / "new").mkdir()
+    write_video(tmp_path / "new" / "d.mp4", seconds=4, seed=9)
+    assert vs.index(tmp_path / "new", with_wal).exit_code == 0
+    if os.geteuid() == 0:  # root writes through file modes: only a read-only mount stops it
+        fs = tmpfs("8m")
+        dest = fs.path
+    else:
+        dest = tmp_path / "ro"
+        dest.mkdir()
+    ro, ro_wal = dest / "idx", dest / "with-wal"
+    shutil.copytree(built, ro)
+    shutil.copytree(with_wal, ro_wal)
+    holder.close()
+    if os.geteuid() == 0:
+        fs.remount("ro")
+    else:
+        for folder in (ro, ro_wal):
+            for p in (*folder.iterdir(), folder):
+                p.chmod(0o555 if p.is_dir() else 0o444)
+    assert (ro_wal / "catalog.sqlite-wal").stat().st_size > 0 and (ro_wal / "catalog.sqlite-shm").exists()
+    before = {p: sorted(q.name for q in p.iterdir()) for p in (ro, ro_wal)}
+
+    stats = json.loads(vs("stats", "--index", ro, "--json").output)
+    assert (stats["videos_indexed"], stats["clips"]) == (3, 10)
+    stats = json.loads(vs("stats", "--index", ro_wal, "--json").output)
+    assert (stats["videos_indexed"], stats["clips"]) == (4, 12)  # the -wal's commit is read
+    for args in (("search", library_videos / "b.mp4", "--json", "--include-self"), ("dupes", "--format", "json")):
+        r = vs(*args, "--index", ro)
+        assert r.exit_code == 0 and r.output == vs(*args, "--index", built).output, args
+    r = vs("search", library_videos / "b.mp4", "--index", ro, "--json", "--include-self")
+    assert json.loads(r.output)["queries"][0]["results"][0]["path"] == str(library_videos / "b.mp4")
+    assert vs("export", tmp_path / "ro.tsv", "--index", ro).exit_code == 0
+    assert vs("export", tmp_path / "rw.tsv", "--index", built).exit_code == 0
+    assert (tmp_path / "ro.tsv").read_bytes() == (tmp_path / "rw.tsv").read_bytes()
+    r = vs("verify", "--index", ro)
+    assert r.exit_code == 0 and "ok: 3 videos, 10 clips" in r.output
+    r = vs("verify", "--index", ro_wal)
+    assert r.exit_code == 0 and "ok: 4 videos, 12 clips" in r.output
+
+    said = f"Error: index folder {ro} is read-only; only search, stats, dupes, export and verify work on it\n"
+    for args in (
+        ("index", library_videos, "--model", vs.model),
+        ("remove", library_videos / "a.mp4"),
+        ("reindex",),
+        ("calibrate",),
+        ("verify", "--repair"),
+    ):
+        r = vs(*args, "--index", ro)
+        assert (r.exit_code, r.output) == (9, said), args
+    assert {p: sorted(q.name for q in p.iterdir()) for p in (ro, ro_wal)} == before

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -206,7 +207,14 @@ class Catalog:
         if not create and not os.path.exists(self.path):
             raise CorruptIndexError(f"{self.path} is missing: the index directory is incomplete")
         self.readonly = readonly
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
+        if readonly and not os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK):
+            uri = _read_only_uri(self.path)
+            self.engine = create_engine(
+                f"sqlite:///{self.path}",
+                creator=lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False),
+            )
+        else:
+            self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
 
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -241,6 +249,12 @@ class Catalog:
                 raise CorruptIndexError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
         except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
+            if create:
+                raise StorageError(f"{self.path}: cannot create the catalog ({first_line(exc)})") from exc
+            if _disk_full(self.path):  # SQLite cannot make its -shm file: not damage
+                raise StorageError(
+                    f"cannot open {self.path} ({first_line(exc)}): its file system is full; free some space"
+                ) from exc
             raise CorruptIndexError(f"{self.path} is damaged or not a SQLite database ({first_line(exc)})") from exc
 
     def close(self) -> None:
@@ -586,6 +600,61 @@ def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
     return removed
 
 
+def holds_nothing(path: str | os.PathLike) -> bool:
+    """Whether the SQLite file at ``path`` holds no row in any table: a catalog whose creation
+    stopped before anything was stored in it. False when it holds rows or cannot be read.
+
+    With nothing in its -wal the file is read as immutable, so nothing is made beside it."""
+    wal = f"{os.fspath(path)}-wal"
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0
+    try:
+        con = sqlite3.connect(_uri(path) + ("?mode=ro" if pending else "?immutable=1"), uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return not any(
+            con.execute('SELECT EXISTS (SELECT 1 FROM "{}")'.format(t.replace('"', '""'))).fetchone()[0] for t in tables
+        )
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
+
+
+def _uri(path: str | os.PathLike) -> str:
+    return "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+
+
+def _read_only_uri(path: str) -> str:
+    """How to open a catalog in a folder this process cannot write to.
+
+    A WAL reader needs the -shm file: where one is there (a writer is running, or was killed),
+    SQLite opens it read-only and reads the WAL too. Where none is, no writer has the catalog
+    open, and the file is opened as immutable (no -shm, no locks): right for a read-only file
+    system or copy; commits still in a -wal without its -shm are not seen.
+    """
+    if os.path.exists(path + "-shm"):
+        return _uri(path) + "?mode=ro"
+    if os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0:
+        log.warning(
+            "%s-wal holds commits not yet in %s, and the folder is read-only: reading the catalog without them",
+            path,
+            os.path.basename(path),
+        )
+    return _uri(path) + "?immutable=1"
+
+
+def _disk_full(path: str) -> bool:
+    """Whether the file system ``path`` is on has less room than SQLite needs to open a WAL
+    database (a 32 KB -shm file, and the WAL's first pages)."""
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 1 << 20
+
+
 def _bump_generation(session: Session) -> None:
     updated = session.execute(update(_Meta).where(_Meta.key == "generation").values(value=_Meta.value + 1))
     if updated.rowcount == 0:  # type: ignore[attr-defined]  # DML gives a CursorResult
@@ -608,4 +677,5 @@ __all__ = [
     "STATUS_INDEXED",
     "decode_embeddings",
     "encode_embedding",
+    "holds_nothing",
 ]

@@ -19,10 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError, last_line
+from vidsearch.errors import (
+    CorruptIndexError,
+    IncompatibleIndexError,
+    IndexNotFoundError,
+    StorageError,
+    first_line,
+    last_line,
+)
 from vidsearch.settings import ClipSettings, EncoderSettings
 from vidsearch.storage.atomic import atomic_write_bytes
-from vidsearch.storage.catalog import Catalog
+from vidsearch.storage.catalog import Catalog, holds_nothing
 from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch
 from vidsearch.storage.lock import LOCK, acquire_lock, release_lock, warn_if_network_filesystem
 from vidsearch.storage.manifest import Manifest, describe_differences
@@ -70,24 +77,54 @@ class Library:
         clips: ClipSettings | None = None,
         faiss_spec: str | None = None,
     ) -> Library:
+        """Make a new index in ``root`` (a new or empty folder, or one a first run left unfinished).
+
+        The manifest is written last: until it is there the folder is not an index, and what a
+        creation that stopped part-way (killed, disk full) left is cleared by the next one. A
+        failed creation clears what it made itself.
+        """
         root = Path(root)
         if cls.exists(root):
             raise IncompatibleIndexError(f"{root} already holds an index")
-        if root.exists() and any(p.name not in (LOCK,) for p in root.iterdir()):
+        if creation_leftovers(root) is None:
             raise IncompatibleIndexError(f"{root} exists and is not an empty folder or a vidsearch index")
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the index folder {root} ({exc.strerror or exc})") from exc
         warn_if_network_filesystem(root)
         lock_fd = acquire_lock(root)
-        manifest = Manifest(
-            encoder=encoder,
-            clips=clips or ClipSettings(),
-            faiss_spec=faiss_spec or DEFAULT_SPEC,
-            faiss_pinned=faiss_spec is not None,
-        )
-        catalog = Catalog(root / CATALOG, create=True)
-        lib = cls(root, manifest, catalog, True, lock_fd)
-        lib.write_manifest()  # written last: a folder without a manifest is not yet an index
-        return lib
+        catalog = None
+        try:
+            leftovers = creation_leftovers(root)  # again, holding the lock
+            if leftovers is None:
+                raise IncompatibleIndexError(f"{root} changed while this job waited for its lock; run it again")
+            if leftovers:
+                log.warning("%s: finishing the index a first run left unfinished", root)
+                _remove(leftovers)
+            manifest = Manifest(
+                encoder=encoder,
+                clips=clips or ClipSettings(),
+                faiss_spec=faiss_spec or DEFAULT_SPEC,
+                faiss_pinned=faiss_spec is not None,
+            )
+            catalog = Catalog(root / CATALOG, create=True)
+            lib = cls(root, manifest, catalog, True, lock_fd)
+            lib.write_manifest()  # written last: a folder without a manifest is not yet an index
+            return lib
+        except BaseException as exc:
+            if catalog is not None:
+                catalog.close()
+            if not cls.exists(root):
+                _remove(creation_leftovers(root) or [], quiet=True)
+            release_lock(lock_fd)
+            if isinstance(exc, (OSError, StorageError)):
+                cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+                reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else first_line(cause)
+                raise StorageError(
+                    f"cannot create an index in {root} ({reason}); nothing was kept, the same command starts over"
+                ) from exc
+            raise
 
     @classmethod
     def open(cls, root: str | os.PathLike, writable: bool = False) -> Library:
@@ -95,6 +132,11 @@ class Library:
         path = root / MANIFEST
         if not path.exists():
             if root.is_dir() and (root / CATALOG).exists():
+                if creation_leftovers(root) is not None:
+                    raise IndexNotFoundError(
+                        f"no vidsearch index at {root} yet: its creation is unfinished (stopped part-way, or "
+                        f"still running); `vidsearch index PATH --index {root}` finishes it"
+                    )
                 raise CorruptIndexError(
                     f"{path} is missing, but {root / CATALOG} exists; not starting a new index over it"
                 )
@@ -310,6 +352,38 @@ class Library:
     def _require_writer(self) -> None:
         if not self.writable:
             raise RuntimeError("this index was opened read-only")
+
+
+def creation_leftovers(root: Path) -> list[Path] | None:
+    """What a creation that stopped before its manifest left in ``root`` (empty for a new or empty
+    folder), to be cleared before creating the index again; None when ``root`` holds anything else.
+
+    Creating an index makes only the lock, the catalog (with its -wal and -shm) and a temporary
+    manifest; a catalog with rows means the folder was an index once, and is not cleared.
+    """
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        return None
+    made = {LOCK, CATALOG, CATALOG + "-wal", CATALOG + "-shm", CATALOG + "-journal"}
+    if any(p.name not in made and not _is_temporary_manifest(p.name) for p in root.iterdir()):
+        return None
+    if (root / CATALOG).exists() and not holds_nothing(root / CATALOG):
+        return None
+    return [p for p in root.iterdir() if p.name != LOCK]  # listed again: reading a -wal can make a -shm
+
+
+def _is_temporary_manifest(name: str) -> bool:
+    return name.startswith(".tmp-") and name.endswith("-" + MANIFEST)  # atomic_write_bytes' naming
+
+
+def _remove(paths: list[Path], quiet: bool = False) -> None:
+    for p in paths:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            if not quiet:
+                raise
 
 
 def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import CorruptIndexError, VidsearchError
+from vidsearch.errors import CorruptIndexError, StorageError, VidsearchError
 from vidsearch.storage.catalog import EMBEDDING_DTYPE
 from vidsearch.storage.library import Library, header_mismatches
 from vidsearch.storage.vectors import VectorFileError, VectorIndex
@@ -114,7 +114,7 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
     try:
         lib = Library.open(index_dir, writable=repair)
     except VidsearchError as exc:
-        if not Path(index_dir).exists():
+        if isinstance(exc, StorageError) or not Path(index_dir).exists():  # read-only folder, full disk: not damage
             raise
         report.problems.append(Problem("manifest", str(exc), False))
         return report

@@ -40,3 +40,15 @@ def clustered(rng, n, dim=DIM, centres=40):
     c = unit(rng, centres, dim)
     v = c[rng.integers(0, centres, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def hard(rng, n_videos, dim=DIM, per_video=20):
+    """Unit vectors that behave like real clip embeddings (as benchmarks/synthetic.py's hard set):
+    variance of dimension i ∝ i^-1.6, and each clip of a video 0.9 × the previous plus fresh noise.
+    No clusters for IVF lists to follow: a hard case for approximate search."""
+    scale = np.arange(1, dim + 1, dtype=np.float32) ** -0.8
+    z = rng.standard_normal((n_videos, per_video, dim)).astype(np.float32) * scale
+    for t in range(1, per_video):
+        z[:, t] = 0.9 * z[:, t - 1] + np.sqrt(1 - 0.81) * z[:, t]
+    v = z.reshape(-1, dim)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)

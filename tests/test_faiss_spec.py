@@ -2,12 +2,19 @@
 
 
 def test_index_type_chosen_by_size_with_hysteresis():
-    from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch
+    from vidsearch.storage.faiss_spec import DEFAULT_SPEC, HNSW_SPEC, choose_spec, should_switch
 
-    assert choose_spec(150_000) == DEFAULT_SPEC
-    assert choose_spec(1_000_000) == "IVF1024,SQfp16"
-    assert choose_spec(4_000_000) == "IVF2048,SQfp16"
-    assert should_switch(DEFAULT_SPEC, 250_000) and not should_switch(DEFAULT_SPEC, 150_000)
-    assert not should_switch("IVF512,SQfp16", 150_000)  # hysteresis: not back to exact just below the limit
-    assert should_switch("IVF512,SQfp16", 50_000)
-    assert not should_switch("IVF512,SQfp16", 1_000_000) and should_switch("IVF256,SQfp16", 4_000_000)
+    assert choose_spec(90_000, 1024) == DEFAULT_SPEC
+    assert choose_spec(1_000_000, 1024) == HNSW_SPEC == "HNSW32,SQfp16"
+    assert choose_spec(4_000_000, 1024) == "RR1024,IVF2048_HNSW32,PQ256x4fs"
+    assert choose_spec(10_000_000, 768) == "RR768,IVF4096_HNSW32,PQ192x4fs"
+    assert choose_spec(10_000_000, 1020) == HNSW_SPEC  # no product codes for a dim not divisible by 8
+    assert should_switch(DEFAULT_SPEC, 120_000, 1024) and not should_switch(DEFAULT_SPEC, 90_000, 1024)
+    assert not should_switch(HNSW_SPEC, 60_000, 1024)  # hysteresis: not back to exact just below the limit
+    assert should_switch(HNSW_SPEC, 40_000, 1024)
+    assert should_switch(HNSW_SPEC, 2_500_000, 1024)
+    pq = "RR1024,IVF2048_HNSW32,PQ256x4fs"
+    assert not should_switch(pq, 1_500_000, 1024) and should_switch(pq, 900_000, 1024)
+    assert not should_switch(pq, 10_000_000, 1024) and should_switch(pq, 40_000_000, 1024)
+    # an automatic type an older release chose is replaced
+    assert should_switch("IVF1024,SQfp16", 1_000_000, 1024)

@@ -8,7 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from records import clips, clustered, record, settings
+from records import clips, clustered, hard, record, settings
 
 from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError
 from vidsearch.settings import ClipSettings, Preprocessing
@@ -268,13 +268,20 @@ def test_stale_vectors_rebuilt_when_most_of_the_catalog_changed(tmp_path, monkey
     lib.close()
 
 
-def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_path, monkeypatch):
-    import vidsearch.storage.faiss_spec as vectors_mod
+@pytest.mark.parametrize(
+    ("compress_limit", "spec", "knob"),
+    [(10**9, "HNSW32,SQfp16", "efSearch"), (3000, "RR32,IVF64_HNSW32,PQ8x4fs", "nprobe")],
+)
+def test_switch_to_tuned_index_past_the_limit_and_recall_against_brute_force(
+    tmp_path, monkeypatch, compress_limit, spec, knob
+):
+    import vidsearch.storage.faiss_spec as spec_mod
 
-    monkeypatch.setattr(vectors_mod, "EXACT_LIMIT", 1000)
+    monkeypatch.setattr(spec_mod, "EXACT_LIMIT", 1000)
+    monkeypatch.setattr(spec_mod, "COMPRESS_LIMIT", compress_limit)
     rng = np.random.default_rng(8)
     lib = Library.create(tmp_path / "idx", settings(dim=32))
-    data = clustered(rng, 4000, 32)
+    data = hard(rng, 200, 32)
     for v in range(200):
         lib.catalog.store_video(
             record(f"v{v}.mp4"),
@@ -282,25 +289,26 @@ def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_p
         )
     assert lib.switch_index_type() is True
     m = lib.manifest
-    assert m.faiss_spec == "IVF64,SQfp16" and not m.faiss_pinned
-    assert m.faiss_params["recall_at_10"] >= 0.97 and m.faiss_params["nprobe"] >= 1
+    assert m.faiss_spec == spec and not m.faiss_pinned
+    assert m.faiss_params["recall_at_10"] >= 0.97 and m.faiss_params[knob] >= 1
     vi = lib.vectors()
-    assert vi.spec == "IVF64,SQfp16" and vi.params["nprobe"] == m.faiss_params["nprobe"]
-    queries = data[rng.choice(len(data), 200, replace=False)] + 0.2 * rng.standard_normal((200, 32)).astype(
-        np.float32
-    ) / np.sqrt(32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)  # unseen clips from the library's distribution
-    _, found = vi.search(queries, 10)
+    assert vi.spec == spec and vi.params == m.faiss_params
+    queries = hard(rng, 200, 32)[::20]  # clips of videos the library does not hold
+    scores, found = vi.search(queries, 10)
     with lib.catalog.read() as s:
         ids, vecs = zip(*lib.catalog.iter_embeddings(s, 32))
     ids, vecs = np.concatenate(ids), np.concatenate(vecs)
     exact = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
     recall = np.mean([len(np.intersect1d(f, e)) / 10 for f, e in zip(found, exact)])
     assert recall >= 0.95
-    # the saved file carries the tuned nprobe; a reader gets it back
+    # scores are the catalog vectors' own to float16 precision (product codes' are re-ranked), best first
+    rows = np.searchsorted(ids, found)
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, vecs[rows]), rtol=0, atol=1e-3)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    # the saved file carries the tuned parameters; a reader gets them back
     lib.close()
     with Library.open(tmp_path / "idx") as reader:
-        assert reader.vectors().params["nprobe"] == m.faiss_params["nprobe"]
+        assert reader.vectors().params == m.faiss_params
     # a pinned type is never switched automatically
     with Library.open(tmp_path / "idx", writable=True) as writer:
         writer.switch_index_type("IDMap2,Flat")

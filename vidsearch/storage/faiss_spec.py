@@ -1,4 +1,23 @@
-"""Which FAISS index type suits a library of a given size."""
+"""Which FAISS index type suits a library of a given size.
+
+Three tiers, chosen from measurements on hard synthetic clip vectors (power-law spectrum,
+neighbouring clips drifting; ``benchmarks/search_scale.py``, figures in ``benchmarks/RESULTS.md``):
+
+- exact (``IDMap2,Flat``) below ``EXACT_LIMIT``: recall 1, and a single query still scans the
+  whole library in tens of milliseconds (45 ms at 100k clips on the project's 2-core machine);
+- ``HNSW32,SQfp16`` up to ``COMPRESS_LIMIT``: a graph over float16 codes (the catalog's own
+  precision, so nothing is lost to the codes), recall@10 ≥ 0.95 at about a millisecond a query
+  where IVF with float16 codes needed tens of lists (IVF448 at 200k clips: nprobe 16 for 0.91,
+  4.4 ms); it costs about 2.3 KB of memory a clip;
+- above that, ``RR{dim},IVF{√n}_HNSW32,PQ{dim/4}x4fs``: 4-bit product codes of 4 dimensions each
+  (128 bytes a 1024-d clip) in √n lists found through an HNSW graph of the centroids, searched
+  by SIMD fast-scan; the candidates are re-ranked with the catalog's float16 vectors
+  (``vectors.needs_rerank``), which recovers what the codes lose, so that 10M clips fit in well
+  under 4 GB. A random rotation first spreads the variance over all the code groups: without it
+  a spectrum aligned with the axes (or an encoder's few outsized dimensions) puts nearly all of
+  it in the first group, and recall@10 after re-ranking fell from 0.98 to 0.82 on such vectors.
+  4-bit codes train in a minute where 8-bit ones took ten (IVF448,PQ64, 100k samples).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +26,15 @@ import re
 import numpy as np
 
 DEFAULT_SPEC = "IDMap2,Flat"
-#: Below this many clips, search is exact; above it, an IVF index tuned for recall.
-EXACT_LIMIT = 200_000
+HNSW_SPEC = "HNSW32,SQfp16"
+#: Exact search below this many clips. At 100k clips (about 55 hours of video) an exact query
+#: takes ~45 ms here; HNSW answers in ~1 ms at recall@10 ≥ 0.95 and builds in a few minutes.
+EXACT_LIMIT = 100_000
+#: HNSW over float16 codes below this many clips, then compressed IVF-PQ codes with re-ranking.
+#: HNSW32,SQfp16 holds ~2.3 KB a 1024-d clip (4.6 GB at 2M clips) and its build time grows
+#: faster than linearly; IVF-PQ holds ~140 bytes a clip but pays a catalog read to re-rank.
+COMPRESS_LIMIT = 2_000_000
+_PQ = re.compile(r"RR(\d+),IVF(\d+)_HNSW32,PQ(\d+)x4fs")
 
 
 def cells_for(n: int) -> int:
@@ -17,32 +43,41 @@ def cells_for(n: int) -> int:
     return 2 ** int(round(np.log2(np.sqrt(max(n, 1)))))
 
 
-def choose_spec(n: int) -> str:
-    """The index type for ``n`` clips: exact while small, then IVF with float16 codes.
-
-    float16 is the precision the catalog stores, so the codes lose nothing (8-bit codes were
-    measured to cap recall@10 at 0.96 on clustered 1024-d vectors, however many lists were
-    probed); the number of lists grows with the square root of the size (1M clips → 1024).
-    """
+def choose_spec(n: int, dim: int) -> str:
+    """The index type for ``n`` clips of ``dim`` dimensions (see the module's notes)."""
     if n < EXACT_LIMIT:
         return DEFAULT_SPEC
-    return f"IVF{cells_for(n)},SQfp16"
+    if n < COMPRESS_LIMIT or dim % 8:
+        return HNSW_SPEC
+    return f"RR{dim},IVF{cells_for(n)}_HNSW32,PQ{dim // 4}x4fs"
 
 
-def should_switch(current: str, n: int) -> bool:
+def _tier(spec: str) -> int | None:
+    """0 exact, 1 HNSW, 2 compressed IVF; None for a type this module would not choose."""
+    if spec == DEFAULT_SPEC:
+        return 0
+    if spec == HNSW_SPEC:
+        return 1
+    return 2 if _PQ.fullmatch(spec) else None
+
+
+def should_switch(current: str, n: int, dim: int) -> bool:
     """Whether an automatic (not pinned) index of type ``current`` should change at ``n`` clips.
 
-    With hysteresis, so that an index near a boundary is not rebuilt back and forth.
+    With hysteresis: a tier is left for a smaller one only below half the size that chose it,
+    and the number of IVF lists only changes by a factor of 4, so that an index near a
+    boundary is not rebuilt back and forth. A type of an older release is replaced.
     """
-    want = choose_spec(n)
+    want = choose_spec(n, dim)
     if want == current:
         return False
-    if current == DEFAULT_SPEC:
+    have, need = _tier(current), _tier(want)
+    if have is None or need is None or need > have:
         return True
-    if want == DEFAULT_SPEC:
-        return n < EXACT_LIMIT // 2
-    m_cur, m_want = re.match(r"IVF(\d+)", current), re.match(r"IVF(\d+)", want)
-    if not (m_cur and m_want):
+    if need < have:
+        return n < (EXACT_LIMIT, COMPRESS_LIMIT)[have - 1] // 2
+    m_cur, m_want = _PQ.fullmatch(current), _PQ.fullmatch(want)
+    if not (m_cur and m_want) or m_cur.group(1, 3) != m_want.group(1, 3):
         return True
-    ratio = int(m_want.group(1)) / int(m_cur.group(1))
+    ratio = int(m_want.group(2)) / int(m_cur.group(2))
     return ratio >= 4 or ratio <= 0.25

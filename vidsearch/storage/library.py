@@ -37,7 +37,7 @@ from vidsearch.storage.vectors import VectorFileError, VectorHeader, VectorIndex
 
 log = logging.getLogger(__name__)
 
-#: Vectors an IVF index is trained on, and held-out queries its nprobe is tuned with.
+#: Vectors an IVF index is trained on, and held-out queries its search parameters are tuned with.
 TRAIN_SAMPLE = 100_000
 TUNE_QUERIES = 500
 #: A stale vectors file is brought up to date by clip id, unless more than this share of the
@@ -208,6 +208,8 @@ class Library:
             problems = header_mismatches(header, self.manifest)
         except VectorFileError as exc:
             problems = [str(exc)]
+        if not problems:
+            self._attach(vi)
         if not problems and header.generation == generation:
             self._vectors, self._vectors_generation = vi, generation
             return vi
@@ -261,7 +263,7 @@ class Library:
         spec = self.manifest.faiss_spec
         with self.catalog.read() as session:
             generation = self.catalog.generation(session)
-            vi = VectorIndex.empty(dim, spec)
+            vi = self._attach(VectorIndex.empty(dim, spec))
             if vi.needs_training:
                 _, sample = self.catalog.sample_embeddings(session, TRAIN_SAMPLE, dim)
                 try:
@@ -306,18 +308,29 @@ class Library:
                 return False
             with self.catalog.read() as session:
                 n = self.catalog.clip_count(session)
-            if not should_switch(self.manifest.faiss_spec, n):
+            dim = self.manifest.encoder.dim
+            if not should_switch(self.manifest.faiss_spec, n, dim):
                 return False
             log.info(
                 "%s: %d clips; switching the index type from %s to %s",
                 self.root,
                 n,
                 self.manifest.faiss_spec,
-                choose_spec(n),
+                choose_spec(n, dim),
             )
-            self.update_manifest(faiss_spec=choose_spec(n), faiss_params={})
+            self.update_manifest(faiss_spec=choose_spec(n, dim), faiss_params={})
         self.rebuild_vectors()
         return True
+
+    def _attach(self, vi: VectorIndex) -> VectorIndex:
+        """Give an index that re-ranks its candidates the catalog to read their vectors from."""
+        if vi.needs_rerank:
+            vi.fetch = self._catalog_vectors
+        return vi
+
+    def _catalog_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.catalog.read() as session:
+            return self.catalog.embeddings_by_ids(session, ids.tolist(), self.manifest.encoder.dim)
 
     def save_vectors(self) -> None:
         """Write the in-memory index (kept in step with this writer's commits) to disk."""

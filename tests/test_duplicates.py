@@ -148,13 +148,23 @@ def test_parquet_export_round_trips_paths_times_and_vectors(planted, tmp_path):
         np.testing.assert_array_equal(emb[i], stored[(rows["path"][i], rows["start_s"][i], rows["end_s"][i])])
 
 
-def test_partitioned_candidates_find_the_same_pairs_as_exact(planted, monkeypatch):
+@pytest.mark.parametrize("batch_rows", [250_000, 10])
+def test_partitioned_candidates_find_the_same_pairs_as_exact(planted, monkeypatch, batch_rows):
+    """k-means cells give the pairs that all pairs give, whether every cell's vectors are read
+    at once or a few cells at a time (as at 10M clips, where all of them would not fit)."""
     import vidsearch.search.duplicates as dup
 
     exact = by_names(find_duplicates(planted, threshold=0.9))
     monkeypatch.setattr(dup, "EXACT_CANDIDATES_LIMIT", 10)  # 68 clips: k-means cells instead of all pairs
-    cells = dup._partitions(Planter(1).random(68).astype(np.float16), DIM)
-    assert len(cells) > 1
+    monkeypatch.setattr(dup, "CELL_BATCH_ROWS", batch_rows)
+    with planted.catalog.read() as s:
+        table = planted.catalog.clip_table(s)
+        cells = dup._partitions(planted, s, table, DIM)
+        batches = list(dup._batches(planted, s, table, DIM))
+    assert len(cells) > 1 and sum(len(c) for c in cells) == 2 * len(table.ids)
+    assert len(batches) == (1 if batch_rows > 1000 else len(cells))  # 10 rows: every cell is its own batch
+    for batch_cells, rows, vecs in batches:
+        assert len(vecs) == len(rows) == len(np.unique(np.concatenate(batch_cells)))
     approx = by_names(find_duplicates(planted, threshold=0.9))
     assert set(approx) == set(exact)
     for key, pair in exact.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,10 @@ DEFAULT_THRESHOLD = 0.90
 CONTAINED_SHARE = 0.8
 #: Up to this many clips, candidates come from comparing every clip with every other (exact).
 EXACT_CANDIDATES_LIMIT = 20_000
+#: Rows of vectors read from the catalog at a time while comparing within cells: float16 and a
+#: float32 copy while decoded, ~1.5 GB for 1024-d clips, whatever the size of the library
+#: (holding every clip's vector instead took 20 GB at 10M clips).
+CELL_BATCH_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -85,32 +90,51 @@ def resolve_threshold(lib: Library, threshold: float | None) -> tuple[float, str
     return DEFAULT_THRESHOLD, "default"
 
 
-def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
-    """Row groups to compare within: one group (exact) while small, else overlapping k-means cells.
+def _partitions(lib: Library, session, table: ClipTable, dim: int) -> list[np.ndarray]:
+    """Row groups of ``table`` to compare within: one group (exact) while small, else
+    overlapping k-means cells.
 
     Each clip joins the cells of its two nearest centroids, so two clips similar enough to be
     near-duplicates almost always share a cell; comparing only within cells makes the cost
-    about n·√n instead of n².
+    about n·√n instead of n². The centroids are trained on a sample and the clips assigned
+    reading the catalog in chunks, so no more than a chunk of vectors is in memory.
     """
     import faiss
 
-    n = len(vectors)
+    n = len(table.ids)
     if n <= EXACT_CANDIDATES_LIMIT:
         return [np.arange(n)]
     nlist = cells_for(n)
-    rng = np.random.default_rng(0)
-    sample = vectors[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))].astype(np.float32)
+    _, sample = lib.catalog.sample_embeddings(session, 40 * nlist, dim)
     km = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=1)
     km.train(sample)
     cells = np.empty((n, 2), dtype=np.int64)
-    for i in range(0, n, 65536):
-        _, cells[i : i + 65536] = km.index.search(vectors[i : i + 65536].astype(np.float32), 2)
+    for ids, vecs in lib.catalog.iter_embeddings(session, dim):
+        _, cells[table.lookup(ids)] = km.index.search(vecs, 2)
     rows = np.repeat(np.arange(n), 2)
     flat = cells.ravel()
     order = np.argsort(flat, kind="stable")
     cuts = np.nonzero(np.diff(flat[order]))[0] + 1
     log.info("comparing %d clips within %d overlapping cells", n, nlist)
     return np.split(rows[order], cuts)
+
+
+def _batches(
+    lib: Library, session, table: ClipTable, dim: int
+) -> Iterator[tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
+    """The cells (row groups of ``table``) a batch at a time, with the batch's rows (sorted) and
+    their float16 vectors: about CELL_BATCH_ROWS rows of vectors in memory at once."""
+    cells = _partitions(lib, session, table, dim)
+    start = 0
+    while start < len(cells):
+        stop, size = start, 0
+        while stop < len(cells) and (stop == start or size + len(cells[stop]) <= CELL_BATCH_ROWS):
+            size += len(cells[stop])
+            stop += 1
+        rows = np.unique(np.concatenate(cells[start:stop]))
+        _, vecs = lib.catalog.embeddings_by_ids(session, table.ids[rows].tolist(), dim)
+        yield cells[start:stop], rows, vecs.astype(np.float16)  # float16: half the memory
+        start = stop
 
 
 def clip_pairs(
@@ -120,25 +144,25 @@ def clip_pairs(
 
     Each value is an (M, 3) array: row of a's clip, row of b's clip, similarity (each clip pair
     once, with its best similarity). Similarities are computed in blocks (matrix products), so
-    memory stays bounded by the block size and the number of matches.
+    memory stays bounded by the block size, the batch of cells and the number of matches.
     """
+    if not len(table.ids):
+        return {}
     dim = lib.manifest.encoder.dim
-    vectors = np.empty((len(table.ids), dim), dtype=np.float16)  # float16: half the memory
-    for ids, vecs in lib.catalog.iter_embeddings(session, dim):  # the snapshot ``table`` was read in
-        vectors[table.lookup(ids)] = vecs
     parts = []
-    for members in _partitions(vectors, dim):
-        x = vectors[members].astype(np.float32)
-        vids = table.video[members]
-        rows = max(16, min(block, 50_000_000 // len(members)))  # a similarity block stays under ~200 MB
-        for i in range(0, len(members), rows):
-            s = x[i : i + rows] @ x.T
-            qi, nj = np.nonzero(s >= threshold)
-            keep = (nj > qi + i) & (vids[qi + i] != vids[nj])  # each unordered pair once, across videos
-            qi, nj = qi[keep], nj[keep]
-            a, b = members[qi + i], members[nj]
-            swap = table.video[a] > table.video[b]  # orient every pair as (lower video id, higher)
-            parts.append(np.stack([np.where(swap, b, a), np.where(swap, a, b), s[qi, nj]], axis=1))
+    for cells, batch_rows, vectors in _batches(lib, session, table, dim):
+        for members in cells:
+            x = vectors[np.searchsorted(batch_rows, members)].astype(np.float32)
+            vids = table.video[members]
+            rows = max(16, min(block, 50_000_000 // len(members)))  # a similarity block stays under ~200 MB
+            for i in range(0, len(members), rows):
+                s = x[i : i + rows] @ x.T
+                qi, nj = np.nonzero(s >= threshold)
+                keep = (nj > qi + i) & (vids[qi + i] != vids[nj])  # each unordered pair once, across videos
+                qi, nj = qi[keep], nj[keep]
+                a, b = members[qi + i], members[nj]
+                swap = table.video[a] > table.video[b]  # orient every pair as (lower video id, higher)
+                parts.append(np.stack([np.where(swap, b, a), np.where(swap, a, b), s[qi, nj]], axis=1))
     if not parts:
         return {}
     m = np.concatenate(parts)

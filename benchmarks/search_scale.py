@@ -225,7 +225,9 @@ def main() -> None:
 
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads", flush=True)
     cases = (
-        [("index", None, "real")] if args.from_index else [(n, kind, kind) for kind in args.vectors for n in args.clips]
+        [("index", None, "index")]
+        if args.from_index
+        else [(n, kind, kind) for kind in args.vectors for n in args.clips]
     )
     rows = []
     for n, kind, label in cases:

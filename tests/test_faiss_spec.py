@@ -6,14 +6,14 @@ def test_index_type_chosen_by_size_with_hysteresis():
 
     assert choose_spec(90_000, 1024) == DEFAULT_SPEC
     assert choose_spec(1_000_000, 1024) == HNSW_SPEC == "HNSW32,SQfp16"
-    assert choose_spec(4_000_000, 1024) == "RR1024,IVF2048_HNSW32,PQ256x4fs"
-    assert choose_spec(10_000_000, 768) == "RR768,IVF4096_HNSW32,PQ192x4fs"
+    assert choose_spec(4_000_000, 1024) == "RR1024,IVF2048_HNSW32,PQ512x4fs"
+    assert choose_spec(10_000_000, 768) == "RR768,IVF4096_HNSW32,PQ384x4fs"
     assert choose_spec(10_000_000, 1020) == HNSW_SPEC  # no product codes for a dim not divisible by 8
     assert should_switch(DEFAULT_SPEC, 120_000, 1024) and not should_switch(DEFAULT_SPEC, 90_000, 1024)
     assert not should_switch(HNSW_SPEC, 60_000, 1024)  # hysteresis: not back to exact just below the limit
     assert should_switch(HNSW_SPEC, 40_000, 1024)
     assert should_switch(HNSW_SPEC, 2_500_000, 1024)
-    pq = "RR1024,IVF2048_HNSW32,PQ256x4fs"
+    pq = "RR1024,IVF2048_HNSW32,PQ512x4fs"
     assert not should_switch(pq, 1_500_000, 1024) and should_switch(pq, 900_000, 1024)
     assert not should_switch(pq, 10_000_000, 1024) and should_switch(pq, 40_000_000, 1024)
     # an automatic type an older release chose is replaced

@@ -270,7 +270,7 @@ def test_stale_vectors_rebuilt_when_most_of_the_catalog_changed(tmp_path, monkey
 
 @pytest.mark.parametrize(
     ("compress_limit", "spec", "knob"),
-    [(10**9, "HNSW32,SQfp16", "efSearch"), (3000, "RR32,IVF64_HNSW32,PQ8x4fs", "nprobe")],
+    [(10**9, "HNSW32,SQfp16", "efSearch"), (3000, "RR32,IVF64_HNSW32,PQ16x4fs", "nprobe")],
 )
 def test_switch_to_tuned_index_past_the_limit_and_recall_against_brute_force(
     tmp_path, monkeypatch, compress_limit, spec, knob

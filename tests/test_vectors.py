@@ -106,7 +106,7 @@ def test_tuning_stops_where_recall_stops_growing():
 
 @pytest.mark.parametrize(
     ("spec", "knob"),
-    [("IVF64,SQfp16", "nprobe"), ("HNSW32,SQfp16", "efSearch"), ("RR64,IVF64_HNSW32,PQ16x4fs", "nprobe")],
+    [("IVF64,SQfp16", "nprobe"), ("HNSW32,SQfp16", "efSearch"), ("RR64,IVF64_HNSW32,PQ32x4fs", "nprobe")],
 )
 def test_tuning_reaches_its_target_on_hard_vectors(spec, knob):
     """On vectors without clusters (power-law spectrum, drifting videos), tuning finds the smallest

@@ -3,20 +3,22 @@
 Three tiers, chosen from measurements on hard synthetic clip vectors (power-law spectrum,
 neighbouring clips drifting; ``benchmarks/search_scale.py``, figures in ``benchmarks/RESULTS.md``):
 
-- exact (``IDMap2,Flat``) below ``EXACT_LIMIT``: recall 1, and a single query still scans the
-  whole library in tens of milliseconds (45 ms at 100k clips on the project's 2-core machine);
+- exact (``IDMap2,Flat``) below ``EXACT_LIMIT``: recall 1, but a single query scans the whole
+  library (40 ms at 100k clips on the project's busy 2-core machine);
 - ``HNSW32,SQfp16`` up to ``COMPRESS_LIMIT``: a graph over float16 codes (the catalog's own
-  precision, so nothing is lost to the codes), recall@10 ≥ 0.95 at about a millisecond a query
-  where IVF with float16 codes needed tens of lists (IVF448 at 200k clips: nprobe 16 for 0.91,
-  4.4 ms); it costs about 2.3 KB of memory a clip;
-- above that, ``RR{dim},IVF{√n}_HNSW32,PQ{dim/4}x4fs``: 4-bit product codes of 4 dimensions each
-  (128 bytes a 1024-d clip) in √n lists found through an HNSW graph of the centroids, searched
-  by SIMD fast-scan; the candidates are re-ranked with the catalog's float16 vectors
-  (``vectors.needs_rerank``), which recovers what the codes lose, so that 10M clips fit in well
-  under 4 GB. A random rotation first spreads the variance over all the code groups: without it
-  a spectrum aligned with the axes (or an encoder's few outsized dimensions) puts nearly all of
-  it in the first group, and recall@10 after re-ranking fell from 0.98 to 0.82 on such vectors.
-  4-bit codes train in a minute where 8-bit ones took ten (IVF448,PQ64, 100k samples).
+  precision, so the codes lose nothing). At 1M hard clips, tuned to efSearch 256: recall@10
+  0.995 at 2.0 ms a query (p50), where IVF1024 with the same codes needed nprobe 64 and 9.1 ms,
+  and exact search ~400 ms. It costs ~2.3 KB of memory a clip and the longest build;
+- above that, ``RR{dim},IVF{√n}_HNSW32,PQ{dim/2}x4fs``: 4-bit product codes of 2 dimensions
+  each (256 bytes a 1024-d clip: 10M clips in 2.6 GB) in √n lists found through an HNSW graph of
+  the centroids, searched by SIMD fast-scan; candidates are re-ranked with the catalog's
+  float16 vectors (``vectors.needs_rerank``), which recovers what the codes lose and makes the
+  scores exact. Half as many bytes (4 dimensions a code) capped recall@10 on library clips at
+  0.90 at 1M clips even re-ranking 40 × k candidates; 2 dimensions a code reached 0.98 at 10 × k
+  (200k clips). A random rotation first spreads the variance over all the code groups: without
+  it a spectrum aligned with the axes (or an encoder's few outsized dimensions) puts nearly all
+  of it in the first groups (recall@10 0.74 instead of 0.98 on small axis-aligned vectors).
+  4-bit codes train in a minute or two where 8-bit ones took ten (IVF448,PQ64, 100k samples).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import numpy as np
 
 DEFAULT_SPEC = "IDMap2,Flat"
 HNSW_SPEC = "HNSW32,SQfp16"
-#: Exact search below this many clips. At 100k clips (about 55 hours of video) an exact query
-#: takes ~45 ms here; HNSW answers in ~1 ms at recall@10 ≥ 0.95 and builds in a few minutes.
+#: Exact search below this many clips. At 100k hard clips (about 55 hours of video) an exact
+#: query took 40 ms here; HNSW answered in 0.26 ms at recall@10 0.97 and built in 83 s.
 EXACT_LIMIT = 100_000
 #: HNSW over float16 codes below this many clips, then compressed IVF-PQ codes with re-ranking.
-#: HNSW32,SQfp16 holds ~2.3 KB a 1024-d clip (4.6 GB at 2M clips) and its build time grows
-#: faster than linearly; IVF-PQ holds ~140 bytes a clip but pays a catalog read to re-rank.
+#: HNSW32,SQfp16 holds ~2.3 KB a 1024-d clip (4.6 GB at 2M clips) and took 28 min to build 1M
+#: clips on the busy machine (IVF-PQ: 5 min); IVF-PQ holds ~270 bytes a clip but reads its
+#: candidates' vectors from the catalog to re-rank them.
 COMPRESS_LIMIT = 2_000_000
 _PQ = re.compile(r"RR(\d+),IVF(\d+)_HNSW32,PQ(\d+)x4fs")
 
@@ -49,7 +52,7 @@ def choose_spec(n: int, dim: int) -> str:
         return DEFAULT_SPEC
     if n < COMPRESS_LIMIT or dim % 8:
         return HNSW_SPEC
-    return f"RR{dim},IVF{cells_for(n)}_HNSW32,PQ{dim // 4}x4fs"
+    return f"RR{dim},IVF{cells_for(n)}_HNSW32,PQ{dim // 2}x4fs"
 
 
 def _tier(spec: str) -> int | None:

@@ -395,26 +395,30 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
 
 
 @cli.command("export")
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
 @index_option
 @click.option("--format", "fmt", type=click.Choice(["vsc", "npz", "parquet"]), default="vsc", show_default=True)
 @click.option(
     "--only",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="File listing the videos to export (paths or file stems, one a line).",
+    help="File listing the videos to export (paths, file stems or VSC ids, one a line).",
 )
 @click.option(
     "--dim", type=click.IntRange(1), default=None, help="Reduce with PCA fitted on the exported set (VSC: 512)."
 )
 def export_cmd(out, index_dir, fmt, only, dim):
-    """Write clip descriptors to OUT: VSC 2022 descriptor npz, plain npz, or parquet."""
+    """Write clip descriptors to OUT: VSC 2022 descriptor npz (with its id table, OUT.ids.csv), plain npz,
+    or parquet. OUT - is stdout (npz and parquet)."""
     from vidsearch.storage.export import export
     from vidsearch.storage.stats import open_library
 
+    to_stdout = out == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise click.UsageError("not writing binary descriptors to a terminal; redirect stdout, or give a file")
     with open_library(index_dir) as lib:
-        n = export(lib, out, fmt, only, dim)
-    click.echo(f"wrote {n} descriptors to {out}")
+        n = export(lib, sys.stdout.buffer if to_stdout else out, fmt, only, dim)
+    click.echo(f"wrote {n} descriptors to {'stdout' if to_stdout else out}", err=to_stdout)
 
 
 @cli.command("demo")

@@ -66,6 +66,48 @@ def test_time_range_raw_clips_and_self(indexed, vs):
     assert seg["query_end"] - seg["query_start"] >= 5.5  # the whole 6 s video matches itself
 
 
+def test_query_range_past_the_end_and_non_finite_times_are_usage_errors(indexed, vs):
+    idx, videos, query = indexed
+    a = videos / "a.mp4"  # 8 s
+    r = vs("search", a, "--index", idx, "--start", 100)
+    assert (r.exit_code, r.output) == (2, f"Error: {a}: no frames from 100s on; the video lasts 8.0s\n")
+    r = vs("search", a, "--index", idx, "--start", 100, "--end", 200)
+    assert (r.exit_code, r.output) == (2, f"Error: {a}: no frames between 100s and 200s; the video lasts 8.0s\n")
+    for option, value in [("--start", "nan"), ("--start", "inf"), ("--end", "nan"), ("--start", "-1")]:
+        r = vs("search", a, "--index", idx, option, value)
+        assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, (option, value, r.output)
+    r = vs("dupes", "--index", idx, "--threshold", "nan")
+    assert r.exit_code == 2 and "'nan' is not a finite number" in r.output
+
+
+def test_neighbors_past_the_index_size_are_capped(indexed, vs):
+    idx, _, query = indexed
+    # 10**12 neighbours were a MemoryError (3 query clips x 10**12 scores); the index holds 10 clips
+    want = vs("search", query, "--index", idx, "--json", "--clips", "--neighbors", 10)
+    r = vs("search", query, "--index", idx, "--json", "--clips", "--neighbors", 10**12)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == json.loads(want.output)
+    assert len(json.loads(r.output)["queries"][0]["clips"]) == 3 * 10
+
+
+def test_index_refuses_a_path_that_does_not_exist(indexed, tmp_path, vs):
+    idx, videos, _ = indexed
+    missing = tmp_path / "no" / "such" / "dir"
+    r = vs("-q", "index", missing, "--index", tmp_path / "new", "--model", vs.model)
+    assert (r.exit_code, r.output) == (2, f"Error: no such file or folder: {missing}; nothing was indexed\n")
+    assert not (tmp_path / "new").exists()
+    # one missing among paths that exist: refused before anything is done
+    (tmp_path / "v.mp4").write_bytes((videos / "a.mp4").read_bytes())
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "dangling.mp4")
+    r = vs.index(tmp_path / "v.mp4", tmp_path / "new", missing, tmp_path / "dangling.mp4")
+    assert r.exit_code == 2
+    assert r.output == (
+        f"Error: no such file or folder: {missing}, {tmp_path / 'dangling.mp4'} "
+        f"({tmp_path / 'dangling.mp4'}: a broken symlink); nothing was indexed\n"
+    )
+    assert not (tmp_path / "new").exists()
+
+
 def test_query_by_indexed_path_whose_file_is_gone(indexed, tmp_path, vs):
     idx, videos, _ = indexed
     gone = videos / "c.mkv"

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 import click
 
 from vidsearch import __version__, render
-from vidsearch.errors import CorruptIndexError, JobInterrupted, StorageError, VideosFailedError, VidsearchError
+from vidsearch.errors import (
+    CorruptIndexError,
+    JobInterrupted,
+    StorageError,
+    Terminated,
+    VideosFailedError,
+    VidsearchError,
+)
 
 DEFAULT_INDEX = "vidsearch-index"
 
@@ -39,17 +50,41 @@ class VidsearchGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(JobInterrupted.exit_code)
+        except KeyboardInterrupt as exc:
+            click.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
+            ctx.exit(_interrupt_exit_code(isinstance(exc, Terminated)))
         except Exception as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
             click.echo(f"Error: {_describe(exc)}", err=True)
             ctx.exit(_exit_code(exc))
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) while a command runs, so that it stops as
+    Ctrl-C stops it: a job commits what is done and saves the FAISS file. Left alone when SIGTERM
+    is already ignored or handled, or off the main thread (where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupt_exit_code(terminated: bool) -> int:
+    return Terminated.exit_code if terminated else JobInterrupted.exit_code
 
 
 def _describe(exc: Exception) -> str:
@@ -67,6 +102,16 @@ def _exit_code(exc: Exception) -> int:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the README promises 9 for a full disk
         return StorageError.exit_code
     return 1
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which lets nan (every comparison false) and inf through, without them."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 index_option = click.option(
@@ -132,13 +177,13 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 )
 @click.option(
     "--clip-seconds",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     default=None,
     help="Clip window length [default: 2.0, or the index's].",
 )
 @click.option(
     "--hop-seconds",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     default=None,
     help="Seconds between clip starts [default: clip seconds].",
 )
@@ -147,7 +192,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     "timeout_s",
     default=300.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     help="Seconds a decoder may go without producing a clip before its video is marked failed.",
 )
 @click.option(
@@ -206,8 +251,12 @@ def index_cmd(
     for path, reason in summary.failed:
         click.echo(f"failed: {path}: {reason}", err=True)
     if summary.interrupted:
-        click.echo("interrupted: the videos committed so far are kept; run the same command to finish", err=True)
-        ctx.exit(JobInterrupted.exit_code)
+        click.echo(
+            f"{'terminated' if summary.terminated else 'interrupted'}: the videos committed so far are kept; "
+            "run the same command to finish",
+            err=True,
+        )
+        ctx.exit(_interrupt_exit_code(summary.terminated))
     if summary.failed:
         ctx.exit(VideosFailedError.exit_code)
 
@@ -216,8 +265,8 @@ def index_cmd(
 @click.argument("queries", nargs=-1, required=True, type=click.Path())
 @index_option
 @model_options
-@click.option("--start", type=click.FloatRange(min=0), default=None, help="Query only from this second.")
-@click.option("--end", type=click.FloatRange(min=0), default=None, help="Query only up to this second.")
+@click.option("--start", type=FiniteFloatRange(min=0), default=None, help="Query only from this second.")
+@click.option("--end", type=FiniteFloatRange(min=0), default=None, help="Query only up to this second.")
 @click.option(
     "-k", "--top", "k", default=10, show_default=True, type=click.IntRange(1), help="Videos to list per query."
 )
@@ -324,13 +373,13 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 @index_option
 @click.option(
     "--threshold",
-    type=click.FloatRange(-1, 1),
+    type=FiniteFloatRange(-1, 1),
     default=None,
     help="Clip similarity threshold [default: the calibrated one, else 0.90].",
 )
 @click.option(
     "--min-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=None,
     help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].",
 )
@@ -367,10 +416,10 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
     "--target-fpr",
     default=0.001,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
     help="False-positive rate to hold among unrelated nearest-neighbour clips.",
 )
-@click.option("--max-seconds", default=600.0, show_default=True, type=click.FloatRange(min=1), help="Time budget.")
+@click.option("--max-seconds", default=600.0, show_default=True, type=FiniteFloatRange(min=1), help="Time budget.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @json_option
 def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, as_json):
@@ -395,26 +444,30 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
 
 
 @cli.command("export")
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
 @index_option
 @click.option("--format", "fmt", type=click.Choice(["vsc", "npz", "parquet"]), default="vsc", show_default=True)
 @click.option(
     "--only",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="File listing the videos to export (paths or file stems, one a line).",
+    help="File listing the videos to export (paths, file stems or VSC ids, one a line).",
 )
 @click.option(
     "--dim", type=click.IntRange(1), default=None, help="Reduce with PCA fitted on the exported set (VSC: 512)."
 )
 def export_cmd(out, index_dir, fmt, only, dim):
-    """Write clip descriptors to OUT: VSC 2022 descriptor npz, plain npz, or parquet."""
+    """Write clip descriptors to OUT: VSC 2022 descriptor npz (with its id table, OUT.ids.csv), plain npz,
+    or parquet. OUT - is stdout (npz and parquet)."""
     from vidsearch.storage.export import export
     from vidsearch.storage.stats import open_library
 
+    to_stdout = out == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise click.UsageError("not writing binary descriptors to a terminal; redirect stdout, or give a file")
     with open_library(index_dir) as lib:
-        n = export(lib, out, fmt, only, dim)
-    click.echo(f"wrote {n} descriptors to {out}")
+        n = export(lib, sys.stdout.buffer if to_stdout else out, fmt, only, dim)
+    click.echo(f"wrote {n} descriptors to {'stdout' if to_stdout else out}", err=to_stdout)
 
 
 @cli.command("demo")

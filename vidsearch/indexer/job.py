@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from vidsearch.errors import Terminated
 from vidsearch.faults import fault
 from vidsearch.indexer.plan import abs_bytes, classify, is_under
 from vidsearch.indexer.workers import (
@@ -33,7 +34,7 @@ from vidsearch.indexer.workers import (
     WorkerPool,
     probe_durations,
 )
-from vidsearch.media.discover import DiscoveryReport, VideoFile, discover
+from vidsearch.media.discover import DiscoveryReport, VideoFile, check_paths_exist, discover
 from vidsearch.media.readers import Clip, VideoInfo
 from vidsearch.model.encoder import Encoder, load_encoder
 from vidsearch.settings import DEFAULT_MODEL, ClipSettings
@@ -103,6 +104,8 @@ class IndexSummary:
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: interrupted by SIGTERM (Terminated) rather than Ctrl-C
+    terminated: bool = False
     seconds: float = 0.0
     embed_seconds: float = 0.0
 
@@ -232,6 +235,7 @@ def index_paths(
     opts = options or IndexOptions()
     t0 = time.monotonic()
     summary = IndexSummary()
+    check_paths_exist(paths)
     lib, encoder = _open_or_create(index_dir, opts, encoder)
     run_id = None
     completed = False
@@ -248,8 +252,9 @@ def index_paths(
             again, deferred = deferred, []
             work = _plan_work(lib, [], again, replace(opts, prune=False), summary, deferred)
         completed = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         summary.interrupted = True
+        summary.terminated = isinstance(exc, Terminated)
     finally:
         try:
             if completed:
@@ -374,19 +379,22 @@ def _source_size(info: VideoInfo | None) -> tuple[int, int] | None:
 
 
 @contextmanager
-def _ctrl_c_deferred():
-    """Hold a Ctrl-C that arrives inside the block until the block is done (main thread only)."""
+def _signals_deferred():
+    """Hold a Ctrl-C or SIGTERM that arrives inside the block until the block is done, then
+    deliver it to the handler it would have met (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
+        for sig, handler in zip(held, previous):
+            signal.signal(sig, handler)
+    for signum in dict.fromkeys(caught):
+        signal.raise_signal(signum)
 
 
 def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
@@ -407,7 +415,7 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
         return
     order = sorted(job.embeddings)
     records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
-    with _ctrl_c_deferred():  # the catalog and the in-memory index change together
+    with _signals_deferred():  # the catalog and the in-memory index change together
         _, clip_ids, removed = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
         lib.sync_vectors(removed, clip_ids, np.stack([job.embeddings[i] for i in order]))
     summary.indexed += 1

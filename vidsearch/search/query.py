@@ -9,12 +9,13 @@ aligned segment.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.errors import DecodeError, InvalidArgumentError, VideoNotFoundError
+from vidsearch.errors import InvalidArgumentError, VideoNotFoundError
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
@@ -79,11 +80,12 @@ def embed_query(
         times = reader.frame_times
         lo = 0.0 if start is None else float(start)
         hi = float(times[-1, 1]) if end is None else float(end)
-        if lo < 0 or hi <= lo:
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or (end is not None and hi <= lo):
             raise InvalidArgumentError(f"query range must satisfy 0 <= start < end; got start={start}, end={end}")
         keep = np.nonzero((times[:, 0] >= lo - 1e-6) & (times[:, 0] < hi))[0]
-        if len(keep) == 0:
-            raise DecodeError(path, f"no frames between {lo:g}s and {hi:g}s (the video lasts {times[-1, 1]:.1f}s)")
+        if len(keep) == 0:  # the range lies past the video's end: a wrong argument, not a bad file
+            span = f"from {lo:g}s on" if end is None else f"between {lo:g}s and {hi:g}s"
+            raise InvalidArgumentError(f"{path}: no frames {span}; the video lasts {times[-1, 1]:.1f}s")
         if end is None:
             hi = float(times[-1, 1])
         first = int(keep[0])
@@ -149,9 +151,8 @@ def search_video(
             lo, hi = start or 0.0, end if end is not None else np.inf
             keep = (q.times[:, 0] >= lo - 1e-6) & (q.times[:, 1] <= hi + 1e-6)
             if not keep.any():
-                raise VideoNotFoundError(
-                    f"{path}: its file is gone, and no stored clip lies wholly between {lo:g}s and {hi:g}s"
-                )
+                span = f"from {lo:g}s on" if end is None else f"between {lo:g}s and {hi:g}s"
+                raise InvalidArgumentError(f"{path}: its file is gone, and no stored clip lies wholly {span}")
             q = QueryEmbedding(q.times[keep], q.vectors[keep])
     result = SearchResult(
         query=path,

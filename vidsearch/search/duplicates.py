@@ -122,6 +122,8 @@ def clip_pairs(
     once, with its best similarity). Similarities are computed in blocks (matrix products), so
     memory stays bounded by the block size and the number of matches.
     """
+    if not len(table.ids):
+        return {}
     dim = lib.manifest.encoder.dim
     vectors = np.empty((len(table.ids), dim), dtype=np.float16)  # float16: half the memory
     for ids, vecs in lib.catalog.iter_embeddings(session, dim):  # the snapshot ``table`` was read in

@@ -186,6 +186,7 @@ def find_duplicates(
     with lib.catalog.read() as session:  # one snapshot, even while an index job writes
         table = lib.catalog.clip_table(session)
         videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)}
+        lib.skip_orphans(session)
         candidates = clip_pairs(lib, session, table, thr, batch)
     report = DuplicateReport(
         thr, source, min_seconds, candidates=len(candidates), clip_matches=sum(len(v) for v in candidates.values())

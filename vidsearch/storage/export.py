@@ -44,6 +44,7 @@ def collect(lib: Library, only: str | os.PathLike | None = None, id_by: str = "s
     wanted = _read_only_list(only) if only else None
     with lib.catalog.read() as session:
         videos = sorted(lib.catalog.videos(session, STATUS_INDEXED), key=lambda v: v.path)
+        lib.skip_orphans(session)
         paths, ids, feats, times = [], [], [], []
         for video in videos:
             path = video.display_path

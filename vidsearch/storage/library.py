@@ -55,6 +55,7 @@ class Library:
         self._lock_fd = lock_fd
         self._vectors: VectorIndex | None = None
         self._vectors_generation = -1
+        self._orphans_said = False
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -145,6 +146,19 @@ class Library:
     def update_manifest(self, **changes) -> None:
         self.manifest = replace(self.manifest, **changes)
         self.write_manifest()
+
+    def skip_orphans(self, session) -> int:
+        """How many clip rows belong to no video (in ``session``'s snapshot). Readers skip them
+        and say so once; ``verify --repair`` deletes them."""
+        n = self.catalog.orphan_clip_count(session)
+        if n and not self._orphans_said:
+            self._orphans_said = True
+            log.warning(
+                "%s: %d clip rows belong to no video; skipped (`vidsearch verify --repair` deletes them)",
+                self.catalog.path,
+                n,
+            )
+        return n
 
     # ---- vectors ---------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ def library_stats(lib: Library) -> LibraryStats:
     """Counts, settings and failures of an index, read in one snapshot."""
     with lib.catalog.read() as s:
         count = lib.catalog.status_counts(s)
-        clips = lib.catalog.clip_count(s)
+        clips = lib.catalog.clip_count(s) - lib.skip_orphans(s)
         duration = lib.catalog.indexed_duration(s)
         failed = sorted((v.display_path, v.error or "") for v in lib.catalog.videos(s, STATUS_FAILED))
         generation = lib.catalog.generation(s)

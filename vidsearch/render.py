@@ -150,6 +150,7 @@ def verify_json(report: VerifyReport) -> str:
             "counts": report.counts,
             "problems": [{"part": p.part, "message": p.message, "repairable": p.repairable} for p in report.problems],
             "repaired": report.repaired,
+            "notes": report.notes,
         }
     )
 
@@ -157,6 +158,7 @@ def verify_json(report: VerifyReport) -> str:
 def verify_text(report: VerifyReport, repair: bool) -> str:
     lines = [f"{p.part}: {p.message}{'' if p.repairable else ' (cannot be repaired)'}" for p in report.problems]
     lines += [f"repaired: {r}" for r in report.repaired]
+    lines += [f"note: {n}" for n in report.notes]
     if not report.problems:
         c = report.counts
         lines.append(

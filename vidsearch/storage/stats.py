@@ -33,6 +33,8 @@ class LibraryStats:
     generation: int
     duplicate_threshold: float | None
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: clips the index type needs to be trained; search is exact until the catalog has them
+    exact_search_until: int | None = None
 
 
 def library_stats(lib: Library) -> LibraryStats:
@@ -63,6 +65,7 @@ def library_stats(lib: Library) -> LibraryStats:
         generation=generation,
         duplicate_threshold=m.duplicate_threshold,
         failed=failed,
+        exact_search_until=lib.exact_until(clips),
     )
 
 

@@ -112,6 +112,10 @@ def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport, wri
         problems.append(
             f"holds {len(live)} clips, the catalog {len(clip_ids)} ({missing} missing, {extra} not in the catalog)"
         )
+    until = lib.exact_until(len(clip_ids))
+    if not problems and until is not None:
+        m = lib.manifest
+        report.notes.append(f"{'pinned ' if m.faiss_pinned else ''}{m.faiss_spec}; exact search until {until} clips")
     for p in problems:
         report.problems.append(Problem("vectors", f"{lib.vectors_path} {p}", True))
     return bool(problems)
@@ -128,9 +132,10 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
     writer = None if repair else lock_holder(Path(index_dir))
     try:
         lib = Library.open(index_dir, writable=repair)
-    except VidsearchError as exc:
-        if not Path(index_dir).exists():
-            raise
+    except CorruptCatalogError as exc:
+        report.problems.append(Problem("catalog", str(exc), False))
+        return report
+    except CorruptIndexError as exc:
         report.problems.append(Problem("manifest", str(exc), False))
         return report
     with lib:
@@ -141,7 +146,7 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
             return report
         if clip_ids is None:  # the catalog failed its integrity check: nothing else is trustworthy
             return report
-        rebuild = _check_vectors(lib, clip_ids, report)
+        rebuild = _check_vectors(lib, clip_ids, report, writer)
         if not repair or not report.problems:
             return report
         if any(not p.repairable for p in report.problems):

@@ -259,3 +259,43 @@ def test_errors_map_to_their_class_exit_codes_and_bugs_are_said_as_bugs(indexed,
     monkeypatch.setattr(stats, "library_stats", full)
     r = vs("stats", "--index", idx)
     assert r.exit_code == 9 and "No space left on device" in r.output and "bug" not in r.output
+
+
+def test_pinned_type_too_big_to_train_is_exact_until_it_can_be_trained(tmp_path, library_videos, vs, caplog):
+    """Issue 12.6: IVF pinned on a small index could not be trained; the file stayed exact, and
+    every open rebuilt it with a FAISS error, verify called it damage, stats claimed the type."""
+    from vidsearch.storage.vectors import VectorIndex
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(library_videos / name, videos / name)
+    idx = tmp_path / "idx"
+    r = vs.index(videos, idx, "--faiss-spec", "IVF256,Flat")
+    assert r.exit_code == 0, r.output
+    assert VectorIndex.load(idx / "vectors.faiss")[1].spec == "IDMap2,Flat"
+    st = json.loads(vs("stats", "--index", idx, "--json").stdout)
+    assert (st["index_type"], st["index_type_pinned"], st["exact_search_until"]) == ("IVF256,Flat", True, 256)
+    assert "index type: pinned IVF256,Flat; exact search until 256 clips" in vs("stats", "--index", idx).stdout
+    for argv in (["verify"], ["verify", "--repair"], ["verify"]):
+        r = vs(*argv, "--index", idx)
+        assert r.exit_code == 0 and "note: pinned IVF256,Flat; exact search until 256 clips" in r.stdout, r.output
+    saved = (idx / "vectors.faiss").read_bytes()
+    r = vs("search", videos / "a.mp4", "--index", idx, "--json", "--include-self")
+    assert r.exit_code == 0 and json.loads(r.stdout)["queries"][0]["results"][0]["path"] == str(videos / "a.mp4")
+    assert (idx / "vectors.faiss").read_bytes() == saved  # used as it is, not rebuilt
+    assert not [rec for rec in caplog.records if rec.levelname in ("WARNING", "ERROR")]
+    # a type that can be trained once one more video is in: exact now, trained by the job that adds it
+    n = st["clips"]
+    r = vs("reindex", "--index", idx, "--spec", f"IVF{n + 1},Flat")
+    assert r.exit_code == 0
+    assert r.stdout == f"rebuilt over {n} clips: pinned IVF{n + 1},Flat; exact search until {n + 1} clips\n"
+    shutil.copy(library_videos / "c.mkv", videos / "c.mkv")
+    assert vs.index(videos, idx).exit_code == 0
+    header = VectorIndex.load(idx / "vectors.faiss")[1]
+    assert header.spec == f"IVF{n + 1},Flat" and header.ntotal > n
+    st = json.loads(vs("stats", "--index", idx, "--json").stdout)
+    assert (st["index_type"], st["exact_search_until"]) == (f"IVF{n + 1},Flat", None)
+    r = vs("verify", "--index", idx)
+    assert r.exit_code == 0 and "note:" not in r.stdout
+    assert not [rec for rec in caplog.records if rec.levelname in ("WARNING", "ERROR")]

@@ -348,10 +348,8 @@ def reindex_cmd(index_dir, spec, auto):
             lib.rebuild_vectors()
         m = lib.manifest
         n = lib.vectors().ntotal
-    click.echo(
-        f"rebuilt {m.faiss_spec} ({'pinned' if m.faiss_pinned else 'chosen by size'}) over {n} clips"
-        + (f"; {m.faiss_params}" if m.faiss_params else "")
-    )
+        until = lib.exact_until(n)
+    click.echo(render.reindex_text(m.faiss_spec, m.faiss_pinned, m.faiss_params, n, until))
 
 
 @cli.command("verify")

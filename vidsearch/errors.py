@@ -35,6 +35,10 @@ class CorruptIndexError(VidsearchError):
     exit_code = 5
 
 
+class CorruptCatalogError(CorruptIndexError):
+    """The catalog (``catalog.sqlite``) is damaged: SQLite says so, or its rows contradict each other."""
+
+
 class DecodeError(VidsearchError):
     """A video file cannot be decoded. Carries the path and the reason."""
 

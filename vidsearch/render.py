@@ -124,6 +124,21 @@ def stats_json(st: LibraryStats) -> str:
     return to_json(d)
 
 
+def index_type(spec: str, pinned: bool, exact_until: int | None) -> str:
+    """``IVF1024,SQfp16 (pinned)``, or ``pinned IVF256,Flat; exact search until 256 clips``."""
+    if exact_until is not None:
+        return f"{'pinned ' if pinned else ''}{spec}; exact search until {exact_until} clips"
+    return spec + (" (pinned)" if pinned else "")
+
+
+def reindex_text(spec: str, pinned: bool, params: dict, clips: int, exact_until: int | None) -> str:
+    if exact_until is not None:
+        return f"rebuilt over {clips} clips: {index_type(spec, pinned, exact_until)}"
+    return f"rebuilt {spec} ({'pinned' if pinned else 'chosen by size'}) over {clips} clips" + (
+        f"; {params}" if params else ""
+    )
+
+
 def stats_text(st: LibraryStats) -> str:
     rows = [
         ("index", st.index),
@@ -134,7 +149,7 @@ def stats_text(st: LibraryStats) -> str:
         ("model", f"{st.model} @ {st.revision}"),
         ("dim / pooling", f"{st.dim} / {st.pooling}"),
         ("clip / hop seconds", f"{st.clip_seconds:g} / {st.hop_seconds:g}"),
-        ("index type", st.index_type + (" (pinned)" if st.index_type_pinned else "")),
+        ("index type", index_type(st.index_type, st.index_type_pinned, st.exact_search_until)),
         ("size on disk", f"{st.size_bytes / 1e6:.1f} MB"),
     ]
     lines = [f"{name:>20}: {value}" for name, value in rows]
@@ -150,6 +165,7 @@ def verify_json(report: VerifyReport) -> str:
             "counts": report.counts,
             "problems": [{"part": p.part, "message": p.message, "repairable": p.repairable} for p in report.problems],
             "repaired": report.repaired,
+            "notes": report.notes,
         }
     )
 
@@ -157,6 +173,7 @@ def verify_json(report: VerifyReport) -> str:
 def verify_text(report: VerifyReport, repair: bool) -> str:
     lines = [f"{p.part}: {p.message}{'' if p.repairable else ' (cannot be repaired)'}" for p in report.problems]
     lines += [f"repaired: {r}" for r in report.repaired]
+    lines += [f"note: {n}" for n in report.notes]
     if not report.problems:
         c = report.counts
         lines.append(

@@ -122,6 +122,8 @@ def clip_pairs(
     once, with its best similarity). Similarities are computed in blocks (matrix products), so
     memory stays bounded by the block size and the number of matches.
     """
+    if not len(table.ids):
+        return {}
     dim = lib.manifest.encoder.dim
     vectors = np.empty((len(table.ids), dim), dtype=np.float16)  # float16: half the memory
     for ids, vecs in lib.catalog.iter_embeddings(session, dim):  # the snapshot ``table`` was read in
@@ -184,6 +186,7 @@ def find_duplicates(
     with lib.catalog.read() as session:  # one snapshot, even while an index job writes
         table = lib.catalog.clip_table(session)
         videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)}
+        lib.skip_orphans(session)
         candidates = clip_pairs(lib, session, table, thr, batch)
     report = DuplicateReport(
         thr, source, min_seconds, candidates=len(candidates), clip_matches=sum(len(v) for v in candidates.values())

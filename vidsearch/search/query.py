@@ -168,6 +168,16 @@ def search_video(
         info = lib.catalog.clip_info(session, ids[ids >= 0].tolist())
         vids = {v for v, _, _ in info.values()}
         paths = {v.id: v.path for v in lib.catalog.videos(session, ids=vids)}
+        if vids - paths.keys():
+            lib.skip_orphans(session)
+    unknown = len(np.setdiff1d(ids[ids >= 0], np.fromiter(info, dtype=np.int64, count=len(info))))
+    if unknown:
+        log.warning(
+            "%s: %d clips the vectors index found are not in the catalog (removed meanwhile, or the index is "
+            "damaged: `vidsearch verify` checks it); skipped",
+            lib.root,
+            unknown,
+        )
     self_ids = {vid for vid, p in paths.items() if p == path_bytes} if not include_self else set()
     per_video: dict[int, list[Match]] = {}
     for qi in range(len(q.times)):
@@ -176,7 +186,7 @@ def search_video(
             if cid < 0 or int(cid) not in info:
                 continue
             vid, rs, re_ = info[int(cid)]
-            if vid in self_ids:
+            if vid in self_ids or vid not in paths:
                 continue
             per_video.setdefault(vid, []).append(Match(float(qs), float(qe), rs, re_, float(sim)))
             result.clip_hits.append(

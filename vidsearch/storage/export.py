@@ -72,6 +72,7 @@ def collect(lib: Library, only: str | os.PathLike | None = None) -> Descriptors:
     wanted = _read_only_list(only) if only else None
     with lib.catalog.read() as session:
         videos = sorted(lib.catalog.videos(session, STATUS_INDEXED), key=lambda v: v.path)
+        lib.skip_orphans(session)
         vsc_ids = vsc_video_ids(v.display_path for v in videos)
         paths, ids, feats, times = [], [], [], []
         for video in videos:

@@ -16,7 +16,14 @@ import sys
 import click
 
 from vidsearch import __version__, render
-from vidsearch.errors import CorruptIndexError, JobInterrupted, StorageError, VideosFailedError, VidsearchError
+from vidsearch.errors import (
+    CorruptIndexError,
+    InvalidArgumentError,
+    JobInterrupted,
+    StorageError,
+    VideosFailedError,
+    VidsearchError,
+)
 
 DEFAULT_INDEX = "vidsearch-index"
 
@@ -451,6 +458,43 @@ def demo_cmd(ctx, directory, model, device, dtype):
     click.echo(f"\nthe index is in {demo.index_dir}; next, try:")
     for command in nexts:
         click.echo(f"  {command}")
+
+
+@cli.command("serve")
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (off loopback: --token needed).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@model_options
+@click.option(
+    "--token",
+    envvar="VIDSEARCH_TOKEN",
+    default=None,
+    help="Access token every request must carry (env VIDSEARCH_TOKEN); required off loopback.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=500,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest query upload (refused while it streams).",
+)
+def serve_cmd(index_dir, host, port, model, device, dtype, token, max_upload_mb):
+    """Serve the web app and its JSON API over this index (needs the `serve` extra)."""
+    try:
+        import uvicorn
+
+        from vidsearch.server.app import create_app, is_loopback
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            f"vidsearch serve needs the `serve` extra: pip install 'vidsearch[serve]' ({exc.name} is missing)"
+        ) from None
+    if not is_loopback(host) and not token:
+        raise InvalidArgumentError(
+            f"binding to {host} (off loopback) needs an access token: pass --token or set VIDSEARCH_TOKEN"
+        )
+    app = create_app(index_dir, model=model, device=device, dtype=dtype, token=token, max_upload_mb=max_upload_mb)
+    click.echo(f"vidsearch serving {os.path.abspath(index_dir)} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

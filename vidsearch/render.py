@@ -76,6 +76,11 @@ def _clip_hit_json(h: ClipHit) -> dict[str, Any]:
 
 
 def search_json(results: Sequence[SearchResult], raw_clips: bool, k: int) -> str:
+    return to_json(search_body(results, raw_clips, k))
+
+
+def search_body(results: Sequence[SearchResult], raw_clips: bool, k: int) -> dict[str, Any]:
+    """``search --json``'s document, without ``schema_version`` (the web app adds its own keys)."""
     queries = []
     for r in results:
         q: dict[str, Any] = {
@@ -84,14 +89,19 @@ def search_json(results: Sequence[SearchResult], raw_clips: bool, k: int) -> str
             "query_end": r.query_end,
             "query_clips": r.query_clips,
             "results": [
-                {"path": m.path, "score": round(m.score, 5), "segments": [segment_json(s) for s in m.segments]}
+                {
+                    "path": m.path,
+                    "video_id": m.video_id,
+                    "score": round(m.score, 5),
+                    "segments": [segment_json(s) for s in m.segments],
+                }
                 for m in r.matches
             ],
         }
         if raw_clips:
             q["clips"] = [_clip_hit_json(h) for h in r.clip_hits[: k * 10]]
         queries.append(q)
-    return to_json({"queries": queries})
+    return {"queries": queries}
 
 
 def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
@@ -119,9 +129,13 @@ def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
 
 
 def stats_json(st: LibraryStats) -> str:
+    return to_json(stats_body(st))
+
+
+def stats_body(st: LibraryStats) -> dict[str, Any]:
     d = asdict(st)
     d["failed"] = [{"path": p, "error": e} for p, e in st.failed]
-    return to_json(d)
+    return d
 
 
 def stats_text(st: LibraryStats) -> str:
@@ -186,6 +200,10 @@ def _pair_json(p: DuplicatePair) -> dict[str, Any]:
 
 
 def dupes_json(report: DuplicateReport, groups: bool) -> str:
+    return to_json(dupes_body(report, groups))
+
+
+def dupes_body(report: DuplicateReport, groups: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "threshold": report.threshold,
         "threshold_source": report.threshold_source,
@@ -198,7 +216,7 @@ def dupes_json(report: DuplicateReport, groups: bool) -> str:
         ]
     else:
         body["pairs"] = [_pair_json(p) for p in report.pairs]
-    return to_json(body)
+    return body
 
 
 def dupes_csv(report: DuplicateReport, groups: bool) -> str:

@@ -72,10 +72,13 @@ def embed_query(
     end: float | None = None,
     batch_size: int = 8,
 ) -> QueryEmbedding:
-    """Decode and embed a query file with the index's clip settings, windows every half hop."""
+    """Decode and embed a query file with the index's clip settings, windows every half hop.
+
+    A still image is a static clip: its one frame repeated over one window.
+    """
     m = lib.manifest
     pp = m.encoder.preprocessing
-    with open_video(path, pp.frame_size()) as reader:
+    with open_video(path, pp.frame_size(), still_seconds=m.clips.clip_seconds) as reader:
         times = reader.frame_times
         lo = 0.0 if start is None else float(start)
         hi = float(times[-1, 1]) if end is None else float(end)

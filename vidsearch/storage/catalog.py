@@ -130,6 +130,22 @@ class ClipRecord:
             raise ValueError(f"embedding must be 1-d, got shape {self.embedding.shape}")
 
 
+#: the columns of a StoredVideo, in its fields' order
+_STORED_COLUMNS = (
+    _Video.id,
+    _Video.path,
+    _Video.size,
+    _Video.mtime_ns,
+    _Video.fingerprint,
+    _Video.status,
+    _Video.duration_s,
+    _Video.error,
+    _Video.fps,
+    _Video.width,
+    _Video.height,
+)
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     """A video's catalog fields other than its clips."""
@@ -156,6 +172,9 @@ class StoredVideo:
     status: str
     duration_s: float | None = None
     error: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
     @property
     def display_path(self) -> str:
@@ -298,25 +317,24 @@ class Catalog:
         self, session: Session, status: str | None = None, ids: Iterable[int] | None = None
     ) -> list[StoredVideo]:
         """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
-        v = _Video
-        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
+        query = select(*_STORED_COLUMNS).order_by(_Video.id)
         if status is not None:
-            query = query.where(v.status == status)
+            query = query.where(_Video.status == status)
         if ids is None:
             return [StoredVideo(*row) for row in session.execute(query)]
         out: list[StoredVideo] = []
         wanted = sorted({int(i) for i in ids})
         for i in range(0, len(wanted), _IN_CHUNK):
-            out += [StoredVideo(*row) for row in session.execute(query.where(v.id.in_(wanted[i : i + _IN_CHUNK])))]
+            chunk = wanted[i : i + _IN_CHUNK]
+            out += [StoredVideo(*row) for row in session.execute(query.where(_Video.id.in_(chunk)))]
         return sorted(out, key=lambda s: s.id)
 
     def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
-        v = _Video
-        row = session.execute(
-            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(
-                v.path == path
-            )
-        ).first()
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.path == path)).first()
+        return StoredVideo(*row) if row is not None else None
+
+    def video_by_id(self, session: Session, video_id: int) -> StoredVideo | None:
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.id == video_id)).first()
         return StoredVideo(*row) if row is not None else None
 
     def video_count(self, session: Session) -> int:

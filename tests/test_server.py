@@ -233,6 +233,7 @@ def test_dupes_gives_pairs_and_groups_with_ids(served):
     pairs = {frozenset((p["a_id"], p["b_id"])) for p in doc["pairs"]}
     assert pairs == {frozenset((ids["a.mp4"], ids["a-copy.mp4"]))}
     assert [sorted(v["id"] for v in g["videos"]) for g in doc["groups"]] == [sorted((ids["a.mp4"], ids["a-copy.mp4"]))]
+    assert {v["codec"] for v in doc["groups"][0]["videos"]} == {"h264"}
     assert client.get("/api/dupes", params={"threshold": 2}).status_code == 422
 
 

@@ -43,7 +43,7 @@ from vidsearch.errors import (
     VidsearchError,
 )
 from vidsearch.server import media
-from vidsearch.storage.catalog import STATUS_INDEXED
+from vidsearch.storage.catalog import STATUS_INDEXED, StoredVideo
 from vidsearch.storage.library import Library
 from vidsearch.storage.progress import read_progress
 
@@ -423,12 +423,16 @@ def create_app(
         doc = render.dupes_body(report, groups=False)
         if groups:
             doc["groups"] = render.dupes_body(report, groups=True)["groups"]
-        ids = _ids_by_path(state)
+        by_path = _indexed_by_path(state)
         for pair in doc.get("pairs", []):
-            pair["a_id"], pair["b_id"] = ids.get(pair["a"]), ids.get(pair["b"])
+            pair["a_id"], pair["b_id"] = (getattr(by_path.get(pair[k]), "id", None) for k in "ab")
         for group in doc.get("groups", []):
             for v in group["videos"]:
-                v["id"] = ids.get(v["path"])
+                stored = by_path.get(v["path"])
+                v["id"] = None if stored is None else stored.id
+                if stored is not None:
+                    _playable(state, stored)  # probes the codec once
+                    v["codec"] = state.codecs.get(stored.id)
         return body(doc)
 
     @app.get("/metrics", include_in_schema=False)
@@ -522,11 +526,11 @@ def _playable(state: _State, video) -> str | None:
     return media.playable_type(video.display_path, state.codecs[video.id])
 
 
-def _ids_by_path(state: _State) -> dict[str, int]:
+def _indexed_by_path(state: _State) -> dict[str, StoredVideo]:
     with state.lock:
         lib = state.library()
         with lib.catalog.read() as s:
-            return {v.display_path: v.id for v in lib.catalog.videos(s, STATUS_INDEXED)}
+            return {v.display_path: v for v in lib.catalog.videos(s, STATUS_INDEXED)}
 
 
 def new_token() -> str:

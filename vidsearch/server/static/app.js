@@ -147,8 +147,9 @@ async function openViewer(leftSide, rightSide, segments, which = 0, names = ["qu
   const [qs, rs] = [seg.query_start ?? seg.a_start, seg.library_start ?? seg.b_start];
   location.hash = "#viewer";
   const [ls, rsrc] = await Promise.all([sideSource(leftSide, qs), sideSource(rightSide, rs)]);
-  view = { leftSide, rightSide, segments, offset: rs - qs, left: ls, right: rsrc,
+  view = { leftSide, rightSide, segments, offset: rs - qs, left: ls, right: rsrc, start: { left: qs, right: rs },
            keys: seg.query_start !== undefined ? ["query", "library"] : ["a", "b"] };
+  window.vidsearchView = view;  // for the browser test and for the curious
   $("#left-caption").textContent = `${names[0]}: ${leftSide.name}`;
   $("#right-caption").textContent = `${names[1]}: ${rightSide.name}`;
   $("#viewer-title").textContent = segments.map((s) => `${clock(s[view.keys[0] + "_start"])}–${clock(s[view.keys[0] + "_end"])} ↔ ${clock(s[view.keys[1] + "_start"])}–${clock(s[view.keys[1] + "_end"])}`).join(", ");
@@ -228,7 +229,7 @@ async function loadDupes() {
     ]);
     const meta = new Map(list.videos.map((v) => [v.id, v]));
     const groups = report.groups.map((g) => {
-      const videos = g.videos.map((v) => meta.get(v.id)).filter(Boolean);
+      const videos = g.videos.map((v) => meta.get(v.id) && { ...meta.get(v.id), codec: v.codec }).filter(Boolean);
       videos.sort((x, y) => (y.duration_s - x.duration_s) || ((y.width || 0) * (y.height || 0) - (x.width || 0) * (x.height || 0)));
       const keeper = videos[0];
       const pairs = report.pairs.filter((p) => videos.some((v) => v.id === p.a_id) && videos.some((v) => v.id === p.b_id));
@@ -266,12 +267,12 @@ function groupCard(g) {
     return el("tr", { "data-video-id": v.id },
       el("td", {}, el("img", { src: v.thumbnail + "?t=1", alt: "", height: 48, loading: "lazy" })),
       el("td", { class: "path" }, v.path, el("br"), el("span", { class: i === 0 ? "badge keep" : "badge" }, rel.text)),
-      el("td", {}, clock(v.duration_s)), el("td", {}, v.width ? `${v.width}×${v.height}` : "?"),
+      el("td", {}, clock(v.duration_s)), el("td", {}, v.width ? `${v.width}×${v.height}` : "?"), el("td", {}, v.codec || "?"),
       el("td", {}, bytes(v.size_bytes || 0)), el("td", {}, actions));
   });
   return el("article", { class: "card group" },
     el("h3", {}, `${g.videos.length} copies · frees ${bytes(g.freed)} · best score ${g.score.toFixed(2)}`),
-    el("table", {}, el("tr", {}, ["", "path", "duration", "size", "file", ""].map((h) => el("th", {}, h))), rows));
+    el("table", {}, el("tr", {}, ["", "path", "duration", "resolution", "codec", "size", ""].map((h) => el("th", {}, h))), rows));
 }
 
 // ---- library and the running job ---------------------------------------------------------------

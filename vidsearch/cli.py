@@ -336,14 +336,17 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
+@click.option(
+    "--include-decided", is_flag=True, help="Also report the pairs you judged not_a_match or keep_both (`decide`)."
+)
 @click.pass_context
-def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
+def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decided):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
     from vidsearch.search.duplicates import find_duplicates
     from vidsearch.storage.stats import open_library
 
     with open_library(index_dir) as lib:
-        report = find_duplicates(lib, threshold, min_seconds)
+        report = find_duplicates(lib, threshold, min_seconds, include_decided=include_decided)
     if report.threshold_source == "default":
         click.echo(
             f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
@@ -356,6 +359,50 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
         click.echo(render.dupes_csv(report, groups), nl=False)
     else:
         click.echo(render.dupes_text(report, groups))
+
+
+@cli.command("decide")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.argument("verdict", type=click.Choice(["not_a_match", "same", "keep_both"]))
+@index_option
+def decide_cmd(a, b, verdict, index_dir):
+    """Record your VERDICT on the indexed videos at paths A and B; `dupes` then hides the pair
+    (not_a_match, keep_both) or marks it (same). It follows the files' content, not their paths."""
+    from vidsearch.storage.decisions import decide
+    from vidsearch.storage.stats import open_library
+
+    with open_library(index_dir) as lib:
+        decision = decide(lib, a, b, verdict)
+    click.echo(render.decision_text(decision))
+
+
+@cli.command("decisions")
+@index_option
+@click.option("--undo", type=click.IntRange(1), default=None, metavar="N", help="Remove the verdict numbered N.")
+@click.option(
+    "--import",
+    "import_from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Store the verdicts of a `decisions --json` file (e.g. from the index of another model).",
+)
+@json_option
+def decisions_cmd(index_dir, undo, import_from, as_json):
+    """List your verdicts on pairs (`decide`), numbered; --undo N removes one."""
+    from vidsearch.storage.decisions import import_decisions, list_decisions, undo_decision
+    from vidsearch.storage.stats import open_library
+
+    if undo is not None and import_from is not None:
+        raise click.UsageError("give --undo or --import, not both")
+    with open_library(index_dir) as lib:
+        if undo is not None:
+            click.echo(f"removed:\n{render.decision_text(undo_decision(lib, undo))}")
+            return
+        if import_from is not None:
+            click.echo(f"imported {import_decisions(lib, import_from)} verdict(s) from {import_from}", err=True)
+        found = list_decisions(lib)
+    click.echo(render.decisions_json(found) if as_json else render.decisions_text(found))
 
 
 @cli.command("calibrate")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vidsearch.search.calibrate import Calibration
     from vidsearch.search.duplicates import DuplicatePair, DuplicateReport
     from vidsearch.search.query import ClipHit, SearchResult
+    from vidsearch.storage.decisions import Decision
     from vidsearch.storage.stats import LibraryStats
     from vidsearch.storage.verify import VerifyReport
 
@@ -181,6 +182,7 @@ def _pair_json(p: DuplicatePair) -> dict[str, Any]:
         "relation": p.relation,
         "a_covered": round(p.a_covered, 4),
         "b_covered": round(p.b_covered, 4),
+        "decision": p.decision,
         "segments": [segment_json(s, "a", "b") for s in p.segments],
     }
 
@@ -190,6 +192,7 @@ def dupes_json(report: DuplicateReport, groups: bool) -> str:
         "threshold": report.threshold,
         "threshold_source": report.threshold_source,
         "min_seconds": report.min_seconds,
+        "hidden_by_decisions": report.hidden,
     }
     if groups:
         body["groups"] = [
@@ -223,6 +226,7 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
                 "a_end",
                 "b_start",
                 "b_end",
+                "decision",
             ]
         )
         for p in report.pairs:
@@ -240,9 +244,16 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
                     f"{s.q_end:.3f}",
                     f"{s.r_start:.3f}",
                     f"{s.r_end:.3f}",
+                    p.decision or "",
                 ]
             )
     return buf.getvalue()
+
+
+def _hidden_note(report: DuplicateReport) -> list[str]:
+    if not report.hidden:
+        return []
+    return [f"({report.hidden} pair(s) you judged not_a_match or keep_both are hidden; --include-decided shows them)"]
 
 
 def dupes_text(report: DuplicateReport, groups: bool) -> str:
@@ -254,19 +265,39 @@ def dupes_text(report: DuplicateReport, groups: bool) -> str:
             lines += [f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}" for p, d in g.videos]
         if found:
             lines.append("(* the longest video, likely the original)")
-        return "\n".join(lines)
+        return "\n".join(lines + _hidden_note(report))
     lines = [f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})"]
     for p in report.pairs:
         lines.append(
             f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
-            f"{p.b_covered:.0%} of b"
+            f"{p.b_covered:.0%} of b" + (f"; your verdict: {p.decision}" if p.decision else "")
         )
         lines += [
             f"         a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b "
             f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}"
             for s in p.segments
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + _hidden_note(report))
+
+
+# ---- decisions ---------------------------------------------------------------------------------
+
+
+def decision_text(d: Decision) -> str:
+    where = "" if d.indexed else "  (not both indexed now)"
+    return f"{d.id:>4}  {d.verdict:<11}  {d.paths[0]}\n      {'':<11}  {d.paths[1]}{where}"
+
+
+def decisions_text(decisions: Sequence[Decision]) -> str:
+    if not decisions:
+        return "no decisions yet (`vidsearch decide A B not_a_match|same|keep_both` records one)"
+    return "\n".join(decision_text(d) for d in decisions)
+
+
+def decisions_json(decisions: Sequence[Decision]) -> str:
+    from vidsearch.storage.decisions import export_decisions
+
+    return to_json(export_decisions(list(decisions)))
 
 
 # ---- calibrate ---------------------------------------------------------------------------------

@@ -405,6 +405,46 @@ def decisions_cmd(index_dir, undo, import_from, as_json):
     click.echo(render.decisions_json(found) if as_json else render.decisions_text(found))
 
 
+@cli.command("explain")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@index_option
+@model_options
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw the clip-by-clip similarity matrix to this PNG, segments outlined (needs vidsearch[plot]).",
+)
+@json_option
+def explain_cmd(a, b, index_dir, model, device, dtype, threshold, plot, as_json):
+    """Why A and B match: their aligned segments with per-clip similarities. B is an indexed video;
+    A an indexed video (its stored clips) or a video file (embedded like a search query)."""
+    from pathlib import Path
+
+    from vidsearch.model.encoder import load_encoder
+    from vidsearch.search.explain import explain_pair, needs_encoder
+    from vidsearch.storage.stats import open_library
+
+    if plot is not None:
+        render.require_plot()
+    with open_library(index_dir) as lib:
+        encoder = None
+        if needs_encoder(lib, a) and os.path.exists(a):
+            encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
+        explanation = explain_pair(lib, encoder, a, b, threshold)
+    click.echo(render.explain_json(explanation) if as_json else render.explain_text(explanation))
+    if plot is not None:
+        Path(plot).write_bytes(render.explain_png(explanation))
+        click.echo(f"wrote the similarity matrix to {plot}", err=True)
+
+
 @cli.command("calibrate")
 @index_option
 @model_options

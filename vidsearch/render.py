@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vidsearch.search.align import Segment
     from vidsearch.search.calibrate import Calibration
     from vidsearch.search.duplicates import DuplicatePair, DuplicateReport
+    from vidsearch.search.explain import Explanation
     from vidsearch.search.query import ClipHit, SearchResult
     from vidsearch.storage.decisions import Decision
     from vidsearch.storage.stats import LibraryStats
@@ -298,6 +299,116 @@ def decisions_json(decisions: Sequence[Decision]) -> str:
     from vidsearch.storage.decisions import export_decisions
 
     return to_json(export_decisions(list(decisions)))
+
+
+# ---- explain -----------------------------------------------------------------------------------
+
+
+def _span(times, i: int) -> str:
+    return f"[{seconds(times[i, 0])}-{seconds(times[i, 1])}]"
+
+
+def explain_text(e: Explanation) -> str:
+    lines = [
+        f"a: {e.a} ({len(e.a_times)} clips, {'stored' if e.a_stored else 'embedded, windows every half hop'})",
+        f"b: {e.b} ({len(e.b_times)} clips, stored)",
+        f"threshold {e.threshold:g} ({e.threshold_source}); {len(e.segments)} aligned segment(s)",
+    ]
+    for n, x in enumerate(e.segments, 1):
+        s = x.segment
+        lines.append(
+            f"segment {n}: a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b [{seconds(s.r_start)}-{seconds(s.r_end)}]"
+            f"  similarity {s.similarity:.3f}, {s.matches} clips"
+        )
+        lines += [
+            f"    a [{seconds(c.a_start)}-{seconds(c.a_end)}] ~ b [{seconds(c.b_start)}-{seconds(c.b_end)}]"
+            f"  {c.similarity:.3f}"
+            for c in x.clips
+        ]
+    best = e.best_clip()
+    if not e.segments and best is not None:
+        i, j = best
+        lines.append(
+            f"no aligned segment at or above the threshold; the most similar clips: a {_span(e.a_times, i)} ~ "
+            f"b {_span(e.b_times, j)}  {e.similarity[i, j]:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def explain_json(e: Explanation) -> str:
+    segments = []
+    for x in e.segments:
+        d = segment_json(x.segment, "a", "b")
+        d["clip_matches"] = [
+            {
+                "a_start": round(c.a_start, 3),
+                "a_end": round(c.a_end, 3),
+                "b_start": round(c.b_start, 3),
+                "b_end": round(c.b_end, 3),
+                "similarity": round(c.similarity, 5),
+            }
+            for c in x.clips
+        ]
+        segments.append(d)
+    return to_json(
+        {
+            "a": e.a,
+            "b": e.b,
+            "a_clips": len(e.a_times),
+            "b_clips": len(e.b_times),
+            "a_source": "stored" if e.a_stored else "embedded",
+            "threshold": e.threshold,
+            "threshold_source": e.threshold_source,
+            "segments": segments,
+        }
+    )
+
+
+def _extent(times) -> tuple[float, float]:
+    """The time span a matrix axis covers: clip starts, each row one step (the start spacing) tall."""
+    step = float(times[1, 0] - times[0, 0]) if len(times) > 1 else float(times[0, 1] - times[0, 0])
+    return float(times[0, 0]), float(times[-1, 0]) + step
+
+
+def require_plot():
+    """matplotlib's pyplot (non-interactive), or the error that names the extra to install."""
+    from vidsearch.errors import MissingExtraError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtraError("explain --plot", "plot", "matplotlib") from None
+    return plt
+
+
+def explain_png(e: Explanation) -> bytes:
+    """The clip-by-clip similarity matrix as a PNG (a down, b across, in seconds), segments outlined."""
+    import os
+
+    plt = require_plot()
+    from matplotlib.patches import Rectangle
+
+    (a0, a1), (b0, b1) = _extent(e.a_times), _extent(e.b_times)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    try:
+        image = ax.imshow(e.similarity, extent=(b0, b1, a1, a0), aspect="auto", cmap="viridis", interpolation="nearest")
+        for x in e.segments:
+            s = x.segment
+            ax.add_patch(
+                Rectangle((s.r_start, s.q_start), s.r_end - s.r_start, s.q_end - s.q_start, fill=False, ec="red", lw=2)
+            )
+        ax.set_xlabel(f"b: {os.path.basename(e.b)} (s)")
+        ax.set_ylabel(f"a: {os.path.basename(e.a)} (s)")
+        ax.set_title(f"clip similarity; {len(e.segments)} aligned segment(s) at threshold {e.threshold:g}")
+        fig.colorbar(image, ax=ax, label="cosine similarity")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 # ---- calibrate ---------------------------------------------------------------------------------

@@ -213,9 +213,16 @@ def index_cmd(
 
 
 @cli.command("search")
-@click.argument("queries", nargs=-1, required=True, type=click.Path())
+@click.argument("queries", nargs=-1, type=click.Path())
 @index_option
 @model_options
+@click.option(
+    "--queries",
+    "query_list",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File listing query videos, one a line (relative to the file's folder), searched after any QUERIES.",
+)
 @click.option("--start", type=click.FloatRange(min=0), default=None, help="Query only from this second.")
 @click.option("--end", type=click.FloatRange(min=0), default=None, help="Query only up to this second.")
 @click.option(
@@ -226,18 +233,45 @@ def index_cmd(
 )
 @click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "vsc"]),
+    default="text",
+    show_default=True,
+    help="vsc: the VSC 2022 matching-track CSV, one row per segment.",
+)
 @json_option
 @click.pass_context
 def search_cmd(
-    ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json
+    ctx,
+    queries,
+    index_dir,
+    model,
+    device,
+    dtype,
+    query_list,
+    start,
+    end,
+    k,
+    neighbors,
+    raw_clips,
+    include_self,
+    fmt,
+    as_json,
 ):
     """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
     from vidsearch.model.encoder import load_encoder
-    from vidsearch.search.query import search_video
+    from vidsearch.search.query import read_queries, search_video
+    from vidsearch.search.vsc import search_matches
     from vidsearch.storage.stats import open_library
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end ({end:g}) must be after --start ({start:g})", param_hint="--end")
+    fmt = "json" if as_json else fmt
+    queries = list(queries) + (read_queries(query_list) if query_list else [])
+    if not queries:
+        raise click.UsageError("give QUERIES or --queries LIST")
     out = []
     with open_library(index_dir) as lib:
         encoder = None
@@ -249,9 +283,11 @@ def search_cmd(
                 lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self
             )
             out.append(res)
-            if not as_json:
+            if fmt == "text":
                 click.echo(render.search_text(res, raw_clips, k))
-    if as_json:
+        if fmt == "vsc":
+            click.echo(render.vsc_csv(search_matches(lib, out)), nl=False)
+    if fmt == "json":
         click.echo(render.search_json(out, raw_clips, k))
 
 
@@ -334,7 +370,14 @@ def verify_cmd(ctx, index_dir, repair, as_json):
     default=None,
     help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "vsc"]),
+    default="table",
+    show_default=True,
+    help="vsc: the VSC 2022 matching-track CSV, one row per segment (video a as the query).",
+)
 @click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
 @click.option(
     "--include-decided", is_flag=True, help="Also report the pairs you judged not_a_match or keep_both (`decide`)."
@@ -343,17 +386,23 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decided):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
     from vidsearch.search.duplicates import find_duplicates
+    from vidsearch.search.vsc import duplicate_matches
     from vidsearch.storage.stats import open_library
 
+    if fmt == "vsc" and groups:
+        raise click.UsageError("--format vsc lists the segments of pairs; it has no --groups form")
     with open_library(index_dir) as lib:
         report = find_duplicates(lib, threshold, min_seconds, include_decided=include_decided)
+        matches = duplicate_matches(lib, report) if fmt == "vsc" else []
     if report.threshold_source == "default":
         click.echo(
             f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
             "to this model and library",
             err=True,
         )
-    if fmt == "json":
+    if fmt == "vsc":
+        click.echo(render.vsc_csv(matches), nl=False)
+    elif fmt == "json":
         click.echo(render.dupes_json(report, groups))
     elif fmt == "csv":
         click.echo(render.dupes_csv(report, groups), nl=False)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from vidsearch.search.duplicates import DuplicatePair, DuplicateReport
     from vidsearch.search.explain import Explanation
     from vidsearch.search.query import ClipHit, SearchResult
+    from vidsearch.search.vsc import VscMatch
     from vidsearch.storage.decisions import Decision
     from vidsearch.storage.stats import LibraryStats
     from vidsearch.storage.verify import VerifyReport
@@ -115,6 +116,22 @@ def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
             for s in m.segments
         ]
     return "\n".join(lines)
+
+
+def vsc_csv(matches: Sequence[VscMatch]) -> str:
+    """The VSC 2022 matching-track CSV: a header, then one row per segment."""
+    from vidsearch.search.vsc import COLUMNS
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for m in matches:
+        w.writerow(
+            [m.query_id, m.ref_id]
+            + [f"{t:.3f}" for t in (m.query_start, m.query_end, m.ref_start, m.ref_end)]
+            + [f"{m.score:.6f}"]
+        )
+    return buf.getvalue()
 
 
 # ---- stats and verify --------------------------------------------------------------------------

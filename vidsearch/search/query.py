@@ -121,6 +121,18 @@ def _indexed_video_query(lib: Library, path_bytes: bytes) -> QueryEmbedding | No
     return QueryEmbedding(times, vectors)
 
 
+def read_queries(list_path: str | os.PathLike) -> list[str]:
+    """The query paths listed in a file, one a line (blank lines and ``#`` comments skipped);
+    a relative path is relative to the list's folder."""
+    base = os.path.dirname(os.path.abspath(os.fsdecode(list_path)))
+    try:
+        with open(list_path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = [line.strip() for line in f]
+    except OSError as exc:
+        raise InvalidArgumentError(f"{os.fsdecode(list_path)}: cannot read the query list ({exc.strerror})") from exc
+    return [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+
+
 def search_video(
     lib: Library,
     encoder: Encoder | None,

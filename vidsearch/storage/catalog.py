@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -108,6 +109,27 @@ class _Run(_Base):
     clips: Mapped[int] = mapped_column(default=0)
 
 
+class _Decision(_Base):
+    """A user's verdict on a pair of videos, keyed by their content fingerprints (smaller first),
+    so that it outlives paths, video rows and embeddings."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("fingerprint_a", "fingerprint_b"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint_a: Mapped[str] = mapped_column(String(64))
+    fingerprint_b: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    # where the videos were when the verdict was given: named when they are no longer indexed
+    path_a: Mapped[bytes] = mapped_column(LargeBinary)
+    path_b: Mapped[bytes] = mapped_column(LargeBinary)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+#: Tables added after the first catalogs were made: created when first written, absent means empty.
+_LATER_TABLES = {_Decision.__tablename__}
+
+
 class _Meta(_Base):
     __tablename__ = "meta"
 
@@ -182,6 +204,17 @@ class StoredVideo:
 
 
 @dataclass(frozen=True)
+class DecisionRecord:
+    """A stored verdict on the pair of videos with fingerprints ``fingerprints`` (smaller first)."""
+
+    id: int
+    fingerprints: tuple[str, str]
+    verdict: str
+    paths: tuple[bytes, bytes]
+    decided_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ClipTable:
     """Clips as arrays sorted by clip id: id → (video, start, end)."""
 
@@ -253,8 +286,10 @@ class Catalog:
             if create:
                 _Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
-                missing = {t for t in _Base.metadata.tables} - set(
-                    conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
+                missing = (
+                    {t for t in _Base.metadata.tables}
+                    - _LATER_TABLES
+                    - set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars())
                 )
             if missing:
                 raise CorruptIndexError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
@@ -285,6 +320,11 @@ class Catalog:
         """One write transaction (BEGIN IMMEDIATE); ``bump`` advances the generation with it."""
         if self.readonly:
             raise RuntimeError("this catalog was opened read-only")
+        with self._transaction(bump) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, bump: bool) -> Iterator[Session]:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = True
@@ -453,6 +493,27 @@ class Catalog:
         times = np.array([(r[0], r[1]) for r in rows], dtype=np.float64).reshape(-1, 2)
         return times, decode_embeddings([r[2] for r in rows], dim)
 
+    def decisions(self, session: Session) -> list[DecisionRecord]:
+        """Every stored verdict, oldest first (none in a catalog that never stored one)."""
+        if not _has_table(session, _Decision.__tablename__):
+            return []
+        d = _Decision
+        rows = session.execute(
+            select(d.id, d.fingerprint_a, d.fingerprint_b, d.verdict, d.path_a, d.path_b, d.decided_at).order_by(d.id)
+        )
+        return [DecisionRecord(i, (fa, fb), v, (pa, pb), at) for i, fa, fb, v, pa, pb, at in rows]
+
+    def videos_by_fingerprints(self, session: Session, fingerprints: Iterable[str]) -> list[StoredVideo]:
+        """Indexed videos whose content fingerprint is one of ``fingerprints``, by id."""
+        v = _Video
+        wanted = sorted(set(fingerprints))
+        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error)
+        out: list[StoredVideo] = []
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = query.where(v.fingerprint.in_(wanted[i : i + _IN_CHUNK]), v.status == STATUS_INDEXED)
+            out += [StoredVideo(*row) for row in session.execute(chunk)]
+        return sorted(out, key=lambda s: s.id)
+
     # ---- consistency (verify) ------------------------------------------------------------
 
     def integrity_problems(self, session: Session) -> list[str]:
@@ -591,6 +652,37 @@ class Catalog:
         with self.write(bump=False) as session:
             session.execute(update(_Run).where(_Run.id == run_id).values(status=status, finished_at=_now(), **counts))
 
+    # ---- verdicts: the user's notes on pairs, outside what the writer lock guards (clips, the
+    # generation, the vectors file), so any process may write them, an index job running or not;
+    # SQLite serialises the transactions. ----------------------------------------------------
+
+    def store_decision(
+        self,
+        fingerprints: tuple[str, str],
+        verdict: str,
+        paths: tuple[bytes, bytes],
+        decided_at: dt.datetime | None = None,
+    ) -> DecisionRecord:
+        """Store (or replace) the verdict on a pair; ``fingerprints`` and ``paths`` in the same order."""
+        (fa, pa), (fb, pb) = sorted(zip(fingerprints, paths))
+        with self._transaction(bump=False) as session:
+            _Base.metadata.create_all(session.connection(), tables=[_Base.metadata.tables[_Decision.__tablename__]])
+            session.execute(delete(_Decision).where(_Decision.fingerprint_a == fa, _Decision.fingerprint_b == fb))
+            row = _Decision(fingerprint_a=fa, fingerprint_b=fb, verdict=verdict, path_a=pa, path_b=pb)
+            if decided_at is not None:
+                row.decided_at = decided_at
+            session.add(row)
+            session.flush()
+            return DecisionRecord(row.id, (fa, fb), verdict, (pa, pb), row.decided_at)
+
+    def remove_decision(self, decision_id: int) -> DecisionRecord | None:
+        """Delete a stored verdict; returns it (None when there is none with that id)."""
+        with self._transaction(bump=False) as session:
+            found = [d for d in self.decisions(session) if d.id == decision_id]
+            if found:
+                session.execute(delete(_Decision).where(_Decision.id == decision_id))
+            return found[0] if found else None
+
 
 def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
     """Delete videos and their clips inside ``session``'s transaction; returns the removed clip ids."""
@@ -610,6 +702,11 @@ def _bump_generation(session: Session) -> None:
         session.add(_Meta(key="generation", value=1))
 
 
+def _has_table(session: Session, name: str) -> bool:
+    query = text("SELECT 1 FROM sqlite_master WHERE type='table' AND name=:name")
+    return session.execute(query, {"name": name}).first() is not None
+
+
 def _is_damage(exc: DatabaseError) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
@@ -619,6 +716,7 @@ __all__ = [
     "Catalog",
     "ClipRecord",
     "ClipTable",
+    "DecisionRecord",
     "EMBEDDING_DTYPE",
     "StoredVideo",
     "VideoRecord",

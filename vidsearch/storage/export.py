@@ -7,7 +7,10 @@ VSC (facebookresearch/vsc2022, ``vsc/storage.py``) loads ``np.load(f, allow_pick
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +42,37 @@ def _read_only_list(path: str | os.PathLike) -> set[str]:
     return entries
 
 
+def vsc_video_ids(paths: Iterable[str]) -> dict[str, str]:
+    """The VSC video id of each path: its file stem where no other path has that stem, else the
+    stem, ``-`` and a short hash of the whole path (``IMG_0001-3fa2c1d4e5``).
+
+    Pass every indexed video's path, not a selection, so that a video's id does not depend on
+    what else is exported with it: descriptor exports, and any later search or dupes output in
+    VSC form, then name each video alike. The hash makes the id stable: the same path always
+    gets the same one. Ids are UTF-8 text (a non-UTF-8 name's bytes as ``\\xNN``).
+    """
+    stems = {p: _text(Path(p).stem) for p in paths}
+    shared = {s for s, n in Counter(stems.values()).items() if n > 1}
+    hashes = {p: hashlib.blake2b(os.fsencode(p), digest_size=20).hexdigest() for p in stems if stems[p] in shared}
+    # 10 hex digits keep ten thousand IMG_0001s apart; longer only if two ids still collide
+    for digits in (10, 40):
+        ids = {p: f"{s}-{hashes[p][:digits]}" if s in shared else s for p, s in stems.items()}
+        if len(set(ids.values())) == len(ids):
+            break
+    return ids
+
+
+def _text(path: str) -> str:
+    """A path as UTF-8 text (parquet and CSV strings are): a non-UTF-8 name's bytes as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def collect(lib: Library, only: str | os.PathLike | None = None, id_by: str = "stem") -> Descriptors:
     """Every indexed clip (optionally of the listed videos), in (video, time) order."""
     wanted = _read_only_list(only) if only else None
     with lib.catalog.read() as session:
         videos = sorted(lib.catalog.videos(session, STATUS_INDEXED), key=lambda v: v.path)
+        vsc_ids = vsc_video_ids(v.display_path for v in videos)
         paths, ids, feats, times = [], [], [], []
         for video in videos:
             path = video.display_path
@@ -56,7 +85,7 @@ def collect(lib: Library, only: str | os.PathLike | None = None, id_by: str = "s
             feats.append(vectors)
             times.append(clip_times.astype(np.float32))
             paths += [path] * len(clip_times)
-            ids += [stem if id_by == "stem" else path] * len(clip_times)
+            ids += [vsc_ids[path] if id_by == "stem" else path] * len(clip_times)
     if wanted is not None and not paths:
         raise VideoNotFoundError(f"none of the videos listed in {only} is indexed")
     dim = lib.manifest.encoder.dim

@@ -396,3 +396,38 @@ def test_frames_are_what_the_encoder_saw(served):
     assert np.all(clips[0].frames == clips[0].frames[0])
     with pytest.raises(Exception, match="still image"):
         open_video(path, FrameSize(64))  # indexing refuses stills
+
+
+def test_decisions_survive_a_move_and_a_reindex_and_dismissed_pairs_leave_dupes(tmp_path, vs):
+    from vidsearch.server.app import create_app
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", seconds=6, fps=25, size=(160, 96), seed=61)
+    transcode(videos / "a.mp4", videos / "b.mp4", size=(128, 80))
+    idx = tmp_path / "idx"
+    assert vs.index(videos, idx).exit_code == 0
+    client = TestClient(create_app(idx), base_url="http://127.0.0.1:8765")
+    ids = {os.path.basename(v["path"]): v["id"] for v in client.get("/api/videos").json()["videos"]}
+    assert len(client.get("/api/dupes", params={"threshold": 0.95}).json()["pairs"]) == 1
+    origin = {"Origin": "http://127.0.0.1:8765"}
+    bad = client.post("/api/decisions", json={"a": ids["a.mp4"], "b": ids["b.mp4"], "verdict": "meh"}, headers=origin)
+    assert bad.status_code == 400 and "verdict" in bad.json()["error"]
+    assert client.post("/api/decisions", json={"a": ids["a.mp4"], "b": 999, "verdict": "same"}).status_code == 404
+    r = client.post(
+        "/api/decisions", json={"a": ids["a.mp4"], "b": ids["b.mp4"], "verdict": "keep_both"}, headers=origin
+    )
+    assert r.status_code == 200 and r.json()["verdict"] == "keep_both"
+    doc = client.get("/api/dupes", params={"threshold": 0.95}).json()
+    assert doc["pairs"] == [] and doc["hidden_by_decisions"] == 1
+
+    os.rename(videos / "b.mp4", videos / "moved-b.mp4")  # a move, then a re-index that notices it
+    assert vs.index(videos, idx).exit_code == 0
+    assert vs("reindex", "--index", idx, "--spec", "IDMap2,Flat").exit_code == 0
+    doc = client.get("/api/dupes", params={"threshold": 0.95}).json()
+    assert doc["pairs"] == [] and doc["hidden_by_decisions"] == 1
+    listed = client.get("/api/decisions").json()["decisions"]
+    assert [(os.path.basename(d["a"]), os.path.basename(d["b"]), d["verdict"]) for d in listed] in (
+        [("a.mp4", "moved-b.mp4", "keep_both")],
+        [("moved-b.mp4", "a.mp4", "keep_both")],
+    )

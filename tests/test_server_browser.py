@@ -157,6 +157,16 @@ def test_search_viewer_and_duplicates_in_a_real_browser(server, browser):
     assert "beach.mp4" in text and "beach-small.mp4" in text and "suggested keeper" in text
     shot(browser, root, "dupes")
 
+    # open the pair in the viewer, judge it not a match: it leaves the duplicates page
+    browser.find_element("xpath", "//article[contains(@class,'group')]//button[text()='Open']").click()
+    wait_for(browser, "!document.querySelector('#page-viewer').hidden", what="the viewer for the pair")
+    wait_for(browser, "!document.querySelector('#verdict-not').disabled", what="verdict buttons")
+    browser.find_element("id", "verdict-not").click()
+    wait_for(browser, "document.querySelector('#verdict-status').textContent.startsWith('recorded')")
+    browser.get(url + "/#dupes")
+    wait_for(browser, "document.querySelector('#dupes-status').textContent.includes('decided pairs hidden')")
+    assert browser.find_elements("css selector", ".group") == []
+
     browser.get(url + "/#library")
     wait_for(browser, "document.querySelector('#library-stats').textContent.includes('videos indexed')")
     assert "4" in browser.find_element("id", "library-stats").text

@@ -435,6 +435,29 @@ def create_app(
                     v["codec"] = state.codecs.get(stored.id)
         return body(doc)
 
+    @app.post("/api/decisions")
+    async def record_decision(request: Request) -> dict[str, Any]:
+        """Record a verdict `{a, b, verdict}` (video ids; `same`, `not_a_match` or `keep_both`),
+        the store `vidsearch decide` uses: dismissed pairs leave the duplicates list."""
+        from vidsearch.storage.decisions import decide, export_decisions
+
+        args = await request.json()
+        if not isinstance(args, dict) or not {"a", "b", "verdict"} <= set(args):
+            raise InvalidArgumentError("JSON body needs a, b (video ids) and verdict")
+        with state.lock:
+            lib = state.library()
+            va, vb = (video_or_404(lib, str(args[k])) for k in "ab")
+            decision = decide(lib, va.display_path, vb.display_path, str(args["verdict"]))
+        return body(export_decisions([decision])["decisions"][0])
+
+    @app.get("/api/decisions")
+    def decisions() -> dict[str, Any]:
+        """Every verdict recorded on this index, oldest first (`vidsearch decisions --json`)."""
+        from vidsearch.storage.decisions import export_decisions, list_decisions
+
+        with state.lock:
+            return body(export_decisions(list_decisions(state.library())))
+
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,7 @@ import click
 from vidsearch import __version__, render
 from vidsearch.errors import (
     CorruptIndexError,
+    InvalidArgumentError,
     JobInterrupted,
     StorageError,
     Terminated,
@@ -262,9 +263,16 @@ def index_cmd(
 
 
 @cli.command("search")
-@click.argument("queries", nargs=-1, required=True, type=click.Path())
+@click.argument("queries", nargs=-1, type=click.Path())
 @index_option
 @model_options
+@click.option(
+    "--queries",
+    "query_list",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File listing query videos, one a line (relative to the file's folder), searched after any QUERIES.",
+)
 @click.option("--start", type=FiniteFloatRange(min=0), default=None, help="Query only from this second.")
 @click.option("--end", type=FiniteFloatRange(min=0), default=None, help="Query only up to this second.")
 @click.option(
@@ -275,18 +283,45 @@ def index_cmd(
 )
 @click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "vsc"]),
+    default="text",
+    show_default=True,
+    help="vsc: the VSC 2022 matching-track CSV, one row per segment.",
+)
 @json_option
 @click.pass_context
 def search_cmd(
-    ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json
+    ctx,
+    queries,
+    index_dir,
+    model,
+    device,
+    dtype,
+    query_list,
+    start,
+    end,
+    k,
+    neighbors,
+    raw_clips,
+    include_self,
+    fmt,
+    as_json,
 ):
     """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
     from vidsearch.model.encoder import load_encoder
-    from vidsearch.search.query import search_video
+    from vidsearch.search.query import read_queries, search_video
+    from vidsearch.search.vsc import search_matches
     from vidsearch.storage.stats import open_library
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end ({end:g}) must be after --start ({start:g})", param_hint="--end")
+    fmt = "json" if as_json else fmt
+    queries = list(queries) + (read_queries(query_list) if query_list else [])
+    if not queries:
+        raise click.UsageError("give QUERIES or --queries LIST")
     out = []
     with open_library(index_dir) as lib:
         encoder = None
@@ -298,9 +333,11 @@ def search_cmd(
                 lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self
             )
             out.append(res)
-            if not as_json:
+            if fmt == "text":
                 click.echo(render.search_text(res, raw_clips, k))
-    if as_json:
+        if fmt == "vsc":
+            click.echo(render.vsc_csv(search_matches(lib, out)), nl=False)
+    if fmt == "json":
         click.echo(render.search_json(out, raw_clips, k))
 
 
@@ -381,28 +418,128 @@ def verify_cmd(ctx, index_dir, repair, as_json):
     default=None,
     help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "vsc"]),
+    default="table",
+    show_default=True,
+    help="vsc: the VSC 2022 matching-track CSV, one row per segment (video a as the query).",
+)
 @click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
+@click.option(
+    "--include-decided", is_flag=True, help="Also report the pairs you judged not_a_match or keep_both (`decide`)."
+)
 @click.pass_context
-def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
+def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decided):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
     from vidsearch.search.duplicates import find_duplicates
+    from vidsearch.search.vsc import duplicate_matches
     from vidsearch.storage.stats import open_library
 
+    if fmt == "vsc" and groups:
+        raise click.UsageError("--format vsc lists the segments of pairs; it has no --groups form")
     with open_library(index_dir) as lib:
-        report = find_duplicates(lib, threshold, min_seconds)
+        report = find_duplicates(lib, threshold, min_seconds, include_decided=include_decided)
+        matches = duplicate_matches(lib, report) if fmt == "vsc" else []
     if report.threshold_source == "default":
         click.echo(
             f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
             "to this model and library",
             err=True,
         )
-    if fmt == "json":
+    if fmt == "vsc":
+        click.echo(render.vsc_csv(matches), nl=False)
+    elif fmt == "json":
         click.echo(render.dupes_json(report, groups))
     elif fmt == "csv":
         click.echo(render.dupes_csv(report, groups), nl=False)
     else:
         click.echo(render.dupes_text(report, groups))
+
+
+@cli.command("decide")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.argument("verdict", type=click.Choice(["not_a_match", "same", "keep_both"]))
+@index_option
+def decide_cmd(a, b, verdict, index_dir):
+    """Record your VERDICT on the indexed videos at paths A and B; `dupes` then hides the pair
+    (not_a_match, keep_both) or marks it (same). It follows the files' content, not their paths."""
+    from vidsearch.storage.decisions import decide
+    from vidsearch.storage.stats import open_library
+
+    with open_library(index_dir) as lib:
+        decision = decide(lib, a, b, verdict)
+    click.echo(render.decision_text(decision))
+
+
+@cli.command("decisions")
+@index_option
+@click.option("--undo", type=click.IntRange(1), default=None, metavar="N", help="Remove the verdict numbered N.")
+@click.option(
+    "--import",
+    "import_from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Store the verdicts of a `decisions --json` file (e.g. from the index of another model).",
+)
+@json_option
+def decisions_cmd(index_dir, undo, import_from, as_json):
+    """List your verdicts on pairs (`decide`), numbered; --undo N removes one."""
+    from vidsearch.storage.decisions import import_decisions, list_decisions, undo_decision
+    from vidsearch.storage.stats import open_library
+
+    if undo is not None and import_from is not None:
+        raise click.UsageError("give --undo or --import, not both")
+    with open_library(index_dir) as lib:
+        if undo is not None:
+            click.echo(f"removed:\n{render.decision_text(undo_decision(lib, undo))}")
+            return
+        if import_from is not None:
+            click.echo(f"imported {import_decisions(lib, import_from)} verdict(s) from {import_from}", err=True)
+        found = list_decisions(lib)
+    click.echo(render.decisions_json(found) if as_json else render.decisions_text(found))
+
+
+@cli.command("explain")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@index_option
+@model_options
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw the clip-by-clip similarity matrix to this PNG, segments outlined (needs vidsearch[plot]).",
+)
+@json_option
+def explain_cmd(a, b, index_dir, model, device, dtype, threshold, plot, as_json):
+    """Why A and B match: their aligned segments with per-clip similarities. B is an indexed video;
+    A an indexed video (its stored clips) or a video file (embedded like a search query)."""
+    from pathlib import Path
+
+    from vidsearch.model.encoder import load_encoder
+    from vidsearch.search.explain import explain_pair, needs_encoder
+    from vidsearch.storage.stats import open_library
+
+    if plot is not None:
+        render.require_plot()
+    with open_library(index_dir) as lib:
+        encoder = None
+        if needs_encoder(lib, a) and os.path.exists(a):
+            encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
+        explanation = explain_pair(lib, encoder, a, b, threshold)
+    click.echo(render.explain_json(explanation) if as_json else render.explain_text(explanation))
+    if plot is not None:
+        Path(plot).write_bytes(render.explain_png(explanation))
+        click.echo(f"wrote the similarity matrix to {plot}", err=True)
 
 
 @cli.command("calibrate")
@@ -502,6 +639,43 @@ def demo_cmd(ctx, directory, model, device, dtype):
     click.echo(f"\nthe index is in {demo.index_dir}; next, try:")
     for command in nexts:
         click.echo(f"  {command}")
+
+
+@cli.command("serve")
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (off loopback: --token needed).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@model_options
+@click.option(
+    "--token",
+    envvar="VIDSEARCH_TOKEN",
+    default=None,
+    help="Access token every request must carry (env VIDSEARCH_TOKEN); required off loopback.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=500,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest query upload (refused while it streams).",
+)
+def serve_cmd(index_dir, host, port, model, device, dtype, token, max_upload_mb):
+    """Serve the web app and its JSON API over this index (needs the `serve` extra)."""
+    try:
+        import uvicorn
+
+        from vidsearch.server.app import create_app, is_loopback
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            f"vidsearch serve needs the `serve` extra: pip install 'vidsearch[serve]' ({exc.name} is missing)"
+        ) from None
+    if not is_loopback(host) and not token:
+        raise InvalidArgumentError(
+            f"binding to {host} (off loopback) needs an access token: pass --token or set VIDSEARCH_TOKEN"
+        )
+    app = create_app(index_dir, model=model, device=device, dtype=dtype, token=token, max_upload_mb=max_upload_mb)
+    click.echo(f"vidsearch serving {os.path.abspath(index_dir)} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from vidsearch.search.align import Segment
     from vidsearch.search.calibrate import Calibration
     from vidsearch.search.duplicates import DuplicatePair, DuplicateReport
+    from vidsearch.search.explain import Explanation
     from vidsearch.search.query import ClipHit, SearchResult
+    from vidsearch.search.vsc import VscMatch
+    from vidsearch.storage.decisions import Decision
     from vidsearch.storage.stats import LibraryStats
     from vidsearch.storage.verify import VerifyReport
 
@@ -76,6 +79,11 @@ def _clip_hit_json(h: ClipHit) -> dict[str, Any]:
 
 
 def search_json(results: Sequence[SearchResult], raw_clips: bool, k: int) -> str:
+    return to_json(search_body(results, raw_clips, k))
+
+
+def search_body(results: Sequence[SearchResult], raw_clips: bool, k: int) -> dict[str, Any]:
+    """``search --json``'s document, without ``schema_version`` (the web app adds its own keys)."""
     queries = []
     for r in results:
         q: dict[str, Any] = {
@@ -84,14 +92,19 @@ def search_json(results: Sequence[SearchResult], raw_clips: bool, k: int) -> str
             "query_end": r.query_end,
             "query_clips": r.query_clips,
             "results": [
-                {"path": m.path, "score": round(m.score, 5), "segments": [segment_json(s) for s in m.segments]}
+                {
+                    "path": m.path,
+                    "video_id": m.video_id,
+                    "score": round(m.score, 5),
+                    "segments": [segment_json(s) for s in m.segments],
+                }
                 for m in r.matches
             ],
         }
         if raw_clips:
             q["clips"] = [_clip_hit_json(h) for h in r.clip_hits[: k * 10]]
         queries.append(q)
-    return to_json({"queries": queries})
+    return {"queries": queries}
 
 
 def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
@@ -115,13 +128,33 @@ def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
     return "\n".join(lines)
 
 
+def vsc_csv(matches: Sequence[VscMatch]) -> str:
+    """The VSC 2022 matching-track CSV: a header, then one row per segment."""
+    from vidsearch.search.vsc import COLUMNS
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for m in matches:
+        w.writerow(
+            [m.query_id, m.ref_id]
+            + [f"{t:.3f}" for t in (m.query_start, m.query_end, m.ref_start, m.ref_end)]
+            + [f"{m.score:.6f}"]
+        )
+    return buf.getvalue()
+
+
 # ---- stats and verify --------------------------------------------------------------------------
 
 
 def stats_json(st: LibraryStats) -> str:
+    return to_json(stats_body(st))
+
+
+def stats_body(st: LibraryStats) -> dict[str, Any]:
     d = asdict(st)
     d["failed"] = [{"path": p, "error": e} for p, e in st.failed]
-    return to_json(d)
+    return d
 
 
 def index_type(spec: str, pinned: bool, exact_until: int | None) -> str:
@@ -198,15 +231,21 @@ def _pair_json(p: DuplicatePair) -> dict[str, Any]:
         "relation": p.relation,
         "a_covered": round(p.a_covered, 4),
         "b_covered": round(p.b_covered, 4),
+        "decision": p.decision,
         "segments": [segment_json(s, "a", "b") for s in p.segments],
     }
 
 
 def dupes_json(report: DuplicateReport, groups: bool) -> str:
+    return to_json(dupes_body(report, groups))
+
+
+def dupes_body(report: DuplicateReport, groups: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "threshold": report.threshold,
         "threshold_source": report.threshold_source,
         "min_seconds": report.min_seconds,
+        "hidden_by_decisions": report.hidden,
     }
     if groups:
         body["groups"] = [
@@ -215,7 +254,7 @@ def dupes_json(report: DuplicateReport, groups: bool) -> str:
         ]
     else:
         body["pairs"] = [_pair_json(p) for p in report.pairs]
-    return to_json(body)
+    return body
 
 
 def dupes_csv(report: DuplicateReport, groups: bool) -> str:
@@ -240,6 +279,7 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
                 "a_end",
                 "b_start",
                 "b_end",
+                "decision",
             ]
         )
         for p in report.pairs:
@@ -257,9 +297,16 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
                     f"{s.q_end:.3f}",
                     f"{s.r_start:.3f}",
                     f"{s.r_end:.3f}",
+                    p.decision or "",
                 ]
             )
     return buf.getvalue()
+
+
+def _hidden_note(report: DuplicateReport) -> list[str]:
+    if not report.hidden:
+        return []
+    return [f"({report.hidden} pair(s) you judged not_a_match or keep_both are hidden; --include-decided shows them)"]
 
 
 def dupes_text(report: DuplicateReport, groups: bool) -> str:
@@ -271,19 +318,149 @@ def dupes_text(report: DuplicateReport, groups: bool) -> str:
             lines += [f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}" for p, d in g.videos]
         if found:
             lines.append("(* the longest video, likely the original)")
-        return "\n".join(lines)
+        return "\n".join(lines + _hidden_note(report))
     lines = [f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})"]
     for p in report.pairs:
         lines.append(
             f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
-            f"{p.b_covered:.0%} of b"
+            f"{p.b_covered:.0%} of b" + (f"; your verdict: {p.decision}" if p.decision else "")
         )
         lines += [
             f"         a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b "
             f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}"
             for s in p.segments
         ]
+    return "\n".join(lines + _hidden_note(report))
+
+
+# ---- decisions ---------------------------------------------------------------------------------
+
+
+def decision_text(d: Decision) -> str:
+    where = "" if d.indexed else "  (not both indexed now)"
+    return f"{d.id:>4}  {d.verdict:<11}  {d.paths[0]}\n      {'':<11}  {d.paths[1]}{where}"
+
+
+def decisions_text(decisions: Sequence[Decision]) -> str:
+    if not decisions:
+        return "no decisions yet (`vidsearch decide A B not_a_match|same|keep_both` records one)"
+    return "\n".join(decision_text(d) for d in decisions)
+
+
+def decisions_json(decisions: Sequence[Decision]) -> str:
+    from vidsearch.storage.decisions import export_decisions
+
+    return to_json(export_decisions(list(decisions)))
+
+
+# ---- explain -----------------------------------------------------------------------------------
+
+
+def _span(times, i: int) -> str:
+    return f"[{seconds(times[i, 0])}-{seconds(times[i, 1])}]"
+
+
+def explain_text(e: Explanation) -> str:
+    lines = [
+        f"a: {e.a} ({len(e.a_times)} clips, {'stored' if e.a_stored else 'embedded, windows every half hop'})",
+        f"b: {e.b} ({len(e.b_times)} clips, stored)",
+        f"threshold {e.threshold:g} ({e.threshold_source}); {len(e.segments)} aligned segment(s)",
+    ]
+    for n, x in enumerate(e.segments, 1):
+        s = x.segment
+        lines.append(
+            f"segment {n}: a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b [{seconds(s.r_start)}-{seconds(s.r_end)}]"
+            f"  similarity {s.similarity:.3f}, {s.matches} clips"
+        )
+        lines += [
+            f"    a [{seconds(c.a_start)}-{seconds(c.a_end)}] ~ b [{seconds(c.b_start)}-{seconds(c.b_end)}]"
+            f"  {c.similarity:.3f}"
+            for c in x.clips
+        ]
+    best = e.best_clip()
+    if not e.segments and best is not None:
+        i, j = best
+        lines.append(
+            f"no aligned segment at or above the threshold; the most similar clips: a {_span(e.a_times, i)} ~ "
+            f"b {_span(e.b_times, j)}  {e.similarity[i, j]:.3f}"
+        )
     return "\n".join(lines)
+
+
+def explain_json(e: Explanation) -> str:
+    segments = []
+    for x in e.segments:
+        d = segment_json(x.segment, "a", "b")
+        d["clip_matches"] = [
+            {
+                "a_start": round(c.a_start, 3),
+                "a_end": round(c.a_end, 3),
+                "b_start": round(c.b_start, 3),
+                "b_end": round(c.b_end, 3),
+                "similarity": round(c.similarity, 5),
+            }
+            for c in x.clips
+        ]
+        segments.append(d)
+    return to_json(
+        {
+            "a": e.a,
+            "b": e.b,
+            "a_clips": len(e.a_times),
+            "b_clips": len(e.b_times),
+            "a_source": "stored" if e.a_stored else "embedded",
+            "threshold": e.threshold,
+            "threshold_source": e.threshold_source,
+            "segments": segments,
+        }
+    )
+
+
+def _extent(times) -> tuple[float, float]:
+    """The time span a matrix axis covers: clip starts, each row one step (the start spacing) tall."""
+    step = float(times[1, 0] - times[0, 0]) if len(times) > 1 else float(times[0, 1] - times[0, 0])
+    return float(times[0, 0]), float(times[-1, 0]) + step
+
+
+def require_plot():
+    """matplotlib's pyplot (non-interactive), or the error that names the extra to install."""
+    from vidsearch.errors import MissingExtraError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtraError("explain --plot", "plot", "matplotlib") from None
+    return plt
+
+
+def explain_png(e: Explanation) -> bytes:
+    """The clip-by-clip similarity matrix as a PNG (a down, b across, in seconds), segments outlined."""
+    import os
+
+    plt = require_plot()
+    from matplotlib.patches import Rectangle
+
+    (a0, a1), (b0, b1) = _extent(e.a_times), _extent(e.b_times)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    try:
+        image = ax.imshow(e.similarity, extent=(b0, b1, a1, a0), aspect="auto", cmap="viridis", interpolation="nearest")
+        for x in e.segments:
+            s = x.segment
+            ax.add_patch(
+                Rectangle((s.r_start, s.q_start), s.r_end - s.r_start, s.q_end - s.q_start, fill=False, ec="red", lw=2)
+            )
+        ax.set_xlabel(f"b: {os.path.basename(e.b)} (s)")
+        ax.set_ylabel(f"a: {os.path.basename(e.a)} (s)")
+        ax.set_title(f"clip similarity; {len(e.segments)} aligned segment(s) at threshold {e.threshold:g}")
+        fig.colorbar(image, ax=ax, label="cosine similarity")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 # ---- calibrate ---------------------------------------------------------------------------------

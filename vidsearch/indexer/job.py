@@ -40,6 +40,7 @@ from vidsearch.model.encoder import Encoder, load_encoder
 from vidsearch.settings import DEFAULT_MODEL, ClipSettings
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
 from vidsearch.storage.library import Library
+from vidsearch.storage.progress import ProgressFile
 from vidsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,15 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     pending: list[tuple[int, int]] = []  # (token, clip index) waiting for the encoder
     pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s)
     bar = _progress(len(work), opts.progress)
+    progress = ProgressFile(lib.root, len(work))
+    finished = 0
+
+    def advance() -> None:
+        nonlocal finished
+        finished += 1
+        bar.update(1)
+        progress.update(finished, summary.clips)
+
     last_save = started = time.monotonic()
     estimated = str(encoder.device).startswith("cuda")
     try:
@@ -320,7 +330,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     _fail(lib, jobs[token].file, reason, summary)
                     pending = [p for p in pending if p[0] != token]
                     del jobs[token]
-                    bar.update(1)
+                    advance()
             if len(pending) >= batch_size or (pending and (msg is None or not pool.busy())):
                 spent = _embed(encoder, jobs, pending[:batch_size], pool, summary)
                 if not estimated:  # timed on the first real batch: no clip is embedded just to time it
@@ -335,11 +345,11 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     _fail(lib, jobs[task.token].file, reason, summary)
                     pending = [p for p in pending if p[0] != task.token]
                     del jobs[task.token]
-                    bar.update(1)
+                    advance()
             for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
                 with pool.paused():
                     _commit(lib, jobs.pop(token), summary)
-                bar.update(1)
+                advance()
                 rate = summary.clips / max(time.monotonic() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.clips} clips, {rate:.1f} clips/s", refresh=False)
             if time.monotonic() - last_save > SAVE_EVERY_S:
@@ -349,6 +359,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     finally:
         pool.close()
         bar.close()
+        progress.close()
 
 
 def _embed(

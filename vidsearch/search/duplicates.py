@@ -19,6 +19,7 @@ import numpy as np
 
 from vidsearch.search.align import Match, Segment, align
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
+from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
 from vidsearch.storage.library import Library
 
@@ -45,6 +46,8 @@ class DuplicatePair:
     segments: tuple[Segment, ...]
     a_covered: float
     b_covered: float
+    #: the user's verdict on the pair (``vidsearch decide``), if any
+    decision: str | None = None
 
     @property
     def relation(self) -> str:
@@ -72,6 +75,8 @@ class DuplicateReport:
     pairs: list[DuplicatePair] = field(default_factory=list)
     candidates: int = 0
     clip_matches: int = 0
+    #: pairs left out because the user judged them not_a_match or keep_both
+    hidden: int = 0
 
     def groups(self) -> list[DuplicateGroup]:
         return group_pairs(self.pairs)
@@ -176,17 +181,23 @@ def find_duplicates(
     threshold: float | None = None,
     min_seconds: float | None = None,
     batch: int = 4096,
+    include_decided: bool = False,
 ) -> DuplicateReport:
     """Near-duplicate video pairs of the whole library, best first.
 
     ``min_seconds`` defaults, per pair, to the smaller of two hops and 80% of the shorter video.
+    Pairs the user judged ``not_a_match`` or ``keep_both`` are left out (and counted in
+    ``hidden``) unless ``include_decided``.
     """
     thr, source = resolve_threshold(lib, threshold)
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
     with lib.catalog.read() as session:  # one snapshot, even while an index job writes
         table = lib.catalog.clip_table(session)
-        videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)}
+        indexed = lib.catalog.videos(session, STATUS_INDEXED)
+        videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in indexed}
+        fingerprints = {v.id: v.fingerprint for v in indexed}
         lib.skip_orphans(session)
+        decided = decided_pairs(lib, session)
         candidates = clip_pairs(lib, session, table, thr, batch)
     report = DuplicateReport(
         thr, source, min_seconds, candidates=len(candidates), clip_matches=sum(len(v) for v in candidates.values())
@@ -210,6 +221,10 @@ def find_duplicates(
         ]
         if not segments:
             continue
+        decision = decided.get(pair_key(fingerprints[va], fingerprints[vb]))
+        if decision in HIDDEN_VERDICTS and not include_decided:
+            report.hidden += 1
+            continue
         best = segments[0]
         report.pairs.append(
             DuplicatePair(
@@ -222,6 +237,7 @@ def find_duplicates(
                 segments=tuple(segments),
                 a_covered=min(1.0, _covered([(s.q_start, s.q_end) for s in segments]) / da) if da else 0.0,
                 b_covered=min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / db) if db else 0.0,
+                decision=decision,
             )
         )
     report.pairs.sort(key=lambda p: p.score, reverse=True)

@@ -73,10 +73,13 @@ def embed_query(
     end: float | None = None,
     batch_size: int = 8,
 ) -> QueryEmbedding:
-    """Decode and embed a query file with the index's clip settings, windows every half hop."""
+    """Decode and embed a query file with the index's clip settings, windows every half hop.
+
+    A still image is a static clip: its one frame repeated over one window.
+    """
     m = lib.manifest
     pp = m.encoder.preprocessing
-    with open_video(path, pp.frame_size()) as reader:
+    with open_video(path, pp.frame_size(), still_seconds=m.clips.clip_seconds) as reader:
         times = reader.frame_times
         lo = 0.0 if start is None else float(start)
         hi = float(times[-1, 1]) if end is None else float(end)
@@ -118,6 +121,18 @@ def _indexed_video_query(lib: Library, path_bytes: bytes) -> QueryEmbedding | No
             return None
         times, vectors = lib.catalog.video_clips(session, video.id, lib.manifest.encoder.dim)
     return QueryEmbedding(times, vectors)
+
+
+def read_queries(list_path: str | os.PathLike) -> list[str]:
+    """The query paths listed in a file, one a line (blank lines and ``#`` comments skipped);
+    a relative path is relative to the list's folder."""
+    base = os.path.dirname(os.path.abspath(os.fsdecode(list_path)))
+    try:
+        with open(list_path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = [line.strip() for line in f]
+    except OSError as exc:
+        raise InvalidArgumentError(f"{os.fsdecode(list_path)}: cannot read the query list ({exc.strerror})") from exc
+    return [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
 
 
 def search_video(

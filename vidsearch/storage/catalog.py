@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -116,6 +117,27 @@ class _Run(_Base):
     clips: Mapped[int] = mapped_column(default=0)
 
 
+class _Decision(_Base):
+    """A user's verdict on a pair of videos, keyed by their content fingerprints (smaller first),
+    so that it outlives paths, video rows and embeddings."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("fingerprint_a", "fingerprint_b"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint_a: Mapped[str] = mapped_column(String(64))
+    fingerprint_b: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    # where the videos were when the verdict was given: named when they are no longer indexed
+    path_a: Mapped[bytes] = mapped_column(LargeBinary)
+    path_b: Mapped[bytes] = mapped_column(LargeBinary)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+#: Tables added after the first catalogs were made: created when first written, absent means empty.
+_LATER_TABLES = {_Decision.__tablename__}
+
+
 class _Meta(_Base):
     __tablename__ = "meta"
 
@@ -136,6 +158,22 @@ class ClipRecord:
             raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
         if self.embedding.ndim != 1:
             raise ValueError(f"embedding must be 1-d, got shape {self.embedding.shape}")
+
+
+#: the columns of a StoredVideo, in its fields' order
+_STORED_COLUMNS = (
+    _Video.id,
+    _Video.path,
+    _Video.size,
+    _Video.mtime_ns,
+    _Video.fingerprint,
+    _Video.status,
+    _Video.duration_s,
+    _Video.error,
+    _Video.fps,
+    _Video.width,
+    _Video.height,
+)
 
 
 @dataclass(frozen=True)
@@ -164,10 +202,24 @@ class StoredVideo:
     status: str
     duration_s: float | None = None
     error: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
     @property
     def display_path(self) -> str:
         return os.fsdecode(self.path)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A stored verdict on the pair of videos with fingerprints ``fingerprints`` (smaller first)."""
+
+    id: int
+    fingerprints: tuple[str, str]
+    verdict: str
+    paths: tuple[bytes, bytes]
+    decided_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -252,8 +304,10 @@ class Catalog:
             if create:
                 _Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
-                missing = {t for t in _Base.metadata.tables} - set(
-                    conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
+                missing = (
+                    {t for t in _Base.metadata.tables}
+                    - _LATER_TABLES
+                    - set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars())
                 )
             if missing:
                 raise CorruptCatalogError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
@@ -319,6 +373,11 @@ class Catalog:
         """One write transaction (BEGIN IMMEDIATE); ``bump`` advances the generation with it."""
         if self.readonly:
             raise RuntimeError("this catalog was opened read-only")
+        with self._transaction(bump) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, bump: bool) -> Iterator[Session]:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = True
@@ -349,25 +408,24 @@ class Catalog:
         self, session: Session, status: str | None = None, ids: Iterable[int] | None = None
     ) -> list[StoredVideo]:
         """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
-        v = _Video
-        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
+        query = select(*_STORED_COLUMNS).order_by(_Video.id)
         if status is not None:
-            query = query.where(v.status == status)
+            query = query.where(_Video.status == status)
         if ids is None:
             return [self._video(row) for row in session.execute(query)]
         out: list[StoredVideo] = []
         wanted = sorted({int(i) for i in ids})
         for i in range(0, len(wanted), _IN_CHUNK):
-            out += [self._video(row) for row in session.execute(query.where(v.id.in_(wanted[i : i + _IN_CHUNK])))]
+            chunk = wanted[i : i + _IN_CHUNK]
+            out += [self._video(row) for row in session.execute(query.where(_Video.id.in_(chunk)))]
         return sorted(out, key=lambda s: s.id)
 
     def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
-        v = _Video
-        row = session.execute(
-            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(
-                v.path == path
-            )
-        ).first()
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.path == path)).first()
+        return self._video(row) if row is not None else None
+
+    def video_by_id(self, session: Session, video_id: int) -> StoredVideo | None:
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.id == video_id)).first()
         return self._video(row) if row is not None else None
 
     def _video(self, row: Sequence[Any]) -> StoredVideo:
@@ -499,6 +557,27 @@ class Catalog:
         if np.isnan(times).any():
             raise self._damaged(f"clips of video {video_id} with empty fields")
         return times, decode_embeddings([r[2] for r in rows], dim)
+
+    def decisions(self, session: Session) -> list[DecisionRecord]:
+        """Every stored verdict, oldest first (none in a catalog that never stored one)."""
+        if not _has_table(session, _Decision.__tablename__):
+            return []
+        d = _Decision
+        rows = session.execute(
+            select(d.id, d.fingerprint_a, d.fingerprint_b, d.verdict, d.path_a, d.path_b, d.decided_at).order_by(d.id)
+        )
+        return [DecisionRecord(i, (fa, fb), v, (pa, pb), at) for i, fa, fb, v, pa, pb, at in rows]
+
+    def videos_by_fingerprints(self, session: Session, fingerprints: Iterable[str]) -> list[StoredVideo]:
+        """Indexed videos whose content fingerprint is one of ``fingerprints``, by id."""
+        v = _Video
+        wanted = sorted(set(fingerprints))
+        query = select(*_STORED_COLUMNS)
+        out: list[StoredVideo] = []
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = query.where(v.fingerprint.in_(wanted[i : i + _IN_CHUNK]), v.status == STATUS_INDEXED)
+            out += [self._video(row) for row in session.execute(chunk)]
+        return sorted(out, key=lambda s: s.id)
 
     # ---- consistency (verify) ------------------------------------------------------------
 
@@ -640,6 +719,37 @@ class Catalog:
         with self.write(bump=False) as session:
             session.execute(update(_Run).where(_Run.id == run_id).values(status=status, finished_at=_now(), **counts))
 
+    # ---- verdicts: the user's notes on pairs, outside what the writer lock guards (clips, the
+    # generation, the vectors file), so any process may write them, an index job running or not;
+    # SQLite serialises the transactions. ----------------------------------------------------
+
+    def store_decision(
+        self,
+        fingerprints: tuple[str, str],
+        verdict: str,
+        paths: tuple[bytes, bytes],
+        decided_at: dt.datetime | None = None,
+    ) -> DecisionRecord:
+        """Store (or replace) the verdict on a pair; ``fingerprints`` and ``paths`` in the same order."""
+        (fa, pa), (fb, pb) = sorted(zip(fingerprints, paths))
+        with self._transaction(bump=False) as session:
+            _Base.metadata.create_all(session.connection(), tables=[_Base.metadata.tables[_Decision.__tablename__]])
+            session.execute(delete(_Decision).where(_Decision.fingerprint_a == fa, _Decision.fingerprint_b == fb))
+            row = _Decision(fingerprint_a=fa, fingerprint_b=fb, verdict=verdict, path_a=pa, path_b=pb)
+            if decided_at is not None:
+                row.decided_at = decided_at
+            session.add(row)
+            session.flush()
+            return DecisionRecord(row.id, (fa, fb), verdict, (pa, pb), row.decided_at)
+
+    def remove_decision(self, decision_id: int) -> DecisionRecord | None:
+        """Delete a stored verdict; returns it (None when there is none with that id)."""
+        with self._transaction(bump=False) as session:
+            found = [d for d in self.decisions(session) if d.id == decision_id]
+            if found:
+                session.execute(delete(_Decision).where(_Decision.id == decision_id))
+            return found[0] if found else None
+
 
 def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
     """Delete videos and their clips inside ``session``'s transaction; returns the removed clip ids."""
@@ -714,6 +824,11 @@ def _bump_generation(session: Session) -> None:
         session.add(_Meta(key="generation", value=1))
 
 
+def _has_table(session: Session, name: str) -> bool:
+    query = text("SELECT 1 FROM sqlite_master WHERE type='table' AND name=:name")
+    return session.execute(query, {"name": name}).first() is not None
+
+
 def _is_damage(exc: DatabaseError) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
@@ -723,6 +838,7 @@ __all__ = [
     "Catalog",
     "ClipRecord",
     "ClipTable",
+    "DecisionRecord",
     "EMBEDDING_DTYPE",
     "StoredVideo",
     "VideoRecord",

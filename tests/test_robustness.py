@@ -529,7 +529,8 @@ def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tin
 
     idx = tmp_path / "idx"
     assert vs.index(library_videos, idx).exit_code == 0
-    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors: np.array([0.2, 0.3, 0.9999]))
+    near_identical = calibrate._Negatives(np.full(20, 0.9995), 1.0, 0, dict.fromkeys(calibrate.REASONS, 0), {})
+    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors, positives, target_fpr: near_identical)
     before = (idx / "manifest.json").read_text()
     r = vs("calibrate", "--index", idx)
     assert r.exit_code == 1 and "near-identical clips" in r.output and "Nothing stored" in r.output

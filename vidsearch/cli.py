@@ -556,9 +556,24 @@ def explain_cmd(a, b, index_dir, model, device, dtype, threshold, plot, as_json)
 )
 @click.option("--max-seconds", default=600.0, show_default=True, type=FiniteFloatRange(min=1), help="Time budget.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--accept",
+    is_flag=True,
+    help="Store the threshold even when it misses more than half of the augmented copies.",
+)
 @json_option
-def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, as_json):
-    """Fit the duplicate threshold to this model and library; stored in the manifest."""
+@click.pass_context
+def calibrate_cmd(
+    ctx, index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, accept, as_json
+):
+    """Fit the duplicate threshold to this model and library; stored in the manifest.
+
+    Pairs that look like real copies in the library (as similar as augmented copies, and
+    aligned in time, in a video too short to align, or mostly covered by the two videos' match)
+    are left out of the unrelated pairs and listed. A threshold that would miss more than half
+    of the augmented copies (recall < 0.5) is shown with alternatives but not stored, and
+    calibrate exits 1: store it with --accept, or give dupes a --threshold.
+    """
     from vidsearch.model.encoder import load_encoder
     from vidsearch.search.calibrate import calibrate
     from vidsearch.storage.stats import open_library
@@ -573,9 +588,14 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
             target_fpr=target_fpr,
             max_seconds=max_seconds,
             seed=seed,
+            accept=accept,
             say=lambda m: click.echo(m, err=True),
         )
     click.echo(render.calibration_json(cal) if as_json else render.calibration_text(cal))
+    if as_json and cal.warning:
+        click.echo(f"WARNING: {cal.warning}", err=True)
+    if not cal.stored:
+        ctx.exit(VidsearchError.exit_code)
 
 
 @cli.command("export")

@@ -470,14 +470,47 @@ def calibration_json(cal: Calibration) -> str:
     return to_json(cal.figures())
 
 
+#: What each reason for leaving a pair out of the negatives means.
+EXCLUSION_REASONS = {
+    "aligned": "clips aligned in time",
+    "short": "a video too short to align (1-2 clips)",
+    "covered": "a whole-video match covering most of the shorter video",
+}
+
+
 def calibration_text(cal: Calibration) -> str:
     f = cal.figures()
+    fit = f["fit"]
     lines = [
-        f"threshold {f['threshold']} (stored in the manifest)",
+        f"threshold {f['threshold']} " + ("(stored in the manifest)" if f["stored"] else "(NOT stored)"),
         f"  positives (augmented copies): {f['positives']}, quantiles {f['positive_quantiles']}",
         f"  negatives (unrelated nearest clips): {f['negatives']}, quantiles {f['negative_quantiles']}",
-        f"  at the threshold: recall {f['recall']:.3f}, false-positive rate {f['fpr']:.4f} "
-        f"(target {f['target_fpr']:g}); {f['videos']} videos, {f['clips']} clips, {f['seconds']}s",
+        f"  tail: a normal fit of the negatives' Fisher z (median {fit['z_median']}, MAD {fit['z_mad']}) puts "
+        f"{f['target_fpr']:g} at {fit['threshold']}; the threshold is "
+        + ("the fit's" if f["method"] == "fit" else "read off the negatives"),
+        f"  at the threshold: recall {f['recall']:.3f}, false-positive rate {f['fpr']:.4f} among the negatives, "
+        f"{f['fitted_fpr']:.4f} by the fit (target {f['target_fpr']:g}); {f['videos']} videos, {f['clips']} clips, "
+        f"{f['seconds']}s",
     ]
+    ex = f["excluded"]
+    if ex["pairs"]:
+        why = "; ".join(f"{text}: {ex[r]}" for r, text in EXCLUSION_REASONS.items() if ex[r])
+        lines += [
+            f"  left out of the negatives: {ex['pairs']} clip pair(s) at similarity {f['suspect_level']} or more "
+            f"with no evidence of unrelated videos ({why}; a pair may have several)",
+            "these look like real copies:",
+        ]
+        lines += [
+            f"  {c['similarity']:.4f}  {c['a']}\n          {c['b']}\n          "
+            f"{c['clips']} clip pair(s); {', '.join(EXCLUSION_REASONS[r] for r in c['reasons'])}"
+            for c in f["likely_copies"]
+        ]
+    if cal.warning:
+        lines.append(f"WARNING: {cal.warning}")
+        lines.append("  alternatives:  threshold  recall  false-positive rate (negatives / fit)")
+        lines += [
+            f"                 {a['threshold']:.4f}     {a['recall']:.2f}    {a['fpr']:.4f} / {a['fitted_fpr']:.4f}"
+            for a in f["alternatives"]
+        ]
     lines += [f"  note: {note}" for note in f["notes"]]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.align import Match, Segment, align, covered_seconds
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
 from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
@@ -164,18 +164,6 @@ def clip_pairs(
     return {(int(va[g[0]]), int(vb[g[0]])): m[g[0] : g[-1] + 1] for g in np.split(np.arange(len(m)), cuts)}
 
 
-def _covered(intervals: list[tuple[float, float]]) -> float:
-    """Seconds covered by the union of the intervals."""
-    total, cur_s, cur_e = 0.0, 0.0, -np.inf
-    for s, e in sorted(intervals):
-        if s > cur_e:
-            total += max(cur_e - cur_s, 0.0)
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    return total + max(cur_e - cur_s, 0.0)
-
-
 def find_duplicates(
     lib: Library,
     threshold: float | None = None,
@@ -235,8 +223,8 @@ def find_duplicates(
                 score=best.score,
                 similarity=best.similarity,
                 segments=tuple(segments),
-                a_covered=min(1.0, _covered([(s.q_start, s.q_end) for s in segments]) / da) if da else 0.0,
-                b_covered=min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / db) if db else 0.0,
+                a_covered=min(1.0, covered_seconds([(s.q_start, s.q_end) for s in segments]) / da) if da else 0.0,
+                b_covered=min(1.0, covered_seconds([(s.r_start, s.r_end) for s in segments]) / db) if db else 0.0,
                 decision=decision,
             )
         )

@@ -7,6 +7,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from contextlib import closing
 
@@ -325,3 +326,18 @@ def test_cpu_job_says_up_front_how_long_it_will_take(tmp_path, library_videos, e
     (line,) = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
     # 8 + 6 + 5 s of video at one clip every 2 s: about 9 clips (the last windows are not counted)
     assert re.search(r"about 9 clips at 0\.[1-3]s each, roughly [1-3] s of embedding", line), line
+
+
+def test_decord_failing_part_way_is_said_at_v_by_the_job(tmp_path, tiny_model):
+    d = tmp_path / "videos"
+    d.mkdir()
+    path = write_video(d / "a.mp4", seconds=4, size=(128, 96), seed=3)
+    env = {**ENV, "VIDSEARCH_FAULT_DECORD": "a.mp4:1"}
+    said = f"INFO: {path}: decord failed at 2.0s (fault injected by VIDSEARCH_FAULT_DECORD); read with PyAV from there"
+    for flag, idx, times in (("-v", tmp_path / "idx", 1), ("--quiet", tmp_path / "idx2", 0)):
+        cmd = [sys.executable, "-m", "vidsearch.cli", flag, "index", d, "--index", idx, "--model", tiny_model]
+        r = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.splitlines().count(said) == times
+        _, clips = catalog_state(idx)
+        assert [len(c) for c in clips.values()] == [2]

@@ -31,6 +31,7 @@ from vidsearch.indexer.workers import (
     Done,
     Failed,
     Info,
+    Switched,
     WorkerPool,
     probe_durations,
 )
@@ -323,6 +324,8 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 case ClipMsg(token, clip):
                     jobs[token].clips[clip.position] = clip
                     pending.append((token, clip.position))
+                case Switched(token, switch):
+                    log.info("%s: %s", jobs[token].file.path, switch)
                 case Done(token, decoded, warnings):
                     jobs[token].done, jobs[token].warnings = decoded, warnings
                     fault("after_decode")

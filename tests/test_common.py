@@ -112,6 +112,20 @@ def test_a_reader_stores_the_marks_only_when_no_job_writes(series, caplog):
             assert int((reader.catalog.clip_table(s).common_videos == 10).sum()) == 2 * len(INTRO_VIDEOS)
 
 
+def test_calibration_takes_no_negatives_from_blank_or_common_clips(series):
+    from vidsearch.search.calibrate import _negatives
+
+    with series.catalog.read() as s:
+        ep1 = series.catalog.video_by_path(s, b"/ep1.mp4").id
+        clips = [cid for cid, _, _ in series.catalog.clips_of(s, ep1)]
+    anchors = {ep1: [clips[0], clips[1], clips[4], clips[7]]}  # the intro, its own footage, the black clip
+    before = _negatives(series, anchors)
+    assert len(before) == 3 and before.max() > 0.9  # the intro's copies in other episodes
+    find_common(series, threshold=0.9)
+    after = _negatives(series, anchors)
+    assert len(after) == 3 and after.max() < 0.7
+
+
 # ---- synthetic videos through the CLI -----------------------------------------------------------
 
 W, H, FPS = 128, 96, 25

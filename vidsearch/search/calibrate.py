@@ -3,7 +3,9 @@
 Positives: augmented copies of sampled clips (crop, scale, brightness and contrast, flip, blur,
 JPEG-style compression, a small time shift), compared with the clip's stored embedding.
 Negatives: each sampled clip's most similar clip in another video, leaving out videos whose
-matches align in time with it (they may be real duplicates). The threshold keeps the
+matches align in time with it (they may be real duplicates), and clips that are never evidence:
+blank ones, and those the last common-footage pass found common (an intro's copy in another
+episode is not a false positive the threshold must exclude). The threshold keeps the
 false-positive rate among the negatives at or below the target.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidsearch.errors import VidsearchError
+from vidsearch.media.blank import is_blank
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips, plan_window
 from vidsearch.model.encoder import Encoder
@@ -116,7 +119,8 @@ def _negatives(lib: Library, anchors: dict[int, list[int]], k: int = 50) -> np.n
     ``anchors`` maps a video id to the ids of its sampled clips. A pair of videos aligns when
     the nearest neighbours (in any other video) of one video's clips fall in the other at a
     consistent offset, for at least half of the shorter video's clips (two at least): possibly
-    a real duplicate, so not a negative.
+    a real duplicate, so not a negative. Blank and common clips are no one's negatives, and a
+    blank anchor has none.
     """
     vi = lib.vectors()
     dim = lib.manifest.encoder.dim
@@ -124,6 +128,7 @@ def _negatives(lib: Library, anchors: dict[int, list[int]], k: int = 50) -> np.n
     with lib.catalog.read() as session:
         table = lib.catalog.clip_table(session)
     counts = dict(zip(*np.unique(table.video, return_counts=True)))
+    never = is_blank(table.pixel_std) | (table.common_videos > 0)
     out = []
     for vid, anchor_ids in anchors.items():
         rows = np.nonzero(table.video == vid)[0]
@@ -134,7 +139,7 @@ def _negatives(lib: Library, anchors: dict[int, list[int]], k: int = 50) -> np.n
         best: dict[int, dict[int, tuple[float, int]]] = {}  # other video → query row → (sim, neighbour row)
         for qi in range(len(ids)):
             for sim, r in zip(scores[qi], nrows[qi]):
-                if r < 0 or table.video[r] == vid:
+                if r < 0 or table.video[r] == vid or never[r]:
                     continue
                 per_q = best.setdefault(int(table.video[r]), {})
                 if qi not in per_q:
@@ -158,6 +163,8 @@ def _negatives(lib: Library, anchors: dict[int, list[int]], k: int = 50) -> np.n
         index_of = {int(c): qi for qi, c in enumerate(ids)}
         for cid in anchor_ids:
             qi = index_of[cid]
+            if is_blank(table.pixel_std[q_row[qi]]):
+                continue
             sims = [per_q[qi][0] for w, per_q in best.items() if w not in aligned and qi in per_q]
             if sims:
                 out.append(max(sims))

@@ -40,11 +40,11 @@ def spreads(table: ClipTable, candidates: dict[tuple[int, int], np.ndarray]) -> 
     n = len(table.ids)
     if not candidates:
         return Spreads(np.zeros(0, np.int64), np.zeros(0, np.int64), np.ones(n, np.int64))
-    rows, videos = [], []
-    for (va, vb), m in candidates.items():
-        rows += [m[:, 0].astype(np.int64), m[:, 1].astype(np.int64)]
-        videos += [np.full(len(m), vb, np.int64), np.full(len(m), va, np.int64)]
-    r, v = np.concatenate(rows), np.concatenate(videos)
+    pairs = np.array(list(candidates), dtype=np.int64)
+    m = np.concatenate(list(candidates.values()))
+    sizes = [len(x) for x in candidates.values()]
+    r = np.concatenate([m[:, 0], m[:, 1]]).astype(np.int64)
+    v = np.concatenate([np.repeat(pairs[:, 1], sizes), np.repeat(pairs[:, 0], sizes)])
     span = int(v.max()) + 1
     key = np.unique(r * span + v)  # sorted by row, then video
     r, v = key // span, key % span

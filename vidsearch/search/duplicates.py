@@ -232,6 +232,7 @@ class _Snapshot:
             blank_spans[int(self.table.video[r])].append((float(self.table.start[r]), float(self.table.end[r])))
         #: seconds of each video that are not blank: what a pair's coverage is a share of
         self.footage = {v: max(d - _covered(blank_spans.get(v, [])), 0.0) for v, (_, d) in self.videos.items()}
+        self.longest_clip = float((self.table.end - self.table.start).max()) if len(self.table.ids) else 0.0
         #: a pair's segments from all its matches, kept by the common pass for the report
         self.cache: dict[tuple[int, int], list[Segment]] = {}
 
@@ -270,24 +271,45 @@ class _Snapshot:
         b = min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / fb) if fb else 0.0
         return a, b
 
-    def related(self, va: int, vb: int, matches: np.ndarray, suspect: np.ndarray) -> bool:
-        """Whether a and b share a duplicate's segment of footage that is not suspected common, or
-        one is a copy of the other: then they are one family to the common-footage count."""
-        ra, rb = matches[:, 0].astype(np.int64), matches[:, 1].astype(np.int64)
-        shady = suspect[ra] | suspect[rb]
-        if not shady.any():
-            self.cache[(va, vb)] = self.segments(va, vb, matches)
-            return bool(self.cache[(va, vb)])
-        if not shady.all() and self.segments(va, vb, matches[~shady]):
-            return True
+    def is_copy(self, va: int, vb: int, matches: np.ndarray) -> bool:
+        """Whether these matches' segments cover most (CONTAINED_SHARE) of a's or b's footage."""
+        share_a, share_b = CONTAINED_SHARE * self.footage[va], CONTAINED_SHARE * self.footage[vb]
+        if len(matches) * self.longest_clip < min(share_a, share_b):  # cannot cover that much: most pairs stop here
+            return False
         t = self.table
-        ua, ub = np.unique(ra), np.unique(rb)
-        # the matched clips' summed lengths bound what any segments could cover: most pairs stop here
-        if (t.end[ua] - t.start[ua]).sum() < CONTAINED_SHARE * self.footage[va] and (
-            t.end[ub] - t.start[ub]
-        ).sum() < CONTAINED_SHARE * self.footage[vb]:
+        ua, ub = np.unique(matches[:, 0].astype(np.int64)), np.unique(matches[:, 1].astype(np.int64))
+        if (t.end[ua] - t.start[ua]).sum() < share_a and (t.end[ub] - t.start[ub]).sum() < share_b:
             return False
         return max(self.covered(va, vb, self.segments(va, vb, matches))) >= CONTAINED_SHARE
+
+    def related(self, suspect: np.ndarray, videos: set[int]) -> set[tuple[int, int]]:
+        """The pairs among ``videos`` that share a duplicate's segment of footage that is not
+        ``suspect`` (of being common), or of which one is a copy of the other: one family each
+        to the common-footage count. Pairs without suspects keep their segments for the report."""
+        related = set()
+        chosen = [(va, vb, m) for va, vb, m in self.pairs() if va in videos and vb in videos]
+        for (va, vb, m), n, shady in zip(chosen, *_flag_matches(chosen, suspect)):
+            if n == 0:
+                self.cache[(va, vb)] = self.segments(va, vb, m)
+                if self.cache[(va, vb)]:
+                    related.add((va, vb))
+            elif (n < len(m) and self.segments(va, vb, m[~shady])) or self.is_copy(va, vb, m):
+                related.add((va, vb))
+        return related
+
+
+def _flag_matches(pairs: list[tuple[int, int, np.ndarray]], flagged: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """For each (video a, video b, matches): how many of its matches involve a ``flagged`` row,
+    and which. Looked up for all pairs at once, so that a pair costs no array work of its own
+    unless its matches are mixed (most have none or all flagged)."""
+    if not pairs:
+        return [], []
+    rows = np.concatenate([m[:, :2] for _, _, m in pairs]).astype(np.int64)
+    hit = flagged[rows[:, 0]] | flagged[rows[:, 1]]
+    sizes = np.array([len(m) for _, _, m in pairs])
+    ends = np.cumsum(sizes)
+    counts = np.add.reduceat(hit.astype(np.int64), ends - sizes).tolist()
+    return counts, [hit[e - n : e] for n, e in zip(sizes.tolist(), ends.tolist())]
 
 
 def _common_pass(lib: Library, snap: _Snapshot, min_videos: int) -> tuple[np.ndarray, float, bool]:
@@ -296,14 +318,7 @@ def _common_pass(lib: Library, snap: _Snapshot, min_videos: int) -> tuple[np.nda
     t = time.perf_counter()
     spread = spreads(snap.table, snap.candidates)
     suspect = suspects(spread, min_videos)
-    related: set[tuple[int, int]] = set()
-    if suspect.any():
-        involved = touched(snap.table, spread, suspect)
-        related = {
-            (va, vb)
-            for va, vb, matches in snap.pairs()
-            if va in involved and vb in involved and snap.related(va, vb, matches, suspect)
-        }
+    related = snap.related(suspect, touched(snap.table, spread, suspect)) if suspect.any() else set()
     appears_in = mark_common(snap.table, spread, suspect, related, min_videos)
     seconds = time.perf_counter() - t
     counts = {int(snap.table.ids[r]): int(appears_in[r]) for r in np.nonzero(appears_in)[0]}
@@ -346,11 +361,11 @@ def find_duplicates(
         appears_in, report.common_seconds, _ = _common_pass(lib, snap, common_min_videos)
         common = appears_in > 0
         report.common_min_videos, report.common_clips = common_min_videos, int(common.sum())
-    for va, vb, matches in snap.pairs():
-        in_common = common[matches[:, 0].astype(np.int64)] | common[matches[:, 1].astype(np.int64)]
-        if in_common.all():
+    pairs = list(snap.pairs())
+    for (va, vb, matches), n, in_common in zip(pairs, *_flag_matches(pairs, common)):
+        if n == len(matches):
             continue
-        if in_common.any():
+        if n:
             segments = snap.segments(va, vb, matches[~in_common])
             shared = [s for s in snap.aligned(matches[in_common]) if s.similarity >= snap.threshold]
         else:

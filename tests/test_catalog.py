@@ -1,5 +1,7 @@
 """The catalog: transactional stores, clip ids, float16 embeddings, read snapshots."""
 
+import os
+
 import numpy as np
 import pytest
 from records import DIM, clips, record, unit
@@ -61,7 +63,7 @@ def test_reader_snapshot_does_not_see_a_later_commit(lib):
         assert lib.catalog.clip_count(s) == 5
 
 
-def test_a_catalog_from_before_the_clip_marks_is_read_as_unmarked_and_migrated_by_a_writer(lib):
+def test_a_catalog_from_before_the_clip_marks_is_read_as_unmarked_and_migrated_by_a_writer(lib, monkeypatch):
     import sqlite3
     from contextlib import closing
 
@@ -86,6 +88,13 @@ def test_a_catalog_from_before_the_clip_marks_is_read_as_unmarked_and_migrated_b
         assert np.isnan(t.pixel_std).all() and t.common_videos.tolist() == [0, 0]
         assert np.isnan(old.clip_marks(s, [1])[1][0]) and np.isnan(old.video_pixel_std(s, 1)).all()
     old.close()
+    real = os.access  # a reader of a folder it cannot write to
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    old = Catalog(path, readonly=True)
+    with old.read() as s:
+        assert np.isnan(old.clip_table(s).pixel_std).all() and old.clip_marks(s, [2])[2][1] == 0
+    old.close()
+    monkeypatch.undo()
     with closing(sqlite3.connect(path)) as con:
         assert "pixel_std" not in {row[1] for row in con.execute("PRAGMA table_info(clips)")}  # readers never write
     writer = Catalog(path)

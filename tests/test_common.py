@@ -119,10 +119,11 @@ def test_calibration_takes_no_negatives_from_blank_or_common_clips(series):
         ep1 = series.catalog.video_by_path(s, b"/ep1.mp4").id
         clips = [cid for cid, _, _ in series.catalog.clips_of(s, ep1)]
     anchors = {ep1: [clips[0], clips[1], clips[4], clips[7]]}  # the intro, its own footage, the black clip
-    before = _negatives(series, anchors)
+    perfect = np.ones(1)  # positives at 1.0: no pair is a suspect, so each anchor's best video is its negative
+    before = _negatives(series, anchors, perfect, 0.001).values
     assert len(before) == 3 and before.max() > 0.9  # the intro's copies in other episodes
     find_common(series, threshold=0.9)
-    after = _negatives(series, anchors)
+    after = _negatives(series, anchors, perfect, 0.001).values
     assert len(after) == 3 and after.max() < 0.7
 
 

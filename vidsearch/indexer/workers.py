@@ -158,7 +158,9 @@ def _limit_memory(max_mb: int) -> None:
 def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     _limit_memory(settings.max_memory_mb)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # the parent handles Ctrl-C and SIGTERM, and stops its workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         # on a CPU the encoder is the bottleneck: decoders take the cycles it leaves, not its own
         os.nice(WORKER_NICENESS)

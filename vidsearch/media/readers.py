@@ -159,6 +159,35 @@ class _Header:
         return LengthEvidence(self.fps, (*frame_counts, self.frames), self.durations)
 
 
+class StillImage(DecodeError):
+    """The file is a still image, not a video (a query may read it as a static clip)."""
+
+
+class StillReader(VideoReader):
+    """A still image read as a video: one frame on screen for ``seconds``, so that every window
+    over it is that frame repeated (a static clip)."""
+
+    def __init__(self, path: str, frame_size: FrameSize, seconds: float):
+        from PIL import Image, ImageOps
+
+        try:
+            with Image.open(path) as image:
+                codec = (image.format or "image").lower()
+                self._frame = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DecodeError(path, f"not a readable image ({first_line(exc)})") from exc
+        h, w = self._frame.shape[:2]
+        header = _Header(codec=codec, width=w, height=h, rotation=0, fps=1 / seconds, declared_s=seconds, frames=1)
+        super().__init__(path, header, frame_size)
+        self.frame_times = np.array([[0.0, seconds]])
+        self.info = _info(path, header, self.frame_times, "pillow")
+
+    def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
+        small = self._finish(self._frame[None])
+        for plan in plans:
+            yield Clip(plan.position, plan.start_s, plan.end_s, np.repeat(small, len(plan.frame_indices), axis=0))
+
+
 def _pick_stream(container) -> tuple[Any, str | None]:
     """The video stream to read: the one marked default, else the largest; cover art never.
 
@@ -203,7 +232,7 @@ def _probe_header(path: str) -> _Header:
                 raise DecodeError(path, "no video stream (audio-only or not a video)")
             demuxer = container.format.name
             if demuxer == "image2" or demuxer.endswith("_pipe"):
-                raise DecodeError(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
+                raise StillImage(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
             stream, note = _pick_stream(container)  # one decoder thread: frame threads each hold a frame
             codec = stream.codec_context.name
             try:
@@ -469,10 +498,13 @@ def open_video(
     frame_size: FrameSize | None = None,
     backend: str = "auto",
     num_threads: int = 1,
+    still_seconds: float | None = None,
 ) -> VideoReader:
     """Probe ``path`` and open it with decord, or PyAV where decord cannot read it.
 
-    Raises DecodeError naming the file and the reason for anything that is not a decodable video.
+    A still image is refused, unless ``still_seconds`` is given: then it reads as one frame on
+    screen for that long (a query image). Raises DecodeError naming the file and the reason for
+    anything that is not a decodable video.
     """
     import av
 
@@ -483,7 +515,12 @@ def open_video(
     # a PyAV level hands them to Python logging (the "libav" loggers), None would print them raw
     av.logging.set_level(av.logging.WARNING if _verbose() else av.logging.PANIC)
     frame_size = frame_size or FrameSize()
-    header = _probe_header(path)
+    try:
+        header = _probe_header(path)
+    except StillImage:
+        if still_seconds is None:
+            raise
+        return StillReader(path, frame_size, still_seconds)
     use_decord = backend == "decord" or (
         backend == "auto"
         and header.codec not in DECORD_UNSUPPORTED_CODECS

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.errors import IndexLockedError, StorageError
+from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
 from vidsearch.media.blank import is_blank
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.align import Match, Segment, align, covered_seconds
 from vidsearch.search.common import CommonSegment, common_segments, mark_common, spreads, suspects, touched
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
+from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
 from vidsearch.storage.library import Library
 
@@ -63,6 +64,8 @@ class DuplicatePair:
     b_covered: float
     #: aligned stretches of common footage the two also share: not evidence, listed apart
     common_segments: tuple[Segment, ...] = ()
+    #: the user's verdict on the pair (``vidsearch decide``), if any
+    decision: str | None = None
 
     @property
     def relation(self) -> str:
@@ -95,6 +98,8 @@ class DuplicateReport:
     #: clips found common, and the seconds the common-footage pass took
     common_clips: int = 0
     common_seconds: float = 0.0
+    #: pairs left out because the user judged them not_a_match or keep_both
+    hidden: int = 0
 
     def groups(self) -> list[DuplicateGroup]:
         return group_pairs(self.pairs)
@@ -162,6 +167,8 @@ def clip_pairs(
     memory stays bounded by the block size and the number of matches. Rows where ``skip`` is
     true take no part.
     """
+    if not len(table.ids):
+        return {}
     dim = lib.manifest.encoder.dim
     vectors = np.empty((len(table.ids), dim), dtype=np.float16)  # float16: half the memory
     for ids, vecs in lib.catalog.iter_embeddings(session, dim):  # the snapshot ``table`` was read in
@@ -201,18 +208,6 @@ def clip_pairs(
     return {(int(va[g[0]]), int(vb[g[0]])): m[g[0] : g[-1] + 1] for g in np.split(np.arange(len(m)), cuts)}
 
 
-def _covered(intervals: list[tuple[float, float]]) -> float:
-    """Seconds covered by the union of the intervals."""
-    total, cur_s, cur_e = 0.0, 0.0, -np.inf
-    for s, e in sorted(intervals):
-        if s > cur_e:
-            total += max(cur_e - cur_s, 0.0)
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    return total + max(cur_e - cur_s, 0.0)
-
-
 class _Snapshot:
     """One snapshot's clips and clip matches, and the alignment of a pair's matches into segments."""
 
@@ -222,16 +217,19 @@ class _Snapshot:
         self.hop, self.clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
         with lib.catalog.read() as session:  # one snapshot, even while an index job writes
             self.table = lib.catalog.clip_table(session)
-            self.videos = {
-                v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)
-            }
+            indexed = lib.catalog.videos(session, STATUS_INDEXED)
+            self.videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in indexed}
+            self.fingerprints = {v.id: v.fingerprint for v in indexed}
+            lib.skip_orphans(session)
+            #: the user's verdicts by pair_key (``vidsearch decide``)
+            self.decided = decided_pairs(lib, session)
             blank = is_blank(self.table.pixel_std)
             self.candidates = clip_pairs(lib, session, self.table, self.threshold, batch, skip=blank)
         blank_spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
         for r in np.nonzero(blank)[0]:
             blank_spans[int(self.table.video[r])].append((float(self.table.start[r]), float(self.table.end[r])))
         #: seconds of each video that are not blank: what a pair's coverage is a share of
-        self.footage = {v: max(d - _covered(blank_spans.get(v, [])), 0.0) for v, (_, d) in self.videos.items()}
+        self.footage = {v: max(d - covered_seconds(blank_spans.get(v, [])), 0.0) for v, (_, d) in self.videos.items()}
         self.longest_clip = float((self.table.end - self.table.start).max()) if len(self.table.ids) else 0.0
         #: a pair's segments from all its matches, kept by the common pass for the report
         self.cache: dict[tuple[int, int], list[Segment]] = {}
@@ -267,8 +265,8 @@ class _Snapshot:
     def covered(self, va: int, vb: int, segments: list[Segment]) -> tuple[float, float]:
         """The shares of a's and b's footage (blank clips aside) that ``segments`` cover."""
         fa, fb = self.footage[va], self.footage[vb]
-        a = min(1.0, _covered([(s.q_start, s.q_end) for s in segments]) / fa) if fa else 0.0
-        b = min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / fb) if fb else 0.0
+        a = min(1.0, covered_seconds([(s.q_start, s.q_end) for s in segments]) / fa) if fa else 0.0
+        b = min(1.0, covered_seconds([(s.r_start, s.r_end) for s in segments]) / fb) if fb else 0.0
         return a, b
 
     def is_copy(self, va: int, vb: int, matches: np.ndarray) -> bool:
@@ -325,7 +323,7 @@ def _common_pass(lib: Library, snap: _Snapshot, min_videos: int) -> tuple[np.nda
     try:
         with lib.writing_catalog() as catalog:
             catalog.set_common(counts)
-    except (IndexLockedError, StorageError, OSError) as exc:
+    except (IndexLockedError, StorageError, CorruptIndexError, OSError) as exc:  # a reader reports all the same
         log.warning(
             "found %d common clips but did not store them, so search cannot mark them yet: %s", len(counts), exc
         )
@@ -340,6 +338,7 @@ def find_duplicates(
     batch: int = 4096,
     common_min_videos: int = COMMON_MIN_VIDEOS,
     keep_common: bool = False,
+    include_decided: bool = False,
 ) -> DuplicateReport:
     """Near-duplicate video pairs of the whole library, best first.
 
@@ -347,6 +346,8 @@ def find_duplicates(
     Footage in more than ``common_min_videos`` unrelated videos is common: it is no evidence,
     and the clips found common are stored in the catalog for search. ``keep_common`` skips that
     pass: every match but a blank clip's counts, as before common footage was told apart.
+    Pairs the user judged ``not_a_match`` or ``keep_both`` are left out (and counted in
+    ``hidden``) unless ``include_decided``.
     """
     snap = _Snapshot(lib, threshold, min_seconds, batch)
     report = DuplicateReport(
@@ -373,6 +374,10 @@ def find_duplicates(
             shared = []
         if not segments:
             continue
+        decision = snap.decided.get(pair_key(snap.fingerprints[va], snap.fingerprints[vb]))
+        if decision in HIDDEN_VERDICTS and not include_decided:
+            report.hidden += 1
+            continue
         best = segments[0]
         a_covered, b_covered = snap.covered(va, vb, segments + shared)
         (pa, da), (pb, db) = snap.videos[va], snap.videos[vb]
@@ -388,6 +393,7 @@ def find_duplicates(
                 a_covered=a_covered,
                 b_covered=b_covered,
                 common_segments=tuple(shared),
+                decision=decision,
             )
         )
     report.pairs.sort(key=lambda p: p.score, reverse=True)

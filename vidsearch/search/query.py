@@ -14,12 +14,13 @@ common match; it ranks after every other match and says in how many videos that 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.errors import DecodeError, InvalidArgumentError, VideoNotFoundError
+from vidsearch.errors import InvalidArgumentError, VideoNotFoundError
 from vidsearch.media.blank import is_blank, pixel_std
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
@@ -86,18 +87,22 @@ def embed_query(
     end: float | None = None,
     batch_size: int = 8,
 ) -> QueryEmbedding:
-    """Decode and embed a query file with the index's clip settings, windows every half hop."""
+    """Decode and embed a query file with the index's clip settings, windows every half hop.
+
+    A still image is a static clip: its one frame repeated over one window.
+    """
     m = lib.manifest
     pp = m.encoder.preprocessing
-    with open_video(path, pp.frame_size()) as reader:
+    with open_video(path, pp.frame_size(), still_seconds=m.clips.clip_seconds) as reader:
         times = reader.frame_times
         lo = 0.0 if start is None else float(start)
         hi = float(times[-1, 1]) if end is None else float(end)
-        if lo < 0 or hi <= lo:
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or (end is not None and hi <= lo):
             raise InvalidArgumentError(f"query range must satisfy 0 <= start < end; got start={start}, end={end}")
         keep = np.nonzero((times[:, 0] >= lo - 1e-6) & (times[:, 0] < hi))[0]
-        if len(keep) == 0:
-            raise DecodeError(path, f"no frames between {lo:g}s and {hi:g}s (the video lasts {times[-1, 1]:.1f}s)")
+        if len(keep) == 0:  # the range lies past the video's end: a wrong argument, not a bad file
+            span = f"from {lo:g}s on" if end is None else f"between {lo:g}s and {hi:g}s"
+            raise InvalidArgumentError(f"{path}: no frames {span}; the video lasts {times[-1, 1]:.1f}s")
         if end is None:
             hi = float(times[-1, 1])
         first = int(keep[0])
@@ -136,6 +141,18 @@ def _indexed_video_query(lib: Library, path_bytes: bytes) -> QueryEmbedding | No
     return QueryEmbedding(times, vectors, spreads)
 
 
+def read_queries(list_path: str | os.PathLike) -> list[str]:
+    """The query paths listed in a file, one a line (blank lines and ``#`` comments skipped);
+    a relative path is relative to the list's folder."""
+    base = os.path.dirname(os.path.abspath(os.fsdecode(list_path)))
+    try:
+        with open(list_path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = [line.strip() for line in f]
+    except OSError as exc:
+        raise InvalidArgumentError(f"{os.fsdecode(list_path)}: cannot read the query list ({exc.strerror})") from exc
+    return [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+
+
 def search_video(
     lib: Library,
     encoder: Encoder | None,
@@ -169,9 +186,8 @@ def search_video(
             lo, hi = start or 0.0, end if end is not None else np.inf
             keep = (q.times[:, 0] >= lo - 1e-6) & (q.times[:, 1] <= hi + 1e-6)
             if not keep.any():
-                raise VideoNotFoundError(
-                    f"{path}: its file is gone, and no stored clip lies wholly between {lo:g}s and {hi:g}s"
-                )
+                span = f"from {lo:g}s on" if end is None else f"between {lo:g}s and {hi:g}s"
+                raise InvalidArgumentError(f"{path}: its file is gone, and no stored clip lies wholly {span}")
             q = QueryEmbedding(q.times[keep], q.vectors[keep], q.pixel_std[keep])
     result = SearchResult(
         query=path,
@@ -188,6 +204,16 @@ def search_video(
         marks = lib.catalog.clip_marks(session, list(info))
         vids = {v for v, _, _ in info.values()}
         paths = {v.id: v.path for v in lib.catalog.videos(session, ids=vids)}
+        if vids - paths.keys():
+            lib.skip_orphans(session)
+    unknown = len(np.setdiff1d(ids[ids >= 0], np.fromiter(info, dtype=np.int64, count=len(info))))
+    if unknown:
+        log.warning(
+            "%s: %d clips the vectors index found are not in the catalog (removed meanwhile, or the index is "
+            "damaged: `vidsearch verify` checks it); skipped",
+            lib.root,
+            unknown,
+        )
     self_ids = {vid for vid, p in paths.items() if p == path_bytes} if not include_self else set()
     per_video: dict[int, list[Match]] = {}
     per_video_common: dict[int, list[Match]] = {}
@@ -202,7 +228,7 @@ def search_video(
                 continue
             vid, rs, re_ = info[int(cid)]
             spread, videos = marks[int(cid)]
-            if vid in self_ids or is_blank(spread):
+            if vid in self_ids or vid not in paths or is_blank(spread):
                 continue
             match = Match(float(qs), float(qe), rs, re_, float(sim))
             if videos and not keep_common:

@@ -18,6 +18,8 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
     bindparam,
     create_engine,
     delete,
@@ -43,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from vidsearch.errors import CorruptIndexError, StorageError, first_line
+from vidsearch.errors import CorruptCatalogError, StorageError, first_line
 from vidsearch.faults import fault
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,12 @@ STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
 #: Ids per ``IN (...)`` list, under SQLite's variable limit.
 _IN_CHUNK = 30_000
+#: How long a writer's integrity check (``PRAGMA quick_check``) may run before the writer's first
+#: write. It reads the whole file at about 0.8 GB/s from the page cache (200k 1024-d clips,
+#: 824 MB: 0.9-1.2 s), so this covers a catalog of about 1M such clips; past that the check
+#: stops there and says so at -v (``vidsearch verify`` checks everything, however long it takes).
+QUICK_CHECK_SECONDS = 5.0
+_CHECK_IT = "`vidsearch verify` checks it; restore it from a backup or re-index into a new folder"
 
 
 def _now() -> dt.datetime:
@@ -125,6 +134,27 @@ class _Run(_Base):
     clips: Mapped[int] = mapped_column(default=0)
 
 
+class _Decision(_Base):
+    """A user's verdict on a pair of videos, keyed by their content fingerprints (smaller first),
+    so that it outlives paths, video rows and embeddings."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("fingerprint_a", "fingerprint_b"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint_a: Mapped[str] = mapped_column(String(64))
+    fingerprint_b: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    # where the videos were when the verdict was given: named when they are no longer indexed
+    path_a: Mapped[bytes] = mapped_column(LargeBinary)
+    path_b: Mapped[bytes] = mapped_column(LargeBinary)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+#: Tables added after the first catalogs were made: created when first written, absent means empty.
+_LATER_TABLES = {_Decision.__tablename__}
+
+
 class _Meta(_Base):
     __tablename__ = "meta"
 
@@ -146,6 +176,22 @@ class ClipRecord:
             raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
         if self.embedding.ndim != 1:
             raise ValueError(f"embedding must be 1-d, got shape {self.embedding.shape}")
+
+
+#: the columns of a StoredVideo, in its fields' order
+_STORED_COLUMNS = (
+    _Video.id,
+    _Video.path,
+    _Video.size,
+    _Video.mtime_ns,
+    _Video.fingerprint,
+    _Video.status,
+    _Video.duration_s,
+    _Video.error,
+    _Video.fps,
+    _Video.width,
+    _Video.height,
+)
 
 
 @dataclass(frozen=True)
@@ -174,10 +220,24 @@ class StoredVideo:
     status: str
     duration_s: float | None = None
     error: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
     @property
     def display_path(self) -> str:
         return os.fsdecode(self.path)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A stored verdict on the pair of videos with fingerprints ``fingerprints`` (smaller first)."""
+
+    id: int
+    fingerprints: tuple[str, str]
+    verdict: str
+    paths: tuple[bytes, bytes]
+    decided_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -205,14 +265,17 @@ def encode_embedding(vec: np.ndarray) -> bytes:
     return np.asarray(vec, dtype=EMBEDDING_DTYPE).tobytes()
 
 
-def decode_embeddings(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+def decode_embeddings(blobs: Sequence[bytes | None], dim: int) -> np.ndarray:
     """float16 blobs → float32 (N, dim), re-normalised (float16 rounding moves norms by ~1e-3)."""
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
-    arr = np.frombuffer(b"".join(blobs), dtype=EMBEDDING_DTYPE).astype(np.float32)
+    if any(b is None for b in blobs):  # NOT NULL in the schema: only a damaged page reads so
+        raise CorruptCatalogError(f"the catalog holds clips without an embedding; {_CHECK_IT}")
+    arr = np.frombuffer(b"".join(blobs), dtype=EMBEDDING_DTYPE).astype(np.float32)  # type: ignore[arg-type]
     if arr.size != len(blobs) * dim:
-        raise CorruptIndexError(
-            f"catalog embeddings are not {dim}-dimensional ({arr.size} values for {len(blobs)} clips)"
+        raise CorruptCatalogError(
+            f"catalog embeddings are not {dim}-dimensional ({arr.size} values for {len(blobs)} clips); "
+            "`vidsearch verify --repair` drops the videos they belong to"
         )
     arr = arr.reshape(len(blobs), dim)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
@@ -225,9 +288,16 @@ class Catalog:
     def __init__(self, path: str | os.PathLike, create: bool = False, readonly: bool = False):
         self.path = os.fspath(path)
         if not create and not os.path.exists(self.path):
-            raise CorruptIndexError(f"{self.path} is missing: the index directory is incomplete")
+            raise CorruptCatalogError(f"{self.path} is missing: the index directory is incomplete")
         self.readonly = readonly
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
+        if readonly and not os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK):
+            uri = _read_only_uri(self.path)
+            self.engine = create_engine(
+                f"sqlite:///{self.path}",
+                creator=lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False),
+            )
+        else:
+            self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
 
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -255,15 +325,55 @@ class Catalog:
             if create:
                 _Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
-                missing = {t for t in _Base.metadata.tables} - set(
-                    conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
+                missing = (
+                    {t for t in _Base.metadata.tables}
+                    - _LATER_TABLES
+                    - set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars())
                 )
             if missing:
-                raise CorruptIndexError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
+                raise CorruptCatalogError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
+            if not create and not readonly:
+                self.quick_check()  # a writer writes nothing into a damaged file
             self._has_added_columns = self._migrate()
         except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
-            raise CorruptIndexError(f"{self.path} is damaged or not a SQLite database ({first_line(exc)})") from exc
+            if create:
+                raise StorageError(f"{self.path}: cannot create the catalog ({first_line(exc)})") from exc
+            if _disk_full(self.path):  # SQLite cannot make its -shm file: not damage
+                raise StorageError(
+                    f"cannot open {self.path} ({first_line(exc)}): its file system is full; free some space"
+                ) from exc
+            raise CorruptCatalogError(f"{self.path} is damaged or not a SQLite database ({first_line(exc)})") from exc
+        except CorruptCatalogError:
+            self.engine.dispose()
+            raise
+
+    def quick_check(self, seconds: float = QUICK_CHECK_SECONDS) -> None:
+        """SQLite's ``quick_check`` (every page and record, not the indexes' contents), stopped
+        after ``seconds``; CorruptCatalogError when it finds damage."""
+        raw = self.engine.raw_connection()
+        con: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]  # pysqlite's
+        # interrupt() from another thread stops it inside the b-tree walk too (a progress
+        # handler runs only between statements' steps, and the walk is one step)
+        timer = threading.Timer(seconds, con.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            found = [str(r[0]) for r in con.execute("PRAGMA quick_check")]
+        except sqlite3.OperationalError as exc:
+            if "interrupt" not in str(exc):
+                raise
+            log.info("%s: integrity check stopped after %g s; `vidsearch verify` checks it all", self.path, seconds)
+            return
+        finally:
+            timer.cancel()
+            raw.close()
+        if found != ["ok"]:
+            lines = [line for f in found for line in f.splitlines() if not line.startswith("***")]
+            raise self._damaged(f"SQLite quick_check: {lines[0] if lines else found[0]}")
+
+    def _damaged(self, what: str) -> CorruptCatalogError:
+        return CorruptCatalogError(f"{self.path} is damaged ({what}); {_CHECK_IT}")
 
     def _migrate(self) -> bool:
         """Add the clip columns an older catalog lacks (a writer); whether the columns exist now."""
@@ -302,16 +412,18 @@ class Catalog:
         except DatabaseError as exc:
             if not _is_damage(exc):
                 raise
-            raise CorruptIndexError(
-                f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it; restore it from a "
-                "backup or re-index into a new folder"
-            ) from exc
+            raise self._damaged(first_line(exc)) from exc
 
     @contextmanager
     def write(self, bump: bool = True) -> Iterator[Session]:
         """One write transaction (BEGIN IMMEDIATE); ``bump`` advances the generation with it."""
         if self.readonly:
             raise RuntimeError("this catalog was opened read-only")
+        with self._transaction(bump) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, bump: bool) -> Iterator[Session]:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = True
@@ -325,9 +437,7 @@ class Catalog:
                     conn.info["write"] = False
         except DBAPIError as exc:
             if isinstance(exc, DatabaseError) and _is_damage(exc):
-                raise CorruptIndexError(
-                    f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it"
-                ) from exc
+                raise self._damaged(first_line(exc)) from exc
             raise StorageError(
                 f"{self.path}: cannot write ({first_line(exc)}); everything committed before is kept"
             ) from exc
@@ -344,26 +454,30 @@ class Catalog:
         self, session: Session, status: str | None = None, ids: Iterable[int] | None = None
     ) -> list[StoredVideo]:
         """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
-        v = _Video
-        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
+        query = select(*_STORED_COLUMNS).order_by(_Video.id)
         if status is not None:
-            query = query.where(v.status == status)
+            query = query.where(_Video.status == status)
         if ids is None:
-            return [StoredVideo(*row) for row in session.execute(query)]
+            return [self._video(row) for row in session.execute(query)]
         out: list[StoredVideo] = []
         wanted = sorted({int(i) for i in ids})
         for i in range(0, len(wanted), _IN_CHUNK):
-            out += [StoredVideo(*row) for row in session.execute(query.where(v.id.in_(wanted[i : i + _IN_CHUNK])))]
+            chunk = wanted[i : i + _IN_CHUNK]
+            out += [self._video(row) for row in session.execute(query.where(_Video.id.in_(chunk)))]
         return sorted(out, key=lambda s: s.id)
 
     def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
-        v = _Video
-        row = session.execute(
-            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(
-                v.path == path
-            )
-        ).first()
-        return StoredVideo(*row) if row is not None else None
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.path == path)).first()
+        return self._video(row) if row is not None else None
+
+    def video_by_id(self, session: Session, video_id: int) -> StoredVideo | None:
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.id == video_id)).first()
+        return self._video(row) if row is not None else None
+
+    def _video(self, row: Sequence[Any]) -> StoredVideo:
+        if any(row[i] is None for i in range(6)):  # NOT NULL in the schema: only a damaged page reads so
+            raise self._damaged(f"video row {row[0]} has empty fields")
+        return StoredVideo(*row)
 
     def video_count(self, session: Session) -> int:
         return session.scalar(select(func.count(_Video.id))) or 0
@@ -392,6 +506,8 @@ class Catalog:
             ).order_by(c.id)
         ).all()
         arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 6)
+        if np.isnan(arr[:, :4]).any():  # an empty (NULL) field reads as NaN
+            raise self._damaged("clip rows with empty fields")
         spread = np.where(arr[:, 4] < 0, np.nan, arr[:, 4])  # a spread is never negative: -1 is NULL
         return ClipTable(
             arr[:, 0].astype(np.int64),
@@ -419,7 +535,10 @@ class Catalog:
         """A video's clips as (clip id, start_s, end_s), in time order."""
         c = _ClipRow
         query = select(c.id, c.start_s, c.end_s).where(c.video_id == video_id).order_by(c.start_s, c.id)
-        return [(int(i), float(s), float(e)) for i, s, e in session.execute(query)]
+        rows = session.execute(query).all()
+        if any(s is None or e is None for _, s, e in rows):
+            raise self._damaged(f"clips of video {video_id} with empty fields")
+        return [(int(i), float(s), float(e)) for i, s, e in rows]
 
     def _clip_chunks(self, session: Session, *columns: str, chunk: int = 50_000) -> Iterator[Sequence[Any]]:
         """Rows of (clip id, *columns) in chunks by id, with Core (no ORM objects): bounded memory."""
@@ -498,6 +617,8 @@ class Catalog:
                     table.c.id.in_(ids[i : i + _IN_CHUNK])
                 )
             ):
+                if vid is None or s is None or e is None:
+                    raise self._damaged(f"clip row {cid} has empty fields")
                 out[cid] = (vid, s, e)
         return out
 
@@ -508,6 +629,8 @@ class Catalog:
             select(c.start_s, c.end_s, c.embedding).where(c.video_id == video_id).order_by(c.start_s, c.id)
         ).all()
         times = np.array([(r[0], r[1]) for r in rows], dtype=np.float64).reshape(-1, 2)
+        if np.isnan(times).any():
+            raise self._damaged(f"clips of video {video_id} with empty fields")
         return times, decode_embeddings([r[2] for r in rows], dim)
 
     def video_pixel_std(self, session: Session, video_id: int) -> np.ndarray:
@@ -515,6 +638,27 @@ class Catalog:
         c = _ClipRow
         query = select(self._added("pixel_std")).where(c.video_id == video_id).order_by(c.start_s, c.id)
         return np.array([np.nan if s is None else s for s in session.scalars(query)], dtype=np.float64)
+
+    def decisions(self, session: Session) -> list[DecisionRecord]:
+        """Every stored verdict, oldest first (none in a catalog that never stored one)."""
+        if not _has_table(session, _Decision.__tablename__):
+            return []
+        d = _Decision
+        rows = session.execute(
+            select(d.id, d.fingerprint_a, d.fingerprint_b, d.verdict, d.path_a, d.path_b, d.decided_at).order_by(d.id)
+        )
+        return [DecisionRecord(i, (fa, fb), v, (pa, pb), at) for i, fa, fb, v, pa, pb, at in rows]
+
+    def videos_by_fingerprints(self, session: Session, fingerprints: Iterable[str]) -> list[StoredVideo]:
+        """Indexed videos whose content fingerprint is one of ``fingerprints``, by id."""
+        v = _Video
+        wanted = sorted(set(fingerprints))
+        query = select(*_STORED_COLUMNS)
+        out: list[StoredVideo] = []
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = query.where(v.fingerprint.in_(wanted[i : i + _IN_CHUNK]), v.status == STATUS_INDEXED)
+            out += [self._video(row) for row in session.execute(chunk)]
+        return sorted(out, key=lambda s: s.id)
 
     # ---- consistency (verify) ------------------------------------------------------------
 
@@ -524,8 +668,10 @@ class Catalog:
         return [] if found == ["ok"] else found
 
     def orphan_clip_count(self, session: Session) -> int:
-        """Clip rows whose video row is gone."""
-        return session.scalar(select(func.count(_ClipRow.id)).where(~_ClipRow.video_id.in_(select(_Video.id)))) or 0
+        """Clip rows whose video row is gone (or that name none: only a damaged page reads so)."""
+        c = _ClipRow
+        orphan = c.video_id.is_(None) | ~c.video_id.in_(select(_Video.id))
+        return session.scalar(select(func.count(c.id)).where(orphan)) or 0
 
     def indexed_without_clips(self, session: Session) -> list[tuple[int, bytes]]:
         """(id, path) of videos marked indexed that have no clips."""
@@ -674,6 +820,37 @@ class Catalog:
         with self.write(bump=False) as session:
             session.execute(update(_Run).where(_Run.id == run_id).values(status=status, finished_at=_now(), **counts))
 
+    # ---- verdicts: the user's notes on pairs, outside what the writer lock guards (clips, the
+    # generation, the vectors file), so any process may write them, an index job running or not;
+    # SQLite serialises the transactions. ----------------------------------------------------
+
+    def store_decision(
+        self,
+        fingerprints: tuple[str, str],
+        verdict: str,
+        paths: tuple[bytes, bytes],
+        decided_at: dt.datetime | None = None,
+    ) -> DecisionRecord:
+        """Store (or replace) the verdict on a pair; ``fingerprints`` and ``paths`` in the same order."""
+        (fa, pa), (fb, pb) = sorted(zip(fingerprints, paths))
+        with self._transaction(bump=False) as session:
+            _Base.metadata.create_all(session.connection(), tables=[_Base.metadata.tables[_Decision.__tablename__]])
+            session.execute(delete(_Decision).where(_Decision.fingerprint_a == fa, _Decision.fingerprint_b == fb))
+            row = _Decision(fingerprint_a=fa, fingerprint_b=fb, verdict=verdict, path_a=pa, path_b=pb)
+            if decided_at is not None:
+                row.decided_at = decided_at
+            session.add(row)
+            session.flush()
+            return DecisionRecord(row.id, (fa, fb), verdict, (pa, pb), row.decided_at)
+
+    def remove_decision(self, decision_id: int) -> DecisionRecord | None:
+        """Delete a stored verdict; returns it (None when there is none with that id)."""
+        with self._transaction(bump=False) as session:
+            found = [d for d in self.decisions(session) if d.id == decision_id]
+            if found:
+                session.execute(delete(_Decision).where(_Decision.id == decision_id))
+            return found[0] if found else None
+
 
 def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
     """Delete videos and their clips inside ``session``'s transaction; returns the removed clip ids."""
@@ -687,10 +864,70 @@ def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
     return removed
 
 
+def holds_nothing(path: str | os.PathLike) -> bool:
+    """Whether the SQLite file at ``path`` holds no row in any table: a catalog whose creation
+    stopped before anything was stored in it. False when it holds rows or cannot be read.
+
+    With nothing in its -wal the file is read as immutable, so nothing is made beside it."""
+    wal = f"{os.fspath(path)}-wal"
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0
+    try:
+        con = sqlite3.connect(_uri(path) + ("?mode=ro" if pending else "?immutable=1"), uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return not any(
+            con.execute('SELECT EXISTS (SELECT 1 FROM "{}")'.format(t.replace('"', '""'))).fetchone()[0] for t in tables
+        )
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
+
+
+def _uri(path: str | os.PathLike) -> str:
+    return "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+
+
+def _read_only_uri(path: str) -> str:
+    """How to open a catalog in a folder this process cannot write to.
+
+    A WAL reader needs the -shm file: where one is there (a writer is running, or was killed),
+    SQLite opens it read-only and reads the WAL too. Where none is, no writer has the catalog
+    open, and the file is opened as immutable (no -shm, no locks): right for a read-only file
+    system or copy; commits still in a -wal without its -shm are not seen.
+    """
+    if os.path.exists(path + "-shm"):
+        return _uri(path) + "?mode=ro"
+    if os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0:
+        log.warning(
+            "%s-wal holds commits not yet in %s, and the folder is read-only: reading the catalog without them",
+            path,
+            os.path.basename(path),
+        )
+    return _uri(path) + "?immutable=1"
+
+
+def _disk_full(path: str) -> bool:
+    """Whether the file system ``path`` is on has less room than SQLite needs to open a WAL
+    database (a 32 KB -shm file, and the WAL's first pages)."""
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 1 << 20
+
+
 def _bump_generation(session: Session) -> None:
     updated = session.execute(update(_Meta).where(_Meta.key == "generation").values(value=_Meta.value + 1))
     if updated.rowcount == 0:  # type: ignore[attr-defined]  # DML gives a CursorResult
         session.add(_Meta(key="generation", value=1))
+
+
+def _has_table(session: Session, name: str) -> bool:
+    query = text("SELECT 1 FROM sqlite_master WHERE type='table' AND name=:name")
+    return session.execute(query, {"name": name}).first() is not None
 
 
 def _is_damage(exc: DatabaseError) -> bool:
@@ -702,6 +939,7 @@ __all__ = [
     "Catalog",
     "ClipRecord",
     "ClipTable",
+    "DecisionRecord",
     "EMBEDDING_DTYPE",
     "StoredVideo",
     "VideoRecord",
@@ -709,4 +947,5 @@ __all__ = [
     "STATUS_INDEXED",
     "decode_embeddings",
     "encode_embedding",
+    "holds_nothing",
 ]

@@ -125,6 +125,24 @@ index_option = click.option(
     help="Index directory (env VIDSEARCH_INDEX).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README).")
+keep_common_option = click.option(
+    "--keep-common",
+    is_flag=True,
+    help="Count common footage (intros, stings: see `vidsearch common`) as evidence like any other.",
+)
+threshold_option = click.option(
+    "--threshold",
+    type=FiniteFloatRange(-1, 1),
+    default=None,
+    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
+)
+common_min_videos_option = click.option(
+    "--common-min-videos",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Footage is common when it appears in more than N unrelated videos [default: 5].",
+)
 
 
 def model_options(fn):
@@ -283,6 +301,7 @@ def index_cmd(
 )
 @click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
+@keep_common_option
 @click.option(
     "--format",
     "fmt",
@@ -307,6 +326,7 @@ def search_cmd(
     neighbors,
     raw_clips,
     include_self,
+    keep_common,
     fmt,
     as_json,
 ):
@@ -330,7 +350,15 @@ def search_cmd(
             lib.check_compatible(encoder.settings)
         for q in queries:
             res = search_video(
-                lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self
+                lib,
+                encoder,
+                q,
+                start=start,
+                end=end,
+                k=k,
+                neighbors=neighbors,
+                include_self=include_self,
+                keep_common=keep_common,
             )
             out.append(res)
             if fmt == "text":
@@ -406,12 +434,7 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 
 @cli.command("dupes")
 @index_option
-@click.option(
-    "--threshold",
-    type=FiniteFloatRange(-1, 1),
-    default=None,
-    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
-)
+@threshold_option
 @click.option(
     "--min-seconds",
     type=FiniteFloatRange(min=0),
@@ -430,24 +453,28 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 @click.option(
     "--include-decided", is_flag=True, help="Also report the pairs you judged not_a_match or keep_both (`decide`)."
 )
+@common_min_videos_option
+@keep_common_option
 @click.pass_context
-def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decided):
+def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decided, common_min_videos, keep_common):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
-    from vidsearch.search.duplicates import find_duplicates
+    from vidsearch.search.duplicates import COMMON_MIN_VIDEOS, find_duplicates
     from vidsearch.search.vsc import duplicate_matches
     from vidsearch.storage.stats import open_library
 
     if fmt == "vsc" and groups:
         raise click.UsageError("--format vsc lists the segments of pairs; it has no --groups form")
     with open_library(index_dir) as lib:
-        report = find_duplicates(lib, threshold, min_seconds, include_decided=include_decided)
-        matches = duplicate_matches(lib, report) if fmt == "vsc" else []
-    if report.threshold_source == "default":
-        click.echo(
-            f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
-            "to this model and library",
-            err=True,
+        report = find_duplicates(
+            lib,
+            threshold,
+            min_seconds,
+            common_min_videos=common_min_videos or COMMON_MIN_VIDEOS,
+            keep_common=keep_common,
+            include_decided=include_decided,
         )
+        matches = duplicate_matches(lib, report) if fmt == "vsc" else []
+    _default_threshold_note(report.threshold_source, report.threshold)
     if fmt == "vsc":
         click.echo(render.vsc_csv(matches), nl=False)
     elif fmt == "json":
@@ -456,6 +483,36 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decid
         click.echo(render.dupes_csv(report, groups), nl=False)
     else:
         click.echo(render.dupes_text(report, groups))
+
+
+@cli.command("common")
+@index_option
+@threshold_option
+@common_min_videos_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def common_cmd(index_dir, threshold, common_min_videos, fmt):
+    """List common footage (intros, stings): where it appears, largest first. Search marks it."""
+    from vidsearch.search.duplicates import COMMON_MIN_VIDEOS, find_common
+    from vidsearch.storage.stats import open_library
+
+    with open_library(index_dir) as lib:
+        report = find_common(lib, threshold, common_min_videos or COMMON_MIN_VIDEOS)
+    _default_threshold_note(report.threshold_source, report.threshold)
+    if fmt == "json":
+        click.echo(render.common_json(report))
+    elif fmt == "csv":
+        click.echo(render.common_csv(report), nl=False)
+    else:
+        click.echo(render.common_text(report))
+
+
+def _default_threshold_note(source: str, threshold: float) -> None:
+    if source == "default":
+        click.echo(
+            f"note: using the default threshold {threshold:g}; run `vidsearch calibrate` to fit it "
+            "to this model and library",
+            err=True,
+        )
 
 
 @cli.command("decide")
@@ -507,12 +564,7 @@ def decisions_cmd(index_dir, undo, import_from, as_json):
 @click.argument("b", type=click.Path())
 @index_option
 @model_options
-@click.option(
-    "--threshold",
-    type=click.FloatRange(-1, 1),
-    default=None,
-    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
-)
+@threshold_option
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False),

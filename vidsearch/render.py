@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from vidsearch.indexer.job import IndexSummary
     from vidsearch.search.align import Segment
     from vidsearch.search.calibrate import Calibration
-    from vidsearch.search.duplicates import DuplicatePair, DuplicateReport
+    from vidsearch.search.duplicates import CommonReport, DuplicatePair, DuplicateReport
     from vidsearch.search.explain import Explanation
     from vidsearch.search.query import ClipHit, SearchResult
     from vidsearch.search.vsc import VscMatch
@@ -97,6 +97,9 @@ def search_body(results: Sequence[SearchResult], raw_clips: bool, k: int) -> dic
                     "video_id": m.video_id,
                     "score": round(m.score, 5),
                     "segments": [segment_json(s) for s in m.segments],
+                    "common": m.common,
+                    "appears_in": m.appears_in,
+                    "common_segments": [segment_json(s) for s in m.common_segments],
                 }
                 for m in r.matches
             ],
@@ -119,13 +122,21 @@ def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
     if not res.matches:
         lines.append("  no matches")
     for rank, m in enumerate(res.matches, 1):
-        lines.append(f"{rank:>3}. {m.score:7.3f}  {m.path}")
-        lines += [
-            f"        query [{seconds(s.q_start)}-{seconds(s.q_end)}] -> library "
-            f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}, {s.matches} clips"
-            for s in m.segments
+        common = f"common footage: appears in {m.appears_in} videos"
+        lines.append(f"{rank:>3}. {m.score:7.3f}  {m.path}" + (f"  ({common})" if m.common else ""))
+        marked = [
+            f"        {_search_segment(s)}  ({'common footage' if m.common else common})" for s in m.common_segments
         ]
+        plain = [f"        {_search_segment(s)}" for s in m.segments]
+        lines += marked + plain if m.common else plain + marked
     return "\n".join(lines)
+
+
+def _search_segment(s: Segment) -> str:
+    return (
+        f"query [{seconds(s.q_start)}-{seconds(s.q_end)}] -> library [{seconds(s.r_start)}-{seconds(s.r_end)}]  "
+        f"similarity {s.similarity:.3f}, {s.matches} clips"
+    )
 
 
 def vsc_csv(matches: Sequence[VscMatch]) -> str:
@@ -233,6 +244,7 @@ def _pair_json(p: DuplicatePair) -> dict[str, Any]:
         "b_covered": round(p.b_covered, 4),
         "decision": p.decision,
         "segments": [segment_json(s, "a", "b") for s in p.segments],
+        "common_segments": [segment_json(s, "a", "b") for s in p.common_segments],
     }
 
 
@@ -245,6 +257,8 @@ def dupes_body(report: DuplicateReport, groups: bool) -> dict[str, Any]:
         "threshold": report.threshold,
         "threshold_source": report.threshold_source,
         "min_seconds": report.min_seconds,
+        "common_min_videos": report.common_min_videos,
+        "common_clips": report.common_clips,
         "hidden_by_decisions": report.hidden,
     }
     if groups:
@@ -303,6 +317,15 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
     return buf.getvalue()
 
 
+def _common_note(report: DuplicateReport) -> str:
+    if not report.common_clips:
+        return ""
+    return (
+        f"; {report.common_clips} clips of footage in more than {report.common_min_videos} unrelated videos "
+        "are common, not evidence"
+    )
+
+
 def _hidden_note(report: DuplicateReport) -> list[str]:
     if not report.hidden:
         return []
@@ -310,16 +333,19 @@ def _hidden_note(report: DuplicateReport) -> list[str]:
 
 
 def dupes_text(report: DuplicateReport, groups: bool) -> str:
+    note = _common_note(report)
     if groups:
         found = report.groups()
-        lines = [f"{len(found)} duplicate group(s) at threshold {report.threshold:g} ({report.threshold_source})"]
+        lines = [f"{len(found)} duplicate group(s) at threshold {report.threshold:g} ({report.threshold_source}){note}"]
         for i, g in enumerate(found, 1):
             lines.append(f"group {i}: {len(g.videos)} videos")
             lines += [f"  {'*' if p == g.original else ' '} {d:8.1f}s  {p}" for p, d in g.videos]
         if found:
             lines.append("(* the longest video, likely the original)")
         return "\n".join(lines + _hidden_note(report))
-    lines = [f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source})"]
+    lines = [
+        f"{len(report.pairs)} duplicate pair(s) at threshold {report.threshold:g} ({report.threshold_source}){note}"
+    ]
     for p in report.pairs:
         lines.append(
             f"{p.score:7.3f}  {p.a}\n         {p.b}\n         {p.relation}; covers {p.a_covered:.0%} of a, "
@@ -330,7 +356,57 @@ def dupes_text(report: DuplicateReport, groups: bool) -> str:
             f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}"
             for s in p.segments
         ]
+        lines += [
+            f"         a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b "
+            f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  common footage"
+            for s in p.common_segments
+        ]
     return "\n".join(lines + _hidden_note(report))
+
+
+# ---- common footage ----------------------------------------------------------------------------
+
+
+def common_json(report: CommonReport) -> str:
+    return to_json(
+        {
+            "threshold": report.threshold,
+            "threshold_source": report.threshold_source,
+            "common_min_videos": report.min_videos,
+            "stored": report.stored,
+            "segments": [
+                {
+                    "seconds": round(c.seconds, 3),
+                    "videos": c.videos,
+                    "occurrences": [
+                        {"path": o.path, "start": round(o.start, 3), "end": round(o.end, 3)} for o in c.occurrences
+                    ],
+                }
+                for c in report.segments
+            ],
+        }
+    )
+
+
+def common_csv(report: CommonReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["segment", "seconds", "videos", "path", "start", "end"])
+    for i, c in enumerate(report.segments, 1):
+        for o in c.occurrences:
+            w.writerow([i, f"{c.seconds:.3f}", c.videos, o.path, f"{o.start:.3f}", f"{o.end:.3f}"])
+    return buf.getvalue()
+
+
+def common_text(report: CommonReport) -> str:
+    lines = [
+        f"{len(report.segments)} common segment(s): footage in more than {report.min_videos} unrelated videos, "
+        f"at threshold {report.threshold:g} ({report.threshold_source})"
+    ]
+    for i, c in enumerate(report.segments, 1):
+        lines.append(f"{i}. {seconds(c.seconds)}s in {c.videos} videos")
+        lines += [f"     [{seconds(o.start)}-{seconds(o.end)}]  {o.path}" for o in c.occurrences]
+    return "\n".join(lines)
 
 
 # ---- decisions ---------------------------------------------------------------------------------

@@ -123,6 +123,7 @@ class _Job:
     info: VideoInfo | None = None
     planned: int = 0
     clips: dict[int, Clip] = field(default_factory=dict)
+    pixel_std: dict[int, float] = field(default_factory=dict)
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     done: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -321,8 +322,9 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     jobs[token].info, jobs[token].planned = info, planned
                     for note in info.notes:  # workers do not log: the parent says it
                         log.info("%s: %s", jobs[token].file.path, note)
-                case ClipMsg(token, clip):
+                case ClipMsg(token, clip, spread):
                     jobs[token].clips[clip.position] = clip
+                    jobs[token].pixel_std[clip.position] = spread
                     pending.append((token, clip.position))
                 case Switched(token, switch):
                     log.info("%s: %s", jobs[token].file.path, switch)
@@ -428,7 +430,7 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
         _fail(lib, job.file, "file changed while it was being indexed; run again to index the new version", summary)
         return
     order = sorted(job.embeddings)
-    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
+    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i], job.pixel_std[i]) for i in order]
     with _signals_deferred():  # the catalog and the in-memory index change together
         _, clip_ids, removed = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
         lib.sync_vectors(removed, clip_ids, np.stack([job.embeddings[i] for i in order]))

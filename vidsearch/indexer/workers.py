@@ -76,10 +76,12 @@ class Info:
 
 @dataclass(frozen=True)
 class ClipMsg:
-    """One decoded clip (media.readers.Clip)."""
+    """One decoded clip (media.readers.Clip), with its frames' pixel spread (media.blank), measured
+    here so that the parent, which runs the encoder, spends no time on it."""
 
     token: int
     clip: Clip
+    pixel_std: float
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
 
     torch.set_num_threads(1)
     from vidsearch.errors import DecodeError
+    from vidsearch.media.blank import pixel_std
     from vidsearch.media.readers import iter_clips, open_video
     from vidsearch.media.windows import plan_clips
     from vidsearch.settings import FrameSize
@@ -225,7 +228,7 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
                 n = 0
                 for clip in iter_clips(reader, plans, warnings, switched):
                     worker_fault(task.path)
-                    send(ClipMsg(task.token, clip))
+                    send(ClipMsg(task.token, clip, pixel_std(clip.frames)))
                     n += 1
                 send(Done(task.token, n, warnings))
         except DecodeError as exc:

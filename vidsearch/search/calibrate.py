@@ -14,7 +14,10 @@ found by refitting until it holds still). A suspect stays a negative only with e
 videos are unrelated: both long enough to align (three clips or more), no aligned stretch through
 the sampled clip, and no whole-video match covering most of the shorter video (clip pairs at or
 above the suspect level, aligned as search aligns them). Otherwise it is left out and reported as
-a likely copy, and the clip's next most similar video is tried.
+a likely copy, and the clip's next most similar video is tried. Clips that are never evidence
+are no one's negatives: blank ones, and those the last common-footage pass found common (an
+intro's copy in another episode is not a false positive the threshold must exclude); a blank
+sampled clip has none.
 
 Threshold: the negatives' (1 - target FPR) quantile. It is read off the negatives only when at
 least ten lie above it; otherwise (the usual case: 0.1% of a few hundred is less than one pair)
@@ -35,6 +38,7 @@ from statistics import NormalDist
 import numpy as np
 
 from vidsearch.errors import VidsearchError
+from vidsearch.media.blank import is_blank
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips, plan_window
 from vidsearch.model.encoder import Encoder
@@ -313,23 +317,28 @@ def _negatives(
     ``anchors`` maps a video id to the ids of its sampled clips. Candidates come from the vector
     index (an anchor's ``k`` nearest clips, best per video, most similar video first); the first
     candidate that is not a suspect, or is a suspect with evidence of unrelated videos, is the
-    anchor's negative.
+    anchor's negative. Blank and common clips are no one's candidates, and a blank anchor has none.
     """
     vi = lib.vectors()
     dim = lib.manifest.encoder.dim
     with lib.catalog.read() as session:
         table = lib.catalog.clip_table(session)
         durations = {v.id: v.duration_s or 0.0 for v in lib.catalog.videos(session, STATUS_INDEXED)}
+    never = is_blank(table.pixel_std) | (table.common_videos > 0)
     candidates: list[tuple[int, int, list[tuple[float, int]]]] = []  # (video, anchor clip, [(sim, other video)])
     for vid, anchor_ids in anchors.items():
         with lib.catalog.read() as session:
             ids, vecs = lib.catalog.embeddings_by_ids(session, anchor_ids, dim)
+        seen = ~is_blank(table.pixel_std[table.lookup(ids)])  # a blank anchor has no negative
+        ids, vecs = ids[seen], vecs[seen]
+        if not len(ids):
+            continue
         scores, nbrs = vi.search(vecs, min(k, vi.ntotal))
         nrows = table.lookup(nbrs.ravel()).reshape(nbrs.shape)
         for qi, cid in enumerate(ids.tolist()):
             best: dict[int, float] = {}
             for sim, r in zip(scores[qi], nrows[qi]):
-                w = int(table.video[r]) if r >= 0 else vid
+                w = int(table.video[r]) if r >= 0 and not never[r] else vid
                 if w != vid and w not in best:
                     best[w] = float(sim)
             if best:

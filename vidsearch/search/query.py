@@ -4,6 +4,11 @@ The query is decoded and embedded with the index's own settings, but its windows
 half hop so that a query cut anywhere lines up with the library's windows. Each query clip's
 nearest clips are grouped by library video and aligned in time; a video ranks by its best
 aligned segment.
+
+Blank clips (media.blank), the query's or the library's, are no evidence and are left out.
+Matches with clips that the last ``dupes`` or ``common`` pass found common (an intro in many
+videos) are aligned apart from the others: a video whose best segment is common footage is a
+common match; it ranks after every other match and says in how many videos that footage appears.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidsearch.errors import InvalidArgumentError, VideoNotFoundError
+from vidsearch.media.blank import is_blank, pixel_std
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
@@ -41,10 +47,17 @@ class ClipHit:
 
 @dataclass(frozen=True)
 class VideoMatch:
+    """A library video and its aligned segments. ``common_segments`` align the matches with
+    common footage, which appears in up to ``appears_in`` videos; ``common``: that footage is the
+    best the video offers (its score is then that footage's)."""
+
     path: str
     video_id: int
     score: float
     segments: tuple[Segment, ...]
+    common_segments: tuple[Segment, ...] = ()
+    appears_in: int = 0
+    common: bool = False
 
 
 @dataclass
@@ -59,10 +72,11 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class QueryEmbedding:
-    """Query clip times (N, 2) and unit vectors (N, D)."""
+    """Query clip times (N, 2), unit vectors (N, D) and pixel spreads (N,) (media.blank; NaN: not measured)."""
 
     times: np.ndarray
     vectors: np.ndarray
+    pixel_std: np.ndarray
 
 
 def embed_query(
@@ -100,9 +114,10 @@ def embed_query(
             ClipPlan(p.position, p.start_s + shift, p.end_s + shift, tuple(i + first for i in p.frame_indices))
             for p in plans
         ]
-        out_times, vectors, batch = [], [], []
+        out_times, vectors, spreads, batch = [], [], [], []
         size = (reader.info.width, reader.info.height)
         for clip in iter_clips(reader, plans):
+            spreads.append(pixel_std(clip.frames))
             batch.append(clip)
             if len(batch) == batch_size:
                 vectors.append(encoder.embed([c.frames for c in batch], [size] * len(batch)))
@@ -111,7 +126,9 @@ def embed_query(
         if batch:
             vectors.append(encoder.embed([c.frames for c in batch], [size] * len(batch)))
             out_times += [(c.start_s, c.end_s) for c in batch]
-    return QueryEmbedding(np.asarray(out_times, dtype=np.float64).reshape(-1, 2), np.concatenate(vectors))
+    return QueryEmbedding(
+        np.asarray(out_times, dtype=np.float64).reshape(-1, 2), np.concatenate(vectors), np.asarray(spreads)
+    )
 
 
 def _indexed_video_query(lib: Library, path_bytes: bytes) -> QueryEmbedding | None:
@@ -120,7 +137,8 @@ def _indexed_video_query(lib: Library, path_bytes: bytes) -> QueryEmbedding | No
         if video is None or video.status != STATUS_INDEXED:
             return None
         times, vectors = lib.catalog.video_clips(session, video.id, lib.manifest.encoder.dim)
-    return QueryEmbedding(times, vectors)
+        spreads = lib.catalog.video_pixel_std(session, video.id)
+    return QueryEmbedding(times, vectors, spreads)
 
 
 def read_queries(list_path: str | os.PathLike) -> list[str]:
@@ -144,11 +162,13 @@ def search_video(
     k: int = 10,
     neighbors: int = 50,
     include_self: bool = False,
+    keep_common: bool = False,
 ) -> SearchResult:
     """Rank the library's videos by their best aligned segment against ``query``.
 
     ``query`` is a video file, or the path of an indexed video whose file is gone (its stored
-    clips are used). ``encoder`` may be None only for the latter.
+    clips are used). ``encoder`` may be None only for the latter. ``keep_common`` counts
+    common footage like any other (blank clips are never counted).
     """
     path = os.path.abspath(os.fsdecode(query))
     path_bytes = os.fsencode(path)
@@ -168,7 +188,7 @@ def search_video(
             if not keep.any():
                 span = f"from {lo:g}s on" if end is None else f"between {lo:g}s and {hi:g}s"
                 raise InvalidArgumentError(f"{path}: its file is gone, and no stored clip lies wholly {span}")
-            q = QueryEmbedding(q.times[keep], q.vectors[keep])
+            q = QueryEmbedding(q.times[keep], q.vectors[keep], q.pixel_std[keep])
     result = SearchResult(
         query=path,
         query_start=float(q.times[0, 0]) if len(q.times) else 0.0,
@@ -181,6 +201,7 @@ def search_video(
     scores, ids = vi.search(q.vectors, neighbors)
     with lib.catalog.read() as session:
         info = lib.catalog.clip_info(session, ids[ids >= 0].tolist())
+        marks = lib.catalog.clip_marks(session, list(info))
         vids = {v for v, _, _ in info.values()}
         paths = {v.id: v.path for v in lib.catalog.videos(session, ids=vids)}
         if vids - paths.keys():
@@ -195,24 +216,48 @@ def search_video(
         )
     self_ids = {vid for vid, p in paths.items() if p == path_bytes} if not include_self else set()
     per_video: dict[int, list[Match]] = {}
+    per_video_common: dict[int, list[Match]] = {}
+    appears_in: dict[int, int] = {}
+    blank_query = is_blank(q.pixel_std)
     for qi in range(len(q.times)):
+        if blank_query[qi]:
+            continue
         qs, qe = q.times[qi]
         for sim, cid in zip(scores[qi], ids[qi]):
             if cid < 0 or int(cid) not in info:
                 continue
             vid, rs, re_ = info[int(cid)]
-            if vid in self_ids or vid not in paths:
+            spread, videos = marks[int(cid)]
+            if vid in self_ids or vid not in paths or is_blank(spread):
                 continue
-            per_video.setdefault(vid, []).append(Match(float(qs), float(qe), rs, re_, float(sim)))
+            match = Match(float(qs), float(qe), rs, re_, float(sim))
+            if videos and not keep_common:
+                per_video_common.setdefault(vid, []).append(match)
+                appears_in[vid] = max(appears_in.get(vid, 0), videos)
+            else:
+                per_video.setdefault(vid, []).append(match)
             result.clip_hits.append(
                 ClipHit(float(qs), float(qe), os.fsdecode(paths[vid]), rs, re_, float(sim), int(cid))
             )
-    hop = lib.manifest.clips.hop_seconds
-    for vid, matches in per_video.items():
-        segments = align(matches, offset_tolerance=hop, max_gap=lib.manifest.clips.clip_seconds)
-        if segments:
-            result.matches.append(VideoMatch(os.fsdecode(paths[vid]), vid, segments[0].score, tuple(segments)))
-    result.matches.sort(key=lambda m: m.score, reverse=True)
+    hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
+    for vid in per_video.keys() | per_video_common.keys():
+        segments = align(per_video.get(vid, []), offset_tolerance=hop, max_gap=clip_s)
+        shared = align(per_video_common.get(vid, []), offset_tolerance=hop, max_gap=clip_s)
+        ordinary = segments[0].score if segments else -np.inf
+        common = bool(shared) and shared[0].score > ordinary
+        if segments or shared:
+            result.matches.append(
+                VideoMatch(
+                    os.fsdecode(paths[vid]),
+                    vid,
+                    shared[0].score if common else ordinary,
+                    tuple(segments),
+                    tuple(shared),
+                    appears_in.get(vid, 0),
+                    common,
+                )
+            )
+    result.matches.sort(key=lambda m: (m.common, -m.score))
     result.matches = result.matches[:k]
     result.clip_hits.sort(key=lambda h: h.similarity, reverse=True)
     return result

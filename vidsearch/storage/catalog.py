@@ -4,6 +4,12 @@ Every write of a video (its row, clips, embeddings and status) is one transactio
 bumps the catalog generation, so the FAISS file can say which state it was built from. Reads
 run inside an explicit BEGIN (the pysqlite recipe), so a reader sees one snapshot even while a
 writer commits. Clip ids are AUTOINCREMENT: a vector id always means the same clip.
+
+Schema changes are additive and migrated in place: a writer that opens a catalog made by an
+older vidsearch adds the columns it lacks (``ALTER TABLE ... ADD COLUMN``, nullable, so every
+existing row stays valid and nothing is re-embedded); a reader of such a catalog reads those
+columns as NULL, which is what the migration would put there. Older versions select their
+columns by name, so they still read a migrated catalog.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
+    null,
     select,
     text,
     update,
@@ -99,8 +107,17 @@ class _ClipRow(_Base):
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the frames' pixel spread (media.blank); NULL for clips indexed before it was measured
+    pixel_std: Mapped[float | None] = mapped_column(Float)
+    #: how many videos the clip's footage appears in, set by the last common-footage pass (search
+    #: .duplicates) when it found the clip common; NULL otherwise
+    common_videos: Mapped[int | None] = mapped_column(Integer)
 
     video: Mapped[_Video] = relationship(back_populates="clips")
+
+
+#: Columns added to ``clips`` after the first catalog format: (name, SQL type), for the migration.
+_ADDED_CLIP_COLUMNS = (("pixel_std", "FLOAT"), ("common_videos", "INTEGER"))
 
 
 class _Run(_Base):
@@ -147,11 +164,12 @@ class _Meta(_Base):
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """A clip ready to store: times and its unit embedding."""
+    """A clip ready to store: times, its unit embedding and its frames' pixel spread."""
 
     start_s: float
     end_s: float
     embedding: np.ndarray
+    pixel_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.end_s < self.start_s:
@@ -224,12 +242,15 @@ class DecisionRecord:
 
 @dataclass(frozen=True)
 class ClipTable:
-    """Clips as arrays sorted by clip id: id → (video, start, end)."""
+    """Clips as arrays sorted by clip id: id → (video, start, end, pixel spread (NaN: not
+    measured), videos its footage appears in when common (0: not common))."""
 
     ids: np.ndarray
     video: np.ndarray
     start: np.ndarray
     end: np.ndarray
+    pixel_std: np.ndarray
+    common_videos: np.ndarray
 
     def lookup(self, clip_ids: np.ndarray) -> np.ndarray:
         """Row positions of ``clip_ids`` (-1 for ids not in the table)."""
@@ -313,6 +334,7 @@ class Catalog:
                 raise CorruptCatalogError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
             if not create and not readonly:
                 self.quick_check()  # a writer writes nothing into a damaged file
+            self._has_added_columns = self._migrate()
         except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
             if create:
@@ -352,6 +374,30 @@ class Catalog:
 
     def _damaged(self, what: str) -> CorruptCatalogError:
         return CorruptCatalogError(f"{self.path} is damaged ({what}); {_CHECK_IT}")
+
+    def _migrate(self) -> bool:
+        """Add the clip columns an older catalog lacks (a writer); whether the columns exist now."""
+        with self.engine.connect() as conn:
+            have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(clips)")}
+        lacking = [(name, kind) for name, kind in _ADDED_CLIP_COLUMNS if name not in have]
+        if not lacking:
+            return True
+        if self.readonly:
+            return False
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            with conn.begin():
+                for name, kind in lacking:
+                    conn.exec_driver_sql(f"ALTER TABLE clips ADD COLUMN {name} {kind}")
+        log.info(
+            "%s: added the clip columns %s (catalog made by an older vidsearch)", self.path, [n for n, _ in lacking]
+        )
+        return True
+
+    def _added(self, name: str) -> Any:
+        """A column added by a migration, or NULL where this (read-only) catalog predates it."""
+        column = _ClipRow.__table__.c[name]
+        return column if self._has_added_columns else null().label(name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -447,14 +493,43 @@ class Catalog:
         return session.scalar(select(func.count(_ClipRow.id))) or 0
 
     def clip_table(self, session: Session) -> ClipTable:
-        """Every clip's id, video and times, sorted by id."""
+        """Every clip's id, video, times and marks, sorted by id."""
+        c = _ClipRow
         rows = session.execute(
-            select(_ClipRow.id, _ClipRow.video_id, _ClipRow.start_s, _ClipRow.end_s).order_by(_ClipRow.id)
+            select(
+                c.id,
+                c.video_id,
+                c.start_s,
+                c.end_s,
+                func.coalesce(self._added("pixel_std"), -1.0),
+                func.coalesce(self._added("common_videos"), 0),
+            ).order_by(c.id)
         ).all()
-        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 4)
-        if np.isnan(arr).any():  # an empty (NULL) field reads as NaN
+        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 6)
+        if np.isnan(arr[:, :4]).any():  # an empty (NULL) field reads as NaN
             raise self._damaged("clip rows with empty fields")
-        return ClipTable(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3])
+        spread = np.where(arr[:, 4] < 0, np.nan, arr[:, 4])  # a spread is never negative: -1 is NULL
+        return ClipTable(
+            arr[:, 0].astype(np.int64),
+            arr[:, 1].astype(np.int64),
+            arr[:, 2],
+            arr[:, 3],
+            spread,
+            arr[:, 5].astype(np.int64),
+        )
+
+    def clip_marks(self, session: Session, clip_ids: Sequence[int]) -> dict[int, tuple[float, int]]:
+        """clip id → (pixel spread, NaN when not measured; videos its footage appears in when
+        common, else 0), for ids that exist."""
+        out: dict[int, tuple[float, int]] = {}
+        ids = sorted({int(i) for i in clip_ids})
+        spread, common = self._added("pixel_std"), self._added("common_videos")
+        for i in range(0, len(ids), _IN_CHUNK):
+            for cid, s, n in session.execute(
+                select(_ClipRow.id, spread, common).where(_ClipRow.id.in_(ids[i : i + _IN_CHUNK]))
+            ):
+                out[cid] = (np.nan if s is None else float(s), int(n or 0))
+        return out
 
     def clips_of(self, session: Session, video_id: int) -> list[tuple[int, float, float]]:
         """A video's clips as (clip id, start_s, end_s), in time order."""
@@ -558,6 +633,12 @@ class Catalog:
             raise self._damaged(f"clips of video {video_id} with empty fields")
         return times, decode_embeddings([r[2] for r in rows], dim)
 
+    def video_pixel_std(self, session: Session, video_id: int) -> np.ndarray:
+        """A video's clips' pixel spreads in the order of ``video_clips`` (NaN: not measured)."""
+        c = _ClipRow
+        query = select(self._added("pixel_std")).where(c.video_id == video_id).order_by(c.start_s, c.id)
+        return np.array([np.nan if s is None else s for s in session.scalars(query)], dtype=np.float64)
+
     def decisions(self, session: Session) -> list[DecisionRecord]:
         """Every stored verdict, oldest first (none in a catalog that never stored one)."""
         if not _has_table(session, _Decision.__tablename__):
@@ -657,7 +738,13 @@ class Catalog:
         session.add(video)
         session.flush()
         rows = [
-            _ClipRow(video_id=video.id, start_s=c.start_s, end_s=c.end_s, embedding=encode_embedding(c.embedding))
+            _ClipRow(
+                video_id=video.id,
+                start_s=c.start_s,
+                end_s=c.end_s,
+                embedding=encode_embedding(c.embedding),
+                pixel_std=c.pixel_std,
+            )
             for c in clips
         ]
         session.add_all(rows)
@@ -675,7 +762,7 @@ class Catalog:
             if src is None:
                 raise ValueError(f"no video with id {source_id} to copy")
             clips = [
-                ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE))
+                ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE), c.pixel_std)
                 for c in session.scalars(select(_ClipRow).where(_ClipRow.video_id == source_id).order_by(_ClipRow.id))
             ]
             record = VideoRecord(
@@ -707,6 +794,20 @@ class Catalog:
             return []
         with self.write() as session:
             return _delete_videos(session, video_ids)
+
+    def set_common(self, counts: dict[int, int]) -> None:
+        """Replace the common-footage marks: clip id → videos its footage appears in; every other
+        clip is not common. The vectors do not change, so neither does the generation."""
+        with self.write(bump=False) as session:
+            session.execute(
+                update(_ClipRow).where(_ClipRow.common_videos.is_not(None)).values(common_videos=None),
+                execution_options={"synchronize_session": False},
+            )
+            if counts:  # a plain executemany: a clip removed since the pass read it matches no row
+                session.connection().execute(
+                    update(_ClipRow).where(_ClipRow.id == bindparam("cid")).values(common_videos=bindparam("n")),
+                    [{"cid": int(i), "n": int(n)} for i, n in counts.items()],
+                )
 
     def start_run(self) -> int:
         with self.write(bump=False) as session:

@@ -36,9 +36,10 @@ def test_demo_finds_the_excerpt_and_groups_the_copies(demo):
     assert {line.split()[-1] for line in lines[at + 2 : at + 5]} == copies
     assert lines[at + 5] == "(* the longest video, likely the original)"
     # the commands to run next, on the index left in the folder
-    assert lines[-2:] == [
+    assert lines[-3:] == [
         f"  vidsearch search {d / 'query-excerpt.mp4'} --index {d / 'index'}",
         f"  vidsearch dupes --groups --index {d / 'index'}",
+        f"  vidsearch serve --index {d / 'index'}",
     ]
 
 

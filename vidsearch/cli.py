@@ -234,6 +234,13 @@ def index_cmd(
 @click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
 @click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Leave out segments whose confidence (0-1, the same scale for every query) is lower.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "json", "vsc"]),
@@ -257,6 +264,7 @@ def search_cmd(
     neighbors,
     raw_clips,
     include_self,
+    min_confidence,
     fmt,
     as_json,
 ):
@@ -280,7 +288,15 @@ def search_cmd(
             lib.check_compatible(encoder.settings)
         for q in queries:
             res = search_video(
-                lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self
+                lib,
+                encoder,
+                q,
+                start=start,
+                end=end,
+                k=k,
+                neighbors=neighbors,
+                include_self=include_self,
+                min_confidence=min_confidence,
             )
             out.append(res)
             if fmt == "text":

@@ -22,6 +22,7 @@ from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips, plan_window
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, align
+from vidsearch.search.confidence import ConfidenceModel
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
@@ -271,6 +272,11 @@ def calibrate(
             f"(similarity {neg_sorted[0]:.4f}; black frames, titles or a logo?). Nothing stored; sample more videos "
             "or give dupes a --threshold"
         )
+    try:  # the curve that gives segments their confidence, kept beside the threshold
+        curve: dict | None = ConfidenceModel.fit(pos, negatives).to_json()
+    except ValueError as exc:
+        curve = None
+        notes.append(f"no confidence curve ({exc}); segments get the fallback confidence")
     cal = Calibration(
         threshold=threshold,
         target_fpr=target_fpr,
@@ -284,7 +290,7 @@ def calibrate(
         notes=notes,
     )
     if lib.writable:
-        lib.update_manifest(duplicate_threshold=cal.threshold, calibration=cal.figures())
+        lib.update_manifest(duplicate_threshold=cal.threshold, calibration={**cal.figures(), "confidence": curve})
     return cal
 
 

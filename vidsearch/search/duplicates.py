@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.confidence import ConfidenceModel, clip_similarities
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
 from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
@@ -48,6 +49,11 @@ class DuplicatePair:
     b_covered: float
     #: the user's verdict on the pair (``vidsearch decide``), if any
     decision: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The best of its segments' confidences (search/confidence.py)."""
+        return max((s.confidence or 0.0) for s in self.segments)
 
     @property
     def relation(self) -> str:
@@ -188,6 +194,7 @@ def find_duplicates(
     ``hidden``) unless ``include_decided``.
     """
     thr, source = resolve_threshold(lib, threshold)
+    model = ConfidenceModel.of(lib, threshold)
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
     with lib.catalog.read() as session:  # one snapshot, even while an index job writes
         table = lib.catalog.clip_table(session)
@@ -212,7 +219,7 @@ def find_duplicates(
             )
         ]
         segments = [
-            s
+            replace(s, confidence=model.confidence(clip_similarities(s, ms, hop)))
             for s in align(ms, offset_tolerance=hop, max_gap=clip_s)
             if s.similarity >= thr and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
         ]

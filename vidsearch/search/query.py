@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.confidence import ConfidenceModel, clip_similarities
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
@@ -139,12 +140,17 @@ def search_video(
     k: int = 10,
     neighbors: int = 50,
     include_self: bool = False,
+    min_confidence: float = 0.0,
 ) -> SearchResult:
     """Rank the library's videos by their best aligned segment against ``query``.
 
     ``query`` is a video file, or the path of an indexed video whose file is gone (its stored
-    clips are used). ``encoder`` may be None only for the latter.
+    clips are used). ``encoder`` may be None only for the latter. Each segment carries its
+    confidence (search/confidence.py); segments below ``min_confidence`` are left out, and
+    videos left without one.
     """
+    if not 0 <= min_confidence <= 1:
+        raise InvalidArgumentError(f"min_confidence is in [0, 1]; got {min_confidence}")
     path = os.path.abspath(os.fsdecode(query))
     path_bytes = os.fsencode(path)
     if os.path.exists(path):
@@ -194,10 +200,13 @@ def search_video(
                 ClipHit(float(qs), float(qe), os.fsdecode(paths[vid]), rs, re_, float(sim), int(cid))
             )
     hop = lib.manifest.clips.hop_seconds
+    model = ConfidenceModel.of(lib)
     for vid, matches in per_video.items():
         segments = align(matches, offset_tolerance=hop, max_gap=lib.manifest.clips.clip_seconds)
-        if segments:
-            result.matches.append(VideoMatch(os.fsdecode(paths[vid]), vid, segments[0].score, tuple(segments)))
+        scored = [replace(s, confidence=model.confidence(clip_similarities(s, matches, hop))) for s in segments]
+        kept = [s for s in scored if s.confidence is not None and s.confidence >= min_confidence]
+        if kept:
+            result.matches.append(VideoMatch(os.fsdecode(paths[vid]), vid, kept[0].score, tuple(kept)))
     result.matches.sort(key=lambda m: m.score, reverse=True)
     result.matches = result.matches[:k]
     result.clip_hits.sort(key=lambda h: h.similarity, reverse=True)

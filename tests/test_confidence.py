@@ -35,6 +35,9 @@ def test_the_fallback_is_fixed_by_the_threshold():
     assert model.source == "fallback (default threshold 0.9)"
     half = math.tanh((math.atanh(0.9) + math.atanh(0.99)) / 2)
     assert model.clip_share([0.9, half]) == pytest.approx([0.5, 0.98])
+    # thresholds at the ends of the range still give a rising curve
+    for extreme in (1.0, 0.9999, -1.0):
+        assert ConfidenceModel.fallback(extreme, "given").slope > 0
 
 
 def test_a_segment_needs_many_copied_clips_for_a_high_confidence():

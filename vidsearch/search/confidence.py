@@ -33,6 +33,8 @@ from vidsearch.storage.library import Library
 _MAX_SIMILARITY = 0.9999
 #: The fallback's clip share at the similarity that closes 1/10 of the gap to 1 from the threshold.
 _FALLBACK_SHARE = 0.98
+#: The fallback takes thresholds beyond ±this as ±this.
+_FALLBACK_LIMIT = 0.999
 
 
 def _z(similarity: ArrayLike) -> np.ndarray:
@@ -82,10 +84,10 @@ class ConfidenceModel:
     @classmethod
     def fallback(cls, threshold: float, source: str) -> ConfidenceModel:
         """Share 1/2 at ``threshold``, ``_FALLBACK_SHARE`` halfway (in z) to 1 - (1 - threshold) / 10."""
-        z0 = float(_z(threshold))
-        z1 = float(_z(1 - (1 - threshold) / 10))
+        t = min(max(threshold, -_FALLBACK_LIMIT), _FALLBACK_LIMIT)  # artanh is infinite at ±1
+        z0, z1 = math.atanh(t), math.atanh(1 - (1 - t) / 10)
         slope = math.log(_FALLBACK_SHARE / (1 - _FALLBACK_SHARE)) / ((z1 - z0) / 2)
-        return cls(slope, threshold, f"fallback ({source} threshold {threshold:g})")
+        return cls(slope, t, f"fallback ({source} threshold {threshold:g})")
 
     @classmethod
     def of(cls, lib: Library, threshold: float | None = None) -> ConfidenceModel:

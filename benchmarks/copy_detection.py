@@ -176,8 +176,9 @@ def main() -> None:
         ref_ids = library_vsc_ids(lib)
         fallback = ConfidenceModel.of(lib)
         t = time.perf_counter()
-        cal = calibrate(lib, encoder, sample=len(ref_ids), say=lambda m: None)
-        print(f"calibrated in {time.perf_counter() - t:.0f}s: threshold {cal.threshold:.4f}")
+        # accepted whatever its recall, so that the curve is stored and scored below
+        cal = calibrate(lib, encoder, sample=len(ref_ids), accept=True, say=lambda m: None)
+        print(f"calibrated in {time.perf_counter() - t:.0f}s: threshold {cal.threshold:.4f}, recall {cal.recall:.2f}")
         calibrated = ConfidenceModel.of(lib)
     query_ids = vsc_video_ids(r.query for r in results)
     segments = [(r, m, s) for r in results for m in r.matches for s in m.segments]

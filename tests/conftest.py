@@ -74,3 +74,23 @@ def planted(tmp_path):
     lib = planted_library(tmp_path / "idx")
     yield lib
     lib.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)`` mounts a small tmpfs under tmp_path (tests/helpers.Tmpfs); the test is
+    skipped where mounting is not permitted (not root)."""
+    from helpers import Tmpfs
+
+    mounts = []
+
+    def mount(size: str, name: str = "fs") -> Tmpfs:
+        fs = Tmpfs(tmp_path / name, size)
+        if not fs.mounted:
+            pytest.skip(f"cannot mount a tmpfs here ({fs.error})")
+        mounts.append(fs)
+        return fs
+
+    yield mount
+    for fs in reversed(mounts):
+        fs.unmount()

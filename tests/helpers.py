@@ -194,3 +194,42 @@ def make_checkpoint(
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(pp, indent=2))
     return folder
+
+
+class Tmpfs:
+    """A tmpfs mounted at ``path`` (needs root, or CAP_SYS_ADMIN): a real small, full or
+    read-only file system. Made by the ``tmpfs`` fixture, which unmounts it afterwards."""
+
+    def __init__(self, path: Path, size: str):
+        import subprocess
+
+        self.path = path
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        self.mounted = r.returncode == 0
+        self.error = r.stderr.decode(errors="replace").strip()
+
+    def remount(self, options: str) -> None:
+        """e.g. ``size=4m`` (grows it, keeping its files) or ``ro``."""
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True, capture_output=True)
+
+    def fill(self) -> None:
+        """Write a file until the file system has no room left."""
+        import errno
+
+        fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        finally:
+            os.close(fd)
+
+    def unmount(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)

@@ -101,7 +101,7 @@ def test_calibrate_stores_the_curve_and_an_older_calibration_falls_back(tmp_path
     shutil.copytree(library_videos, videos)
     idx = tmp_path / "idx"
     assert vs.index(videos, idx).exit_code == 0
-    assert vs("calibrate", "--index", idx, "--sample", 10).exit_code == 0
+    assert vs("calibrate", "--index", idx, "--sample", 10, "--accept").exit_code == 0
     manifest = json.loads((idx / "manifest.json").read_text())
     curve = manifest["calibration"]["confidence"]
     assert curve["slope"] > 0 and -1 < curve["midpoint"] < 1

@@ -1,13 +1,16 @@
 """The index directory: manifest, opening and refusing, and keeping vectors.faiss up to the catalog."""
 
+import errno
 import json
 import os
+import shutil
+import sqlite3
 
 import numpy as np
 import pytest
 from records import clips, clustered, record, settings
 
-from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError
+from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError
 from vidsearch.settings import ClipSettings, Preprocessing
 from vidsearch.storage.catalog import ClipRecord
 from vidsearch.storage.library import Library
@@ -36,7 +39,8 @@ def test_manifest_round_trip_and_refusals(tmp_path):
 
 def test_newer_format_refused_and_damaged_manifest(tmp_path):
     root = tmp_path / "idx"
-    Library.create(root, settings()).close()
+    with Library.create(root, settings()) as lib:
+        lib.catalog.store_video(record("a.mp4"), clips(np.random.default_rng(0), 2))
     m = json.loads((root / "manifest.json").read_text())
     m["format_version"] = 99
     (root / "manifest.json").write_text(json.dumps(m))
@@ -62,6 +66,90 @@ def test_damaged_catalog_is_an_error_not_a_new_index(tmp_path):
     with pytest.raises(CorruptIndexError, match="damaged or not a SQLite database"):
         Library.open(root)
     assert (root / "catalog.sqlite").read_bytes() == b"garbage" * 1000
+
+
+def test_index_whose_creation_stopped_before_its_manifest_is_finished_not_refused(tmp_path):
+    root = tmp_path / "idx"
+    Library.create(root, settings()).close()
+    # what a first run killed while writing its manifest leaves: catalog, lock, a temporary manifest
+    (root / "manifest.json").unlink()
+    (root / ".tmp-k1ll3d-manifest.json").write_text('{"format_version": 1, "crea')
+    with pytest.raises(IndexNotFoundError, match=f"^no vidsearch index at {root} yet: its creation is unfinished"):
+        Library.open(root)
+    Library.create(root, settings(dim=16)).close()
+    assert sorted(p.name for p in root.iterdir()) == ["catalog.sqlite", "lock", "manifest.json"]
+    with Library.open(root) as lib:
+        assert lib.manifest.encoder.dim == 16 and lib.catalog.generation() == 0
+
+
+def test_folder_without_manifest_whose_catalog_holds_rows_is_never_cleared(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "idx"
+    with Library.create(root, settings()) as lib:
+        lib.catalog.store_video(record("a.mp4"), clips(rng, 2))
+    (root / "manifest.json").unlink()
+    before = (root / "catalog.sqlite").read_bytes()
+    with pytest.raises(CorruptIndexError, match="manifest.json is missing, but .* exists"):
+        Library.open(root)
+    with pytest.raises(IncompatibleIndexError, match="is not an empty folder or a vidsearch index"):
+        Library.create(root, settings())
+    assert (root / "catalog.sqlite").read_bytes() == before
+    # rows only in the -wal (a writer killed before the checkpoint) count as rows too
+    copy = tmp_path / "copy"
+    with Library.create(tmp_path / "live", settings()) as live:
+        reader = sqlite3.connect(live.root / "catalog.sqlite")  # keeps the WAL from being checkpointed away
+        reader.execute("select 1 from videos").fetchall()
+        live.catalog.store_video(record("b.mp4"), clips(rng, 2))
+        shutil.copytree(live.root, copy, ignore=shutil.ignore_patterns("manifest.json"))
+        reader.close()
+    assert (copy / "catalog.sqlite-wal").stat().st_size > 0
+    with pytest.raises(IncompatibleIndexError, match="is not an empty folder or a vidsearch index"):
+        Library.create(copy, settings())
+    # and anything else in the folder
+    (root / "manifest.json").write_text("{}")
+    other = tmp_path / "other"
+    Library.create(other, settings()).close()
+    (other / "manifest.json").unlink()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(IncompatibleIndexError, match="is not an empty folder"):
+        Library.create(other, settings())
+
+
+def test_failed_creation_clears_what_it_made(tmp_path, monkeypatch):
+    import vidsearch.storage.library as library
+
+    root = tmp_path / "idx"
+
+    def full(path, chunks):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(library, "atomic_write_bytes", full)
+    with pytest.raises(
+        StorageError,
+        match=f"^cannot create an index in {root} \\(No space left on device\\); nothing was kept, the same command",
+    ):
+        Library.create(root, settings())
+    assert sorted(p.name for p in root.iterdir()) == ["lock"]
+    monkeypatch.undo()
+    Library.create(root, settings()).close()
+    assert Library.exists(root)
+
+
+def test_reader_of_a_folder_it_cannot_write_opens_the_catalog_read_only(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "idx"
+    with Library.create(root, settings()) as lib:
+        lib.catalog.store_video(record("a.mp4"), clips(rng, 3))
+        lib.vectors()
+    names = sorted(p.name for p in root.iterdir())
+    assert "catalog.sqlite-shm" not in names  # the last connection's close removed it
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    with Library.open(root) as lib:
+        with lib.catalog.read() as s:
+            assert lib.catalog.video_count(s) == 1
+        assert lib.vectors().ntotal == 3
+        assert sorted(p.name for p in root.iterdir()) == names  # immutable: no -shm or -wal made
 
 
 def test_reader_never_writes_vectors_file(tmp_path, lib):
@@ -221,3 +309,38 @@ def test_switch_to_tuned_ivf_past_the_limit_and_recall_against_brute_force(tmp_p
         with pytest.raises(ValueError, match="not a FAISS index factory string"):
             writer.switch_index_type("NoSuchIndex42")
         assert writer.manifest.faiss_spec == "IDMap2,Flat"
+
+
+def test_pinned_type_with_too_few_clips_is_an_exact_stand_in_not_a_mismatch(tmp_path, monkeypatch, caplog):
+    """Issue 12.6: an exact file standing in for a pinned type that cannot be trained yet is
+    used as it is (no rebuild, no FAISS error); once the catalog can train the type, the next
+    open trains it."""
+    from vidsearch.storage.verify import verify
+
+    rng = np.random.default_rng(21)
+    lib = Library.create(tmp_path / "idx", settings(dim=32))
+    data = clustered(rng, 40, 32)
+    lib.catalog.store_video(record("a.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[:3])])
+    assert lib.switch_index_type("IVF4,Flat") is True
+    assert (lib.vectors().spec, lib.exact_until(3)) == ("IDMap2,Flat", 4)
+    assert lib.switch_index_type() is False  # the job's end: still too few clips
+    lib.close()
+    real = Library.rebuild_vectors
+
+    def refuse(*a, **k):
+        raise AssertionError("rebuilt")
+
+    monkeypatch.setattr(Library, "rebuild_vectors", refuse)
+    with Library.open(tmp_path / "idx") as reader:
+        _, found = reader.vectors().search(data[:3], 1)
+        np.testing.assert_array_equal(found[:, 0], [1, 2, 3])
+    report = verify(tmp_path / "idx")
+    assert report.ok and report.notes == ["pinned IVF4,Flat; exact search until 4 clips"]
+    # a commit that makes it trainable, the vectors file not saved since: the next open trains it
+    monkeypatch.setattr(Library, "rebuild_vectors", real)
+    with Library.open(tmp_path / "idx", writable=True) as writer:
+        writer.catalog.store_video(record("b.mp4"), [ClipRecord(0.0, 2.0, data[3])])
+    with Library.open(tmp_path / "idx") as reader:
+        vi = reader.vectors()
+        assert vi.spec == "IVF4,Flat" and not vi.needs_training and vi.ntotal == 4
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -4,7 +4,7 @@ exact answers (queries by indexed path use the stored clips, so no encoder is in
 import numpy as np
 import pytest
 
-from vidsearch.errors import VideoNotFoundError
+from vidsearch.errors import InvalidArgumentError, VideoNotFoundError
 from vidsearch.search.query import search_video
 
 
@@ -43,8 +43,11 @@ def test_the_query_video_itself_is_left_out_unless_asked_for(planted):
 def test_a_time_range_of_a_stored_query_keeps_only_the_clips_inside_it(planted):
     res = search_video(planted, None, "/orig.mp4", start=4.0, end=10.0)
     assert res.query_clips == 3 and (res.query_start, res.query_end) == (4.0, 10.0)
-    with pytest.raises(VideoNotFoundError, match="no stored clip lies wholly between 5s and 6s"):
+    # a range that holds no clip is a wrong argument (exit 2), not a missing video (8)
+    with pytest.raises(InvalidArgumentError, match="no stored clip lies wholly between 5s and 6s"):
         search_video(planted, None, "/orig.mp4", start=5.0, end=6.0)
+    with pytest.raises(InvalidArgumentError, match="no stored clip lies wholly from 100s on"):
+        search_video(planted, None, "/orig.mp4", start=100.0)
 
 
 def test_an_unknown_path_is_a_clear_error(planted):

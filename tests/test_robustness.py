@@ -529,8 +529,281 @@ def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tin
 
     idx = tmp_path / "idx"
     assert vs.index(library_videos, idx).exit_code == 0
-    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors: np.array([0.2, 0.3, 0.9999]))
+    near_identical = calibrate._Negatives(np.full(20, 0.9995), 1.0, 0, dict.fromkeys(calibrate.REASONS, 0), {})
+    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors, positives, target_fpr: near_identical)
     before = (idx / "manifest.json").read_text()
     r = vs("calibrate", "--index", idx)
     assert r.exit_code == 1 and "near-identical clips" in r.output and "Nothing stored" in r.output
     assert (idx / "manifest.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_first_run_killed_while_writing_its_manifest_is_finished_by_the_rerun(tmp_path, library_videos, vs):
+    idx = tmp_path / "idx"
+    r = subprocess.run(
+        vs.job(library_videos, idx),
+        env={**ENV, "VIDSEARCH_FAULT": "in_atomic_write"},  # the first file written atomically is the manifest
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    left = sorted(p.name for p in idx.iterdir())
+    assert "manifest.json" not in left and "catalog.sqlite" in left and "lock" in left
+    assert any(n.startswith(".tmp-") and n.endswith("-manifest.json") for n in left)
+    r = vs("stats", "--index", idx)
+    assert r.exit_code == 4 and f"no vidsearch index at {idx} yet: its creation is unfinished" in r.output
+    r = vs.index(library_videos, idx)
+    assert r.exit_code == 0 and "indexed 3, skipped 0" in r.output, r.output
+    assert not any(p.name.startswith(".tmp-") for p in idx.iterdir())
+    assert_faiss_matches_catalog(idx)
+    assert vs("verify", "--index", idx).exit_code == 0
+
+
+@pytest.mark.slow
+def test_disk_full_at_any_point_of_the_first_run_is_exit_9_and_the_rerun_goes_on(tmp_path, tmpfs, vs):
+    videos_dir = tmp_path / "videos"
+    videos_dir.mkdir()
+    write_video(videos_dir / "a.mp4", seconds=4, seed=5)
+    fs = tmpfs("4k")
+    idx = fs.path / "idx"
+    failures = []
+    for kib in range(4, 1024, 8):  # the first run starts with one page free, each rerun with 8 KiB more
+        r = vs.index(videos_dir, idx)
+        if r.exit_code == 0:
+            break
+        assert r.exit_code == 9, r.output
+        failures.append(r.output)
+        assert sorted(p.name for p in idx.iterdir()) == ["lock"] or (idx / "manifest.json").exists()
+        fs.remount(f"size={kib + 8}k")
+    assert r.exit_code == 0, failures
+    videos, clips = catalog_state(idx)
+    assert videos == {str(videos_dir / "a.mp4"): (1, "indexed")} and clips == {1: [1, 2]}
+    assert any("cannot create an index in" in f for f in failures), failures
+    assert all(f.count("\n") == 1 for f in failures), failures  # one line each
+    assert_faiss_matches_catalog(idx)
+    assert vs("verify", "--index", idx).exit_code == 0
+
+
+def test_full_disk_at_job_start_is_exit_9_naming_the_lock(tmp_path, library_videos, tmpfs, vs):
+    built = tmp_path / "idx"
+    assert vs.index(library_videos, built).exit_code == 0
+    fs = tmpfs("2m")
+    idx = fs.path / "idx"
+    shutil.copytree(built, idx)
+    fs.fill()
+    said = f"Error: cannot write the lock file {idx / 'lock'} (No space left on device); nothing else was written\n"
+    for args in (
+        ("index", library_videos, "--model", vs.model),
+        ("remove", library_videos / "a.mp4"),
+        ("reindex",),
+        ("calibrate",),
+        ("verify", "--repair"),
+    ):
+        r = vs(*args, "--index", idx)
+        assert (r.exit_code, r.output) == (9, said), args
+    r = vs.index(library_videos, fs.path / "new")  # the very first run on a full disk
+    assert (r.exit_code, r.output) == (9, said.replace(str(idx), str(fs.path / "new")))
+    r = vs("stats", "--index", idx)  # a reader that cannot make SQLite's -shm file: not "damaged"
+    assert r.exit_code == 9 and "its file system is full" in r.output, r.output
+    (fs.path / "filler").unlink()
+    r = vs("verify", "--index", idx)
+    assert r.exit_code == 0 and "ok: 3 videos" in r.output
+
+
+def test_read_only_index_folder_serves_readers_and_writers_say_it_is_read_only(tmp_path, library_videos, tmpfs, vs):
+    built = tmp_path / "idx"
+    assert vs.index(library_videos, built).exit_code == 0
+    with_wal = tmp_path / "with-wal"  # a copy whose last commit is only in its -wal (as a killed job leaves it)
+    shutil.copytree(built, with_wal)
+    holder = sqlite3.connect(with_wal / "catalog.sqlite")  # keeps the WAL from being checkpointed away
+    holder.execute("select 1 from videos").fetchall()
+    (tmp_path / "new").mkdir()
+    write_video(tmp_path / "new" / "d.mp4", seconds=4, seed=9)
+    assert vs.index(tmp_path / "new", with_wal).exit_code == 0
+    if os.geteuid() == 0:  # root writes through file modes: only a read-only mount stops it
+        fs = tmpfs("8m")
+        dest = fs.path
+    else:
+        dest = tmp_path / "ro"
+        dest.mkdir()
+    ro, ro_wal = dest / "idx", dest / "with-wal"
+    shutil.copytree(built, ro)
+    shutil.copytree(with_wal, ro_wal)
+    holder.close()
+    if os.geteuid() == 0:
+        fs.remount("ro")
+    else:
+        for folder in (ro, ro_wal):
+            for p in (*folder.iterdir(), folder):
+                p.chmod(0o555 if p.is_dir() else 0o444)
+    assert (ro_wal / "catalog.sqlite-wal").stat().st_size > 0 and (ro_wal / "catalog.sqlite-shm").exists()
+    before = {p: sorted(q.name for q in p.iterdir()) for p in (ro, ro_wal)}
+
+    stats = json.loads(vs("stats", "--index", ro, "--json").output)
+    assert (stats["videos_indexed"], stats["clips"]) == (3, 10)
+    stats = json.loads(vs("stats", "--index", ro_wal, "--json").output)
+    assert (stats["videos_indexed"], stats["clips"]) == (4, 12)  # the -wal's commit is read
+    for args in (("search", library_videos / "b.mp4", "--json", "--include-self"), ("dupes", "--format", "json")):
+        r = vs(*args, "--index", ro)
+        assert r.exit_code == 0 and r.output == vs(*args, "--index", built).output, args
+    r = vs("search", library_videos / "b.mp4", "--index", ro, "--json", "--include-self")
+    assert json.loads(r.output)["queries"][0]["results"][0]["path"] == str(library_videos / "b.mp4")
+    assert vs("export", tmp_path / "ro.tsv", "--index", ro).exit_code == 0
+    assert vs("export", tmp_path / "rw.tsv", "--index", built).exit_code == 0
+    assert (tmp_path / "ro.tsv").read_bytes() == (tmp_path / "rw.tsv").read_bytes()
+    r = vs("verify", "--index", ro)
+    assert r.exit_code == 0 and "ok: 3 videos, 10 clips" in r.output
+    r = vs("verify", "--index", ro_wal)
+    assert r.exit_code == 0 and "ok: 4 videos, 12 clips" in r.output
+
+    said = f"Error: index folder {ro} is read-only; only search, stats, dupes, export and verify work on it\n"
+    for args in (
+        ("index", library_videos, "--model", vs.model),
+        ("remove", library_videos / "a.mp4"),
+        ("reindex",),
+        ("calibrate",),
+        ("verify", "--repair"),
+    ):
+        r = vs(*args, "--index", ro)
+        assert (r.exit_code, r.output) == (9, said), args
+    assert {p: sorted(q.name for q in p.iterdir()) for p in (ro, ro_wal)} == before
+
+
+def _zero_span(db, page):
+    """Zeroes over 3 KB inside one page, as a bad sector or a torn write leaves them."""
+    data = bytearray(db.read_bytes())
+    data[4096 * page + 100 : 4096 * page + 100 + 3072] = bytes(3072)
+    db.write_bytes(bytes(data))
+
+
+def _sqlite_says_sound(db):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("pragma integrity_check").fetchall() == [("ok",)]
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        con.close()
+
+
+def _index_state(idx):
+    """Every byte of the index folder that a writer could change (the WAL only when it holds any)."""
+    return {p.name: p.read_bytes() for p in idx.iterdir() if p.is_file() and p.name != "lock" and p.stat().st_size}
+
+
+@pytest.mark.slow
+def test_each_damaged_catalog_page_refuses_writers_and_never_crashes_readers(tmp_path, encoder, vs):
+    """Issue 12.2: a 40-video catalog with zeroes over 3 KB inside one page, for every page in
+    turn. Writers check the catalog before their first write: on damage they exit 5 and write
+    nothing (no `runs` row, manifest and vectors untouched). Readers answer as on the intact
+    index, or exit 5 with one line; never a traceback."""
+    from vidsearch.storage.catalog import ClipRecord, VideoRecord
+    from vidsearch.storage.library import Library
+
+    rng = np.random.default_rng(12)
+    pristine = tmp_path / "pristine"
+    lib = Library.create(pristine, encoder.settings)
+    dim = encoder.settings.dim
+    for i in range(40):
+        vecs = rng.standard_normal((1 + i % 4, dim)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        record = VideoRecord(f"/library/v{i:02d}.mp4".encode(), 1, 1, f"fp{i}", duration_s=2.0 * len(vecs))
+        lib.catalog.store_video(record, [ClipRecord(2.0 * j, 2.0 * j + 2, v) for j, v in enumerate(vecs)])
+    lib.vectors()  # saved: the readers have a current vectors file
+    lib.close()
+    query = write_video(tmp_path / "query.mp4", seconds=2, fps=8, size=(64, 64), seed=7)
+    new = write_video(tmp_path / "new.mp4", seconds=2, fps=8, size=(64, 64), seed=8)
+    readers = {
+        "stats": ["stats"],
+        "search": ["search", query, "--model", vs.model],
+        "dupes": ["dupes", "--format", "json", "--threshold", "0.5"],
+        "export": ["export", tmp_path / "out.npz"],
+        "verify": ["verify"],
+    }
+    writers = {
+        "index": ["index", new, "--model", vs.model, "--workers", 1],
+        "remove": ["remove", "/library/v03.mp4"],
+        "reindex": ["reindex"],
+        "verify --repair": ["verify", "--repair"],
+        "calibrate": ["calibrate", "--model", vs.model],
+    }
+
+    def run(name, argv, page):
+        idx = tmp_path / "idx"
+        shutil.rmtree(idx, ignore_errors=True)
+        shutil.copytree(pristine, idx)
+        if page is not None:
+            _zero_span(idx / "catalog.sqlite", page)
+        before = _index_state(idx)
+        r = vs(*argv, "--index", idx)
+        assert "Traceback" not in r.output and "internal error" not in r.output, (name, page, r.output)
+        return r, before, _index_state(idx)
+
+    intact = {name: run(name, argv, None)[0] for name, argv in readers.items()}
+    assert all(r.exit_code == 0 for r in intact.values())
+    pages = (pristine / "catalog.sqlite").stat().st_size // 4096
+    assert pages >= 10
+    damaged_pages = 0
+    for page in range(pages):
+        probe = tmp_path / "probe.sqlite"
+        shutil.copy(pristine / "catalog.sqlite", probe)
+        _zero_span(probe, page)
+        sound = _sqlite_says_sound(probe)
+        damaged_pages += not sound
+        for name, argv in writers.items():
+            if name == "calibrate" and sound:
+                continue  # the synthetic library has no video files to calibrate on
+            r, before, after = run(name, argv, page)
+            if sound:
+                assert r.exit_code == 0, (name, page, r.output)
+            else:
+                assert r.exit_code == 5 and "is damaged" in r.output, (name, page, r.output)
+                assert after == before, (name, page)  # nothing written, not even a `runs` row
+        for name, argv in readers.items():
+            r, _, _ = run(name, argv, page)
+            assert r.exit_code in (0, 5), (name, page, r.output)
+            if sound:
+                assert (r.exit_code, r.stdout) == (intact[name].exit_code, intact[name].stdout), (name, page)
+            elif r.exit_code == 5 and name != "verify":
+                assert r.stdout == "" and r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), (name, page)
+            elif r.exit_code == 5:
+                assert r.stdout.startswith("catalog: ") and "cannot be repaired" in r.stdout, (page, r.output)
+    assert damaged_pages >= 5
+
+
+def test_orphan_clip_rows_are_skipped_with_a_warning_by_every_reader(tmp_path, library_videos, vs, caplog):
+    """Issue 12.2: clip rows whose video row is gone (verify finds them) made `search` crash with
+    a KeyError, while `export`, `stats` and `dupes` said nothing. Every reader skips them and warns."""
+    idx = tmp_path / "idx"
+    assert vs.index(library_videos, idx).exit_code == 0
+    con = sqlite3.connect(idx / "catalog.sqlite")
+    con.execute("pragma foreign_keys=off")
+    con.execute("delete from videos where cast(path as text) like '%b.mp4'")  # its 3 clips stay, and in FAISS
+    con.commit()
+    con.close()
+    warning = (
+        f"{idx / 'catalog.sqlite'}: 3 clip rows belong to no video; skipped (`vidsearch verify --repair` deletes them)"
+    )
+    commands = {
+        "search": ["search", library_videos / "b.mp4", "--model", vs.model, "--json"],
+        "export": ["export", tmp_path / "out.npz", "--format", "npz"],
+        "stats": ["stats", "--json"],
+        "dupes": ["dupes", "--format", "json"],
+    }
+    out = {}
+    for name, argv in commands.items():
+        caplog.clear()
+        r = vs(*argv, "--index", idx)
+        assert r.exit_code == 0, (name, r.output)
+        assert [m for m in caplog.messages if "belong to no video" in m] == [warning], name
+        out[name] = r.stdout
+    found = {m["path"] for m in json.loads(out["search"])["queries"][0]["results"]}
+    assert found <= {str(library_videos / "a.mp4"), str(library_videos / "c.mkv")} and found
+    exported = np.load(tmp_path / "out.npz")
+    assert sorted(set(exported["paths"])) == [str(library_videos / "a.mp4"), str(library_videos / "c.mkv")]
+    assert len(exported["paths"]) == 7
+    assert json.loads(out["stats"])["clips"] == 7
+    assert json.loads(out["dupes"])["pairs"] == []
+    r = vs("verify", "--index", idx)
+    assert r.exit_code == 5 and "3 clip rows belong to no video" in r.output

@@ -35,6 +35,10 @@ class CorruptIndexError(VidsearchError):
     exit_code = 5
 
 
+class CorruptCatalogError(CorruptIndexError):
+    """The catalog (``catalog.sqlite``) is damaged: SQLite says so, or its rows contradict each other."""
+
+
 class DecodeError(VidsearchError):
     """A video file cannot be decoded. Carries the path and the reason."""
 
@@ -87,9 +91,16 @@ class VideosFailedError(VidsearchError):
 
 
 class JobInterrupted(VidsearchError):
-    """Ctrl-C (or SIGTERM): what was committed is kept; the same command finishes the work."""
+    """Ctrl-C: what was committed is kept; the same command finishes the work."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt (the CLI installs the handler), so
+    that a job stops the same orderly way: what is done is committed and the FAISS file saved."""
+
+    exit_code = 143  # 128 + SIGTERM, as for a process that SIGTERM ended
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -105,3 +105,15 @@ def _segment(run: Sequence[Match]) -> Segment:
         similarity=sum(m.similarity for m in run) / len(run),
         matches=len(run),
     )
+
+
+def covered_seconds(intervals: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by the union of the intervals."""
+    total, cur_s, cur_e = 0.0, 0.0, -float("inf")
+    for s, e in sorted(intervals):
+        if s > cur_e:
+            total += max(cur_e - cur_s, 0.0)
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    return total + max(cur_e - cur_s, 0.0)

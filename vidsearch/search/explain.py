@@ -69,7 +69,8 @@ def _stored(lib: Library, path: str) -> QueryEmbedding | None:
         if video is None or video.status != STATUS_INDEXED:
             return None
         times, vectors = lib.catalog.video_clips(session, video.id, lib.manifest.encoder.dim)
-    return QueryEmbedding(times, vectors)
+        spreads = lib.catalog.video_pixel_std(session, video.id)
+    return QueryEmbedding(times, vectors, spreads)
 
 
 def needs_encoder(lib: Library, a: str | os.PathLike) -> bool:

@@ -14,16 +14,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError, StorageError, last_line
+from vidsearch.errors import (
+    CorruptIndexError,
+    IncompatibleIndexError,
+    IndexNotFoundError,
+    StorageError,
+    first_line,
+    last_line,
+)
 from vidsearch.settings import ClipSettings, EncoderSettings
 from vidsearch.storage.atomic import atomic_write_bytes
-from vidsearch.storage.catalog import Catalog
-from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch
+from vidsearch.storage.catalog import Catalog, holds_nothing
+from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch, training_minimum
 from vidsearch.storage.lock import LOCK, acquire_lock, release_lock, warn_if_network_filesystem
 from vidsearch.storage.manifest import Manifest, describe_differences
 from vidsearch.storage.vectors import VectorFileError, VectorHeader, VectorIndex, exact_knn, tune
@@ -55,6 +64,7 @@ class Library:
         self._lock_fd = lock_fd
         self._vectors: VectorIndex | None = None
         self._vectors_generation = -1
+        self._orphans_said = False
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -70,24 +80,54 @@ class Library:
         clips: ClipSettings | None = None,
         faiss_spec: str | None = None,
     ) -> Library:
+        """Make a new index in ``root`` (a new or empty folder, or one a first run left unfinished).
+
+        The manifest is written last: until it is there the folder is not an index, and what a
+        creation that stopped part-way (killed, disk full) left is cleared by the next one. A
+        failed creation clears what it made itself.
+        """
         root = Path(root)
         if cls.exists(root):
             raise IncompatibleIndexError(f"{root} already holds an index")
-        if root.exists() and any(p.name not in (LOCK,) for p in root.iterdir()):
+        if creation_leftovers(root) is None:
             raise IncompatibleIndexError(f"{root} exists and is not an empty folder or a vidsearch index")
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the index folder {root} ({exc.strerror or exc})") from exc
         warn_if_network_filesystem(root)
         lock_fd = acquire_lock(root)
-        manifest = Manifest(
-            encoder=encoder,
-            clips=clips or ClipSettings(),
-            faiss_spec=faiss_spec or DEFAULT_SPEC,
-            faiss_pinned=faiss_spec is not None,
-        )
-        catalog = Catalog(root / CATALOG, create=True)
-        lib = cls(root, manifest, catalog, True, lock_fd)
-        lib.write_manifest()  # written last: a folder without a manifest is not yet an index
-        return lib
+        catalog = None
+        try:
+            leftovers = creation_leftovers(root)  # again, holding the lock
+            if leftovers is None:
+                raise IncompatibleIndexError(f"{root} changed while this job waited for its lock; run it again")
+            if leftovers:
+                log.warning("%s: finishing the index a first run left unfinished", root)
+                _remove(leftovers)
+            manifest = Manifest(
+                encoder=encoder,
+                clips=clips or ClipSettings(),
+                faiss_spec=faiss_spec or DEFAULT_SPEC,
+                faiss_pinned=faiss_spec is not None,
+            )
+            catalog = Catalog(root / CATALOG, create=True)
+            lib = cls(root, manifest, catalog, True, lock_fd)
+            lib.write_manifest()  # written last: a folder without a manifest is not yet an index
+            return lib
+        except BaseException as exc:
+            if catalog is not None:
+                catalog.close()
+            if not cls.exists(root):
+                _remove(creation_leftovers(root) or [], quiet=True)
+            release_lock(lock_fd)
+            if isinstance(exc, (OSError, StorageError)):
+                cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+                reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else first_line(cause)
+                raise StorageError(
+                    f"cannot create an index in {root} ({reason}); nothing was kept, the same command starts over"
+                ) from exc
+            raise
 
     @classmethod
     def open(cls, root: str | os.PathLike, writable: bool = False) -> Library:
@@ -95,6 +135,11 @@ class Library:
         path = root / MANIFEST
         if not path.exists():
             if root.is_dir() and (root / CATALOG).exists():
+                if creation_leftovers(root) is not None:
+                    raise IndexNotFoundError(
+                        f"no vidsearch index at {root} yet: its creation is unfinished (stopped part-way, or "
+                        f"still running); `vidsearch index PATH --index {root}` finishes it"
+                    )
                 raise CorruptIndexError(
                     f"{path} is missing, but {root / CATALOG} exists; not starting a new index over it"
                 )
@@ -125,6 +170,24 @@ class Library:
         release_lock(self._lock_fd)
         self._lock_fd = None
 
+    @contextmanager
+    def writing_catalog(self) -> Iterator[Catalog]:
+        """The catalog for one short write of derived data (common-footage marks): a writer's own;
+        for a reader, the catalog opened for writing while this holds the writer lock, so that a
+        reader writes only when no job does. IndexLockedError when another process holds it."""
+        if self.writable:
+            yield self.catalog
+            return
+        lock_fd = acquire_lock(self.root)
+        try:
+            catalog = Catalog(self.root / CATALOG)
+            try:
+                yield catalog
+            finally:
+                catalog.close()
+        finally:
+            release_lock(lock_fd)
+
     def __enter__(self) -> Library:
         return self
 
@@ -145,6 +208,19 @@ class Library:
     def update_manifest(self, **changes) -> None:
         self.manifest = replace(self.manifest, **changes)
         self.write_manifest()
+
+    def skip_orphans(self, session) -> int:
+        """How many clip rows belong to no video (in ``session``'s snapshot). Readers skip them
+        and say so once; ``verify --repair`` deletes them."""
+        n = self.catalog.orphan_clip_count(session)
+        if n and not self._orphans_said:
+            self._orphans_said = True
+            log.warning(
+                "%s: %d clip rows belong to no video; skipped (`vidsearch verify --repair` deletes them)",
+                self.catalog.path,
+                n,
+            )
+        return n
 
     # ---- vectors ---------------------------------------------------------------------------
 
@@ -195,7 +271,8 @@ class Library:
                 gone = np.setdiff1d(have, self.catalog.clip_ids(session, up_to=top), assume_unique=True)
             live = len(have) - len(gone) + len(new)
             changed = len(gone) + len(new) + len(vi.tombstones)  # tombstones are compacted only by a rebuild
-            if vi.needs_training or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * live):
+            trainable = vi.spec != self.manifest.faiss_spec and self.exact_until(live) is None  # an exact stand-in
+            if vi.needs_training or trainable or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * live):
                 return None
             vi.remove(gone)
             for i in range(0, len(new), CATCH_UP_CHUNK):
@@ -213,18 +290,23 @@ class Library:
         """Build the FAISS index from the catalog in one snapshot (and save it, as a writer).
 
         An index type that needs training is trained on a random sample of the catalog, and its
-        search parameters are tuned for recall against exact search on held-out clips.
+        search parameters are tuned for recall against exact search on held-out clips. While the
+        catalog has too few clips to train it, the index is exact (``IDMap2,Flat``) in its stead.
         """
         dim = self.manifest.encoder.dim
         spec = self.manifest.faiss_spec
         with self.catalog.read() as session:
             generation = self.catalog.generation(session)
             vi = VectorIndex.empty(dim, spec)
-            if vi.needs_training:
-                _, sample = self.catalog.sample_embeddings(session, TRAIN_SAMPLE, dim)
+            until = self.exact_until(self.catalog.clip_count(session)) if vi.needs_training else None
+            if until is not None:
+                log.info("%s: %s needs %d clips to be trained; exact search until then", self.root, spec, until)
+                vi = VectorIndex.empty(dim, DEFAULT_SPEC)
+            elif vi.needs_training:
+                _, sample = self.catalog.sample_embeddings(session, max(TRAIN_SAMPLE, training_minimum(spec)), dim)
                 try:
                     vi.train(sample)
-                except RuntimeError as exc:  # too few clips yet for this type: exact until there are
+                except RuntimeError as exc:  # a type whose needs training_minimum does not know
                     log.warning(
                         "%s: cannot train %s on %d clips (%s); searching exactly for now",
                         self.root,
@@ -250,8 +332,16 @@ class Library:
             self.save_vectors()
         return vi
 
+    def exact_until(self, clips: int) -> int | None:
+        """How many clips the manifest's index type needs to be trained, while ``clips`` is fewer
+        (search is exact until then); None when it can be built now."""
+        need = training_minimum(self.manifest.faiss_spec)
+        return need if clips < need else None
+
     def switch_index_type(self, spec: str | None = None) -> bool:
         """Pin ``spec`` (rebuilding), or with None let the size choose when the type is not pinned.
+        Either way, an exact stand-in for a type that had too few clips to be trained is replaced
+        by the real thing once there are enough.
 
         Returns whether the index was rebuilt.
         """
@@ -260,20 +350,21 @@ class Library:
             VectorIndex.empty(self.manifest.encoder.dim, spec)  # a bad factory string fails here
             self.update_manifest(faiss_spec=spec, faiss_pinned=True, faiss_params={})
         else:
-            if self.manifest.faiss_pinned:
-                return False
             with self.catalog.read() as session:
                 n = self.catalog.clip_count(session)
-            if not should_switch(self.manifest.faiss_spec, n):
-                return False
-            log.info(
-                "%s: %d clips; switching the index type from %s to %s",
-                self.root,
-                n,
-                self.manifest.faiss_spec,
-                choose_spec(n),
-            )
-            self.update_manifest(faiss_spec=choose_spec(n), faiss_params={})
+            if self.manifest.faiss_pinned or not should_switch(self.manifest.faiss_spec, n):
+                stand_in = self._vectors is not None and self._vectors.spec != self.manifest.faiss_spec
+                if not stand_in or self.exact_until(n) is not None:
+                    return False
+            else:
+                log.info(
+                    "%s: %d clips; switching the index type from %s to %s",
+                    self.root,
+                    n,
+                    self.manifest.faiss_spec,
+                    choose_spec(n),
+                )
+                self.update_manifest(faiss_spec=choose_spec(n), faiss_params={})
         self.rebuild_vectors()
         return True
 
@@ -312,6 +403,38 @@ class Library:
             raise RuntimeError("this index was opened read-only")
 
 
+def creation_leftovers(root: Path) -> list[Path] | None:
+    """What a creation that stopped before its manifest left in ``root`` (empty for a new or empty
+    folder), to be cleared before creating the index again; None when ``root`` holds anything else.
+
+    Creating an index makes only the lock, the catalog (with its -wal and -shm) and a temporary
+    manifest; a catalog with rows means the folder was an index once, and is not cleared.
+    """
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        return None
+    made = {LOCK, CATALOG, CATALOG + "-wal", CATALOG + "-shm", CATALOG + "-journal"}
+    if any(p.name not in made and not _is_temporary_manifest(p.name) for p in root.iterdir()):
+        return None
+    if (root / CATALOG).exists() and not holds_nothing(root / CATALOG):
+        return None
+    return [p for p in root.iterdir() if p.name != LOCK]  # listed again: reading a -wal can make a -shm
+
+
+def _is_temporary_manifest(name: str) -> bool:
+    return name.startswith(".tmp-") and name.endswith("-" + MANIFEST)  # atomic_write_bytes' naming
+
+
+def _remove(paths: list[Path], quiet: bool = False) -> None:
+    for p in paths:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            if not quiet:
+                raise
+
+
 def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:
     """Why a vectors file cannot serve this index whatever its generation (empty when it can)."""
     problems = []
@@ -319,6 +442,7 @@ def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:
         problems.append("belongs to another index")
     if header.dim != manifest.encoder.dim:
         problems.append(f"has dim {header.dim}, the manifest {manifest.encoder.dim}")
-    if header.spec != manifest.faiss_spec:
+    stand_in = header.spec == DEFAULT_SPEC and header.ntotal < training_minimum(manifest.faiss_spec)
+    if header.spec != manifest.faiss_spec and not stand_in:  # an exact index until the type can be trained
         problems.append(f"is of type {header.spec}, the manifest says {manifest.faiss_spec}")
     return problems

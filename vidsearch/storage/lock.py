@@ -7,9 +7,10 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
 
-from vidsearch.errors import IndexLockedError
+from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +51,64 @@ def warn_if_network_filesystem(root: Path) -> None:
         )
 
 
+def require_writable(root: Path) -> None:
+    """Refuse, before anything is written, to write into a folder this process cannot write to."""
+    if not os.access(root, os.W_OK):
+        raise StorageError(f"index folder {root} is read-only; only search, stats, dupes, export and verify work on it")
+
+
 def acquire_lock(root: Path) -> int:
-    """Take the writer lock; a lock left by a killed process is free (flock dies with it)."""
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    """Take the writer lock; a lock left by a killed process is free (flock dies with it).
+
+    The holder's pid is written into the lock, so it is opened without following a symlink and
+    must be a regular file (checked before opening, so that no device or FIFO is opened, and
+    again after): writing it must never truncate some other file.
+    """
+    path = root / LOCK
+    require_writable(root)
+    try:
+        _refuse_unless_a_file(path, os.lstat(path).st_mode)
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot open the lock file {path} ({exc.strerror or exc})") from exc
+    try:
+        _refuse_unless_a_file(path, os.fstat(fd).st_mode)
+    except CorruptIndexError:
+        os.close(fd)
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise IndexLockedError(f"{root} is being written by {holder}; wait for that job to finish or stop it") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(
-        fd,
-        f"pid {os.getpid()} on {socket.gethostname()} "
-        f"since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(),
-        0,
-    )
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd,
+            f"pid {os.getpid()} on {socket.gethostname()} "
+            f"since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(),
+            0,
+        )
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(
+            f"cannot write the lock file {path} ({exc.strerror or exc}); nothing else was written"
+        ) from exc
     return fd
+
+
+def _refuse_unless_a_file(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kinds = {stat.S_ISLNK: "a symlink", stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "a device")
+    raise CorruptIndexError(
+        f"{path} is {kind}, not a lock file; not writing to it (remove it: a writer makes a new one)"
+    )
 
 
 def release_lock(fd: int | None) -> None:
@@ -75,5 +117,30 @@ def release_lock(fd: int | None) -> None:
     try:
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def lock_holder(root: Path) -> str | None:
+    """The writer that holds the lock now (the pid and host it recorded), or None.
+
+    Probes with a shared flock, and only when the lock file names someone (a running writer, or
+    one that was killed): the probe lasts microseconds, but a writer that starts in that instant
+    after a killed one is refused as if the index were busy.
+    """
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
+        if not holder:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
     finally:
         os.close(fd)

@@ -226,3 +226,20 @@ def test_keep_common_brings_back_every_pair_that_shares_the_intro(library, vs):
         starts = [(s["a_start"], s["b_start"]) for s in p["segments"]]
         assert starts == [(0.0, 0.0)], p  # the intro (with the copy's own footage after it); never the black end
         assert (sorted((p["a"], p["b"])) == copy) == (p["segments"][0]["a_end"] > 7)
+
+
+def test_ordinary_and_common_segments_carry_their_confidence(series):
+    report = find_duplicates(series, threshold=0.9)  # also stores which clips are common
+    copy = next(p for p in report.pairs if "/ep0-copy.mp4" in (p.a, p.b))
+    assert all(0 < s.confidence <= 1 for s in copy.segments + copy.common_segments)
+    assert copy.confidence == max(s.confidence for s in copy.segments)
+    res = search_video(series, None, "/ep0-copy.mp4", k=30, neighbors=15)
+    found = {(m.path, s) for m in res.matches for s in m.segments + m.common_segments}
+    assert all(s.confidence is not None for _, s in found)
+    cut = float(np.median([s.confidence for _, s in found]))
+    strict = search_video(series, None, "/ep0-copy.mp4", k=30, neighbors=15, min_confidence=cut)
+    assert {(m.path, s) for m in strict.matches for s in m.segments + m.common_segments} == {
+        (p, s) for p, s in found if s.confidence >= cut
+    }
+    flags = [m.common for m in strict.matches]
+    assert flags == sorted(flags), "a common match ranked above an ordinary one"

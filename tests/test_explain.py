@@ -96,7 +96,8 @@ def test_plot_outlines_the_segments(planted, vs, tmp_path):
 
     assert Image.open(out).size == (700, 600)
     assert red_pixels(png) > 200  # two outlined segments
-    vs("explain", "/x.mp4", "/y.mp4", "--index", planted.root, "--threshold", 0.9999, "--plot", out)
+    r = vs("explain", "/x.mp4", "/y.mp4", "--index", planted.root, "--threshold", 0.9999, "--plot", out)
+    assert r.exit_code == 0, r.output
     assert red_pixels(out.read_bytes()) == 0  # nothing aligned, nothing outlined
 
 

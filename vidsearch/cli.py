@@ -303,6 +303,13 @@ def index_cmd(
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
 @keep_common_option
 @click.option(
+    "--min-confidence",
+    type=FiniteFloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Leave out segments whose confidence (0-1, the same scale for every query) is lower.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "json", "vsc"]),
@@ -327,6 +334,7 @@ def search_cmd(
     raw_clips,
     include_self,
     keep_common,
+    min_confidence,
     fmt,
     as_json,
 ):
@@ -359,6 +367,7 @@ def search_cmd(
                 neighbors=neighbors,
                 include_self=include_self,
                 keep_common=keep_common,
+                min_confidence=min_confidence,
             )
             out.append(res)
             if fmt == "text":

@@ -39,7 +39,7 @@ def seconds(t: float) -> str:
 
 def segment_json(s: Segment, first: str = "query", second: str = "library") -> dict[str, Any]:
     """A matched segment: ``first`` is the side whose times are ``q_*``, ``second`` the ``r_*`` side."""
-    return {
+    out = {
         f"{first}_start": round(s.q_start, 3),
         f"{first}_end": round(s.q_end, 3),
         f"{second}_start": round(s.r_start, 3),
@@ -48,6 +48,13 @@ def segment_json(s: Segment, first: str = "query", second: str = "library") -> d
         "clips": s.matches,
         "score": round(s.score, 5),
     }
+    if s.confidence is not None:
+        out["confidence"] = round(s.confidence, 4)
+    return out
+
+
+def _confidence(s: Segment) -> str:
+    return "" if s.confidence is None else f", confidence {s.confidence:.2f}"
 
 
 # ---- index -------------------------------------------------------------------------------------
@@ -135,7 +142,7 @@ def search_text(res: SearchResult, raw_clips: bool, k: int) -> str:
 def _search_segment(s: Segment) -> str:
     return (
         f"query [{seconds(s.q_start)}-{seconds(s.q_end)}] -> library [{seconds(s.r_start)}-{seconds(s.r_end)}]  "
-        f"similarity {s.similarity:.3f}, {s.matches} clips"
+        f"similarity {s.similarity:.3f}, {s.matches} clips{_confidence(s)}"
     )
 
 
@@ -242,6 +249,7 @@ def _pair_json(p: DuplicatePair) -> dict[str, Any]:
         "relation": p.relation,
         "a_covered": round(p.a_covered, 4),
         "b_covered": round(p.b_covered, 4),
+        "confidence": round(p.confidence, 4),
         "decision": p.decision,
         "segments": [segment_json(s, "a", "b") for s in p.segments],
         "common_segments": [segment_json(s, "a", "b") for s in p.common_segments],
@@ -294,6 +302,7 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
                 "b_start",
                 "b_end",
                 "decision",
+                "confidence",
             ]
         )
         for p in report.pairs:
@@ -312,6 +321,7 @@ def dupes_csv(report: DuplicateReport, groups: bool) -> str:
                     f"{s.r_start:.3f}",
                     f"{s.r_end:.3f}",
                     p.decision or "",
+                    f"{p.confidence:.4f}",
                 ]
             )
     return buf.getvalue()
@@ -353,7 +363,7 @@ def dupes_text(report: DuplicateReport, groups: bool) -> str:
         )
         lines += [
             f"         a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b "
-            f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}"
+            f"[{seconds(s.r_start)}-{seconds(s.r_end)}]  similarity {s.similarity:.3f}{_confidence(s)}"
             for s in p.segments
         ]
         lines += [
@@ -446,7 +456,7 @@ def explain_text(e: Explanation) -> str:
         s = x.segment
         lines.append(
             f"segment {n}: a [{seconds(s.q_start)}-{seconds(s.q_end)}] <-> b [{seconds(s.r_start)}-{seconds(s.r_end)}]"
-            f"  similarity {s.similarity:.3f}, {s.matches} clips"
+            f"  similarity {s.similarity:.3f}, {s.matches} clips{_confidence(s)}"
         )
         lines += [
             f"    a [{seconds(c.a_start)}-{seconds(c.a_end)}] ~ b [{seconds(c.b_start)}-{seconds(c.b_end)}]"

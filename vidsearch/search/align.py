@@ -40,6 +40,8 @@ class Segment:
     r_end: float
     similarity: float
     matches: int
+    #: in [0, 1], the same for every query (search/confidence.py); None until it is computed
+    confidence: float | None = None
 
     @property
     def length(self) -> float:

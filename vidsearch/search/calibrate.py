@@ -43,6 +43,7 @@ from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips, plan_window
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align, covered_seconds
+from vidsearch.search.confidence import ConfidenceModel
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
 from vidsearch.storage.library import Library
 
@@ -552,6 +553,11 @@ def calibrate(
             f"the threshold {threshold:.4f} misses {1 - recall:.0%} of the augmented copies (recall {recall:.2f}): "
             + ("stored anyway, as accepted" if accept else refused)
         )
+    try:  # the curve that gives segments their confidence, kept beside the threshold
+        curve: dict | None = ConfidenceModel.fit(pos, negatives).to_json()
+    except ValueError as exc:
+        curve = None
+        notes.append(f"no confidence curve ({exc}); segments get the fallback confidence")
     cal = Calibration(
         threshold=threshold,
         target_fpr=target_fpr,
@@ -574,7 +580,7 @@ def calibrate(
         notes=notes,
     )
     if cal.stored:
-        lib.update_manifest(duplicate_threshold=cal.threshold, calibration=cal.figures())
+        lib.update_manifest(duplicate_threshold=cal.threshold, calibration={**cal.figures(), "confidence": curve})
     return cal
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
 from vidsearch.media.blank import is_blank
 from vidsearch.search.align import Match, Segment, align, covered_seconds
 from vidsearch.search.common import CommonSegment, common_segments, mark_common, spreads, suspects, touched
+from vidsearch.search.confidence import ConfidenceModel, clip_similarities
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
 from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
@@ -66,6 +67,11 @@ class DuplicatePair:
     common_segments: tuple[Segment, ...] = ()
     #: the user's verdict on the pair (``vidsearch decide``), if any
     decision: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The best of its segments' confidences (search/confidence.py)."""
+        return max((s.confidence or 0.0) for s in self.segments)
 
     @property
     def relation(self) -> str:
@@ -213,6 +219,7 @@ class _Snapshot:
 
     def __init__(self, lib: Library, threshold: float | None, min_seconds: float | None, batch: int):
         self.threshold, self.source = resolve_threshold(lib, threshold)
+        self.model = ConfidenceModel.of(lib, threshold)
         self.min_seconds = min_seconds
         self.hop, self.clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
         with lib.catalog.read() as session:  # one snapshot, even while an index job writes
@@ -240,15 +247,20 @@ class _Snapshot:
             if va in self.videos and vb in self.videos:
                 yield va, vb, matches
 
-    def aligned(self, matches: np.ndarray) -> list[Segment]:
-        """The segments these clip matches (rows of a, rows of b, similarity) align into."""
+    def aligned(self, matches: np.ndarray, need: float = 0.0) -> list[Segment]:
+        """The segments these clip matches (rows of a, rows of b, similarity) align into that
+        reach the threshold and last ``need`` seconds on both sides, each with its confidence."""
         t = self.table
         ra, rb = matches[:, 0].astype(np.int64), matches[:, 1].astype(np.int64)
         ms = [
             Match(float(qs), float(qe), float(rs), float(re_), float(sim))
             for qs, qe, rs, re_, sim in zip(t.start[ra], t.end[ra], t.start[rb], t.end[rb], matches[:, 2])
         ]
-        return align(ms, offset_tolerance=self.hop, max_gap=self.clip_s)
+        return [
+            replace(s, confidence=self.model.confidence(clip_similarities(s, ms, self.hop)))
+            for s in align(ms, offset_tolerance=self.hop, max_gap=self.clip_s)
+            if s.similarity >= self.threshold and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
+        ]
 
     def segments(self, va: int, vb: int, matches: np.ndarray) -> list[Segment]:
         """The segments that make a duplicate: long enough, similar enough."""
@@ -256,11 +268,7 @@ class _Snapshot:
             need = self.min_seconds
         else:
             need = min(2 * self.hop, 0.8 * min(self.videos[va][1], self.videos[vb][1]))
-        return [
-            s
-            for s in self.aligned(matches)
-            if s.similarity >= self.threshold and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
-        ]
+        return self.aligned(matches, need)
 
     def covered(self, va: int, vb: int, segments: list[Segment]) -> tuple[float, float]:
         """The shares of a's and b's footage (blank clips aside) that ``segments`` cover."""
@@ -368,7 +376,7 @@ def find_duplicates(
             continue
         if n:
             segments = snap.segments(va, vb, matches[~in_common])
-            shared = [s for s in snap.aligned(matches[in_common]) if s.similarity >= snap.threshold]
+            shared = snap.aligned(matches[in_common])
         else:
             segments = snap.cache[(va, vb)] if (va, vb) in snap.cache else snap.segments(va, vb, matches)
             shared = []

@@ -10,13 +10,14 @@ scene a block.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.confidence import ConfidenceModel, clip_similarities
 from vidsearch.search.duplicates import resolve_threshold
 from vidsearch.search.query import QueryEmbedding, embed_query
 from vidsearch.storage.catalog import STATUS_INDEXED
@@ -108,7 +109,12 @@ def explain_pair(
         (qs, qe), (rs, re_) = query.times[i], ref.times[j]
         matches.append(Match(float(qs), float(qe), float(rs), float(re_), float(sim[i, j])))
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
-    segments = [s for s in align(matches, offset_tolerance=hop, max_gap=clip_s) if s.similarity >= thr]
+    model = ConfidenceModel.of(lib, threshold)
+    segments = [
+        replace(s, confidence=model.confidence(clip_similarities(s, matches, hop)))
+        for s in align(matches, offset_tolerance=hop, max_gap=clip_s)
+        if s.similarity >= thr
+    ]
     return Explanation(
         a=path_a,
         b=path_b,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.confidence import ConfidenceModel, clip_similarities
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
@@ -163,13 +164,18 @@ def search_video(
     neighbors: int = 50,
     include_self: bool = False,
     keep_common: bool = False,
+    min_confidence: float = 0.0,
 ) -> SearchResult:
     """Rank the library's videos by their best aligned segment against ``query``.
 
     ``query`` is a video file, or the path of an indexed video whose file is gone (its stored
     clips are used). ``encoder`` may be None only for the latter. ``keep_common`` counts
-    common footage like any other (blank clips are never counted).
+    common footage like any other (blank clips are never counted). Each segment, ordinary or
+    common, carries its confidence (search/confidence.py); segments below ``min_confidence``
+    are left out, and videos left without one.
     """
+    if not 0 <= min_confidence <= 1:
+        raise InvalidArgumentError(f"min_confidence is in [0, 1]; got {min_confidence}")
     path = os.path.abspath(os.fsdecode(query))
     path_bytes = os.fsencode(path)
     if os.path.exists(path):
@@ -240,9 +246,18 @@ def search_video(
                 ClipHit(float(qs), float(qe), os.fsdecode(paths[vid]), rs, re_, float(sim), int(cid))
             )
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
+    model = ConfidenceModel.of(lib)
+
+    def confident(matches: list[Match]) -> list[Segment]:
+        scored = [
+            replace(s, confidence=model.confidence(clip_similarities(s, matches, hop)))
+            for s in align(matches, offset_tolerance=hop, max_gap=clip_s)
+        ]
+        return [s for s in scored if s.confidence is not None and s.confidence >= min_confidence]
+
     for vid in per_video.keys() | per_video_common.keys():
-        segments = align(per_video.get(vid, []), offset_tolerance=hop, max_gap=clip_s)
-        shared = align(per_video_common.get(vid, []), offset_tolerance=hop, max_gap=clip_s)
+        segments = confident(per_video.get(vid, []))
+        shared = confident(per_video_common.get(vid, []))
         ordinary = segments[0].score if segments else -np.inf
         common = bool(shared) and shared[0].score > ordinary
         if segments or shared:

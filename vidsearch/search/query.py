@@ -3,7 +3,9 @@
 The query is decoded and embedded with the index's own settings, but its windows start every
 half hop so that a query cut anywhere lines up with the library's windows. Each query clip's
 nearest clips are grouped by library video and aligned in time; a video ranks by its best
-aligned segment.
+aligned segment. The reported videos' segments are then refined (align.refine) from the clip
+vectors already at hand: their offsets placed between the library's clip times, their ends
+where the query's windows end or the library video does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from vidsearch.errors import DecodeError, InvalidArgumentError, VideoNotFoundErr
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.align import Match, Segment, align, refine
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
@@ -127,11 +129,14 @@ def search_video(
     k: int = 10,
     neighbors: int = 50,
     include_self: bool = False,
+    refine_segments: bool = True,
 ) -> SearchResult:
     """Rank the library's videos by their best aligned segment against ``query``.
 
     ``query`` is a video file, or the path of an indexed video whose file is gone (its stored
-    clips are used). ``encoder`` may be None only for the latter.
+    clips are used). ``encoder`` may be None only for the latter. With ``refine_segments`` the
+    reported segments' times are refined beyond the library's clip grid (align.refine); without,
+    they are the matched clips' own times.
     """
     path = os.path.abspath(os.fsdecode(query))
     path_bytes = os.fsencode(path)
@@ -166,7 +171,8 @@ def search_video(
     with lib.catalog.read() as session:
         info = lib.catalog.clip_info(session, ids[ids >= 0].tolist())
         vids = {v for v, _, _ in info.values()}
-        paths = {v.id: v.path for v in lib.catalog.videos(session, ids=vids)}
+        videos = {v.id: v for v in lib.catalog.videos(session, ids=vids)}
+    paths = {vid: v.path for vid, v in videos.items()}
     self_ids = {vid for vid, p in paths.items() if p == path_bytes} if not include_self else set()
     per_video: dict[int, list[Match]] = {}
     for qi in range(len(q.times)):
@@ -188,5 +194,35 @@ def search_video(
             result.matches.append(VideoMatch(os.fsdecode(paths[vid]), vid, segments[0].score, tuple(segments)))
     result.matches.sort(key=lambda m: m.score, reverse=True)
     result.matches = result.matches[:k]
+    if refine_segments:
+        result.matches = _refined(lib, q, result.matches, {vid: v.duration_s for vid, v in videos.items()})
     result.clip_hits.sort(key=lambda h: h.similarity, reverse=True)
     return result
+
+
+def _refined(
+    lib: Library, q: QueryEmbedding, matches: list[VideoMatch], durations: dict[int, float | None]
+) -> list[VideoMatch]:
+    """``matches`` with their segments' times refined against their videos' stored clips.
+
+    Ranks and scores stay as matched: refinement says where footage lies, not whether it matches.
+    """
+    dim, hop = lib.manifest.encoder.dim, lib.manifest.clips.hop_seconds
+    out = []
+    with lib.catalog.read() as session:
+        for m in matches:
+            clips = lib.catalog.clips_of(session, m.video_id)
+            # the clips in and around the segments, by id as embeddings_by_ids returns them, then by time
+            near = 2 * hop
+            wanted = sorted(c for c in clips if any(s.r_start - near <= c[1] <= s.r_end + near for s in m.segments))
+            if not wanted:  # removed since the search read it
+                out.append(m)
+                continue
+            _, vectors = lib.catalog.embeddings_by_ids(session, [c[0] for c in wanted], dim)
+            times = np.array([(s, e) for _, s, e in wanted], dtype=np.float64).reshape(-1, 2)
+            order = np.argsort(times[:, 0], kind="stable")
+            times, vectors = times[order], vectors[order]
+            end = durations.get(m.video_id) or float(clips[-1][2])
+            segments = tuple(refine(s, q.times, q.vectors, times, vectors, end, search_s=0.75 * hop) for s in m.segments)
+            out.append(VideoMatch(m.path, m.video_id, m.score, segments))
+    return out

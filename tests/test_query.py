@@ -77,6 +77,7 @@ def test_search_after_a_video_is_removed_never_returns_its_clips(tmp_path, plant
     assert np.all([h.path != "/orig.mp4" for h in res.clip_hits])
 
 
+@pytest.mark.slow
 def test_recut_footage_is_placed_to_a_quarter_second_on_both_sides(tmp_path, encoder):
     """Issue 13's target on seeded random cuts of scene videos (start and length at arbitrary
     fractions of a second, 3-12 s long, re-encoded and resized): the top result is the source,
@@ -85,7 +86,9 @@ def test_recut_footage_is_placed_to_a_quarter_second_on_both_sides(tmp_path, enc
     folder = tmp_path / "library"
     folder.mkdir()
     kinds = [(25, (160, 96)), (30, (128, 128)), (24, (176, 144))]
-    sources = [write_video(folder / f"scene{i}.mp4", 20, fps, size, seed=200 + i) for i, (fps, size) in enumerate(kinds)]
+    sources = [
+        write_video(folder / f"scene{i}.mp4", 20, fps, size, seed=200 + i) for i, (fps, size) in enumerate(kinds)
+    ]
     vidsearch.index_paths(tmp_path / "idx", [folder], vidsearch.IndexOptions(workers=1), encoder=encoder)
     rng = np.random.default_rng(13)
     query_side, library_side = [], []

@@ -223,6 +223,8 @@ def _refined(
             order = np.argsort(times[:, 0], kind="stable")
             times, vectors = times[order], vectors[order]
             end = durations.get(m.video_id) or float(clips[-1][2])
-            segments = tuple(refine(s, q.times, q.vectors, times, vectors, end, search_s=0.75 * hop) for s in m.segments)
+            segments = tuple(
+                refine(s, q.times, q.vectors, times, vectors, end, search_s=0.75 * hop) for s in m.segments
+            )
             out.append(VideoMatch(m.path, m.video_id, m.score, segments))
     return out

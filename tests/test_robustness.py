@@ -159,11 +159,11 @@ def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog,
     assert (rows["rotated.mp4"][1], rows["rotated.mp4"][2]) == (96, 160)  # display orientation
     # VFR: 4 s of real time (a constant-rate reading of 60 frames would not say so)
     assert rows["vfr.mp4"][3] == pytest.approx(3 + 30 / 30, abs=0.05)
-    # window [0, 2): its last frame is the one on screen at 1.875 s, shown 1.8-1.9 (10 fps part);
-    # window [2, 4): 3.875 s falls in the 30 fps part, frame 3.867-3.9
+    # window [0, 2) ends with the frame shown 1.9-2.0 (10 fps part), window [2, 4) with the
+    # video's last frame (30 fps part)
     assert clips["vfr.mp4"] == [
-        (pytest.approx(0.0), pytest.approx(1.9, abs=2e-3)),
-        (pytest.approx(2.0, abs=2e-3), pytest.approx(3.9, abs=2e-3)),
+        (pytest.approx(0.0), pytest.approx(2.0, abs=2e-3)),
+        (pytest.approx(2.0, abs=2e-3), pytest.approx(rows["vfr.mp4"][3], abs=2e-3)),
     ]
     assert 1 <= len(clips["truncated.mkv"]) < 3
 

@@ -9,6 +9,10 @@ Blank clips (media.blank), the query's or the library's, are no evidence and are
 Matches with clips that the last ``dupes`` or ``common`` pass found common (an intro in many
 videos) are aligned apart from the others: a video whose best segment is common footage is a
 common match; it ranks after every other match and says in how many videos that footage appears.
+
+The reported videos' segments are then refined (align.refine) from the clip
+vectors already at hand: their offsets placed between the library's clip times, their ends
+where the query's windows end or the library video does.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from vidsearch.media.blank import is_blank, pixel_std
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.align import Match, Segment, align, refine
 from vidsearch.search.confidence import ConfidenceModel, clip_similarities
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
@@ -165,6 +169,7 @@ def search_video(
     include_self: bool = False,
     keep_common: bool = False,
     min_confidence: float = 0.0,
+    refine_segments: bool = True,
 ) -> SearchResult:
     """Rank the library's videos by their best aligned segment against ``query``.
 
@@ -172,7 +177,9 @@ def search_video(
     clips are used). ``encoder`` may be None only for the latter. ``keep_common`` counts
     common footage like any other (blank clips are never counted). Each segment, ordinary or
     common, carries its confidence (search/confidence.py); segments below ``min_confidence``
-    are left out, and videos left without one.
+    are left out, and videos left without one. With ``refine_segments`` the
+    reported segments' times are refined beyond the library's clip grid (align.refine); without,
+    they are the matched clips' own times.
     """
     if not 0 <= min_confidence <= 1:
         raise InvalidArgumentError(f"min_confidence is in [0, 1]; got {min_confidence}")
@@ -209,7 +216,8 @@ def search_video(
         info = lib.catalog.clip_info(session, ids[ids >= 0].tolist())
         marks = lib.catalog.clip_marks(session, list(info))
         vids = {v for v, _, _ in info.values()}
-        paths = {v.id: v.path for v in lib.catalog.videos(session, ids=vids)}
+        stored = {v.id: v for v in lib.catalog.videos(session, ids=vids)}
+        paths = {vid: v.path for vid, v in stored.items()}
         if vids - paths.keys():
             lib.skip_orphans(session)
     unknown = len(np.setdiff1d(ids[ids >= 0], np.fromiter(info, dtype=np.int64, count=len(info))))
@@ -274,5 +282,37 @@ def search_video(
             )
     result.matches.sort(key=lambda m: (m.common, -m.score))
     result.matches = result.matches[:k]
+    if refine_segments:
+        result.matches = _refined(lib, q, result.matches, {vid: v.duration_s for vid, v in stored.items()})
     result.clip_hits.sort(key=lambda h: h.similarity, reverse=True)
     return result
+
+
+def _refined(
+    lib: Library, q: QueryEmbedding, matches: list[VideoMatch], durations: dict[int, float | None]
+) -> list[VideoMatch]:
+    """``matches`` with their segments' times refined against their videos' stored clips.
+
+    Ranks and scores stay as matched: refinement says where footage lies, not whether it matches.
+    """
+    dim, hop = lib.manifest.encoder.dim, lib.manifest.clips.hop_seconds
+    out = []
+    with lib.catalog.read() as session:
+        for m in matches:
+            clips = lib.catalog.clips_of(session, m.video_id)
+            # the clips in and around the segments, by id as embeddings_by_ids returns them, then by time
+            near = 2 * hop
+            wanted = sorted(c for c in clips if any(s.r_start - near <= c[1] <= s.r_end + near for s in m.segments))
+            if not wanted:  # removed since the search read it
+                out.append(m)
+                continue
+            _, vectors = lib.catalog.embeddings_by_ids(session, [c[0] for c in wanted], dim)
+            times = np.array([(s, e) for _, s, e in wanted], dtype=np.float64).reshape(-1, 2)
+            order = np.argsort(times[:, 0], kind="stable")
+            times, vectors = times[order], vectors[order]
+            end = durations.get(m.video_id) or float(clips[-1][2])
+            segments = tuple(
+                refine(s, q.times, q.vectors, times, vectors, end, search_s=0.75 * hop) for s in m.segments
+            )
+            out.append(replace(m, segments=segments))
+    return out

@@ -216,8 +216,8 @@ def search_video(
         info = lib.catalog.clip_info(session, ids[ids >= 0].tolist())
         marks = lib.catalog.clip_marks(session, list(info))
         vids = {v for v, _, _ in info.values()}
-        stored = {v.id: v for v in lib.catalog.videos(session, ids=vids)}
-        paths = {vid: v.path for vid, v in stored.items()}
+        found = {v.id: v for v in lib.catalog.videos(session, ids=vids)}
+        paths = {vid: v.path for vid, v in found.items()}
         if vids - paths.keys():
             lib.skip_orphans(session)
     unknown = len(np.setdiff1d(ids[ids >= 0], np.fromiter(info, dtype=np.int64, count=len(info))))
@@ -283,7 +283,7 @@ def search_video(
     result.matches.sort(key=lambda m: (m.common, -m.score))
     result.matches = result.matches[:k]
     if refine_segments:
-        result.matches = _refined(lib, q, result.matches, {vid: v.duration_s for vid, v in stored.items()})
+        result.matches = _refined(lib, q, result.matches, {vid: v.duration_s for vid, v in found.items()})
     result.clip_hits.sort(key=lambda h: h.similarity, reverse=True)
     return result
 

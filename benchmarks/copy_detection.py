@@ -148,7 +148,7 @@ def main() -> None:
     from vidsearch.model.encoder import load_encoder
     from vidsearch.search.align import Match
     from vidsearch.search.calibrate import calibrate
-    from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+    from vidsearch.search.confidence import ConfidenceModel, evidence
     from vidsearch.search.query import search_video
     from vidsearch.search.vsc import VscMatch, library_vsc_ids, segment_ap
     from vidsearch.storage.export import vsc_video_ids
@@ -207,7 +207,7 @@ def main() -> None:
         "mean similarity": lambda r, m, s: s.similarity,
         f"confidence, {fallback.source}": lambda r, m, s: s.confidence,
         f"confidence, {calibrated.source}": lambda r, m, s: calibrated.confidence(
-            clip_similarities(s, matches[(r.query, m.path)], hop)
+            evidence(s, matches[(r.query, m.path)], hop)
         ),
     }
     print("matching track segment AP, all segments of all queries ranked by:")

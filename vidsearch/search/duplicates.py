@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vidsearch.search.align import Match, Segment, align
-from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
 from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
@@ -219,7 +219,7 @@ def find_duplicates(
             )
         ]
         segments = [
-            replace(s, confidence=model.confidence(clip_similarities(s, ms, hop)))
+            replace(s, confidence=model.confidence(evidence(s, ms, hop)))
             for s in align(ms, offset_tolerance=hop, max_gap=clip_s)
             if s.similarity >= thr and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
         ]

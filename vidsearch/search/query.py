@@ -19,7 +19,7 @@ from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
-from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
@@ -203,7 +203,7 @@ def search_video(
     model = ConfidenceModel.of(lib)
     for vid, matches in per_video.items():
         segments = align(matches, offset_tolerance=hop, max_gap=lib.manifest.clips.clip_seconds)
-        scored = [replace(s, confidence=model.confidence(clip_similarities(s, matches, hop))) for s in segments]
+        scored = [replace(s, confidence=model.confidence(evidence(s, matches, hop))) for s in segments]
         kept = [s for s in scored if s.confidence is not None and s.confidence >= min_confidence]
         if kept:
             result.matches.append(VideoMatch(os.fsdecode(paths[vid]), vid, kept[0].score, tuple(kept)))

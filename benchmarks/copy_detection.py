@@ -2,7 +2,8 @@
 
 Builds (in --dir; reused when it is there) a reference set of synthetic videos and a query set of
 planted copies of excerpts (3-8 s) of them, each re-encoded, resized, cropped and/or inserted
-into unrelated footage, plus unrelated queries. Indexes both sets with the tiny test model (the
+into unrelated footage, plus unrelated queries (the footage: a new scene every --shot seconds,
+panning within it; --seed draws the footage, excerpts and transforms). Indexes both sets with the tiny test model (the
 tests' random-init VideoMAE) and measures:
 
 - descriptor track micro AP (uAP) of the ``export --format vsc`` descriptors of the two sets;
@@ -14,7 +15,8 @@ tests' random-init VideoMAE) and measures:
 The metrics are vidsearch's own implementation of the challenge's definitions
 (``vidsearch.search.vsc``: ``micro_ap``, ``descriptor_pairs``, ``segment_ap``).
 
-Usage: python benchmarks/copy_detection.py [--dir DIR] [--refs 20] [--copies 30] [--unrelated 15] [--seed 0]
+Usage: python benchmarks/copy_detection.py [--dir DIR] [--refs 20] [--copies 30] [--unrelated 15]
+                                           [--shot 4] [--seed 0] [--hop SECONDS]
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def build(root: Path, n_refs: int, n_copies: int, n_unrelated: int, seed: int, s
     queries.mkdir()
     for i in range(n_refs):
         size, fps = SIZES[i % len(SIZES)], RATES[i % len(RATES)]
-        _footage(refs / f"ref{i:02d}.mp4", float(rng.uniform(10, 18)), fps, size, 1000 + i, shot)
+        _footage(refs / f"ref{i:02d}.mp4", float(rng.uniform(10, 18)), fps, size, 1000 + i + 10_000 * seed, shot)
     truth = []
     for c in range(n_copies):
         ref = refs / f"ref{c % n_refs:02d}.mp4"
@@ -98,7 +100,9 @@ def build(root: Path, n_refs: int, n_copies: int, n_unrelated: int, seed: int, s
         if "insert" in kinds:
             hh, ww = clip[0].shape[:2]
             before, after = float(rng.uniform(2, 4)), float(rng.uniform(2, 4))
-            pad = [x for _, x in scene_frames(9000 + c, before + after, fps, ww, hh, scene_seconds=shot)]
+            pad = [
+                x for _, x in scene_frames(9000 + c + 10_000 * seed, before + after, fps, ww, hh, scene_seconds=shot)
+            ]
             lead = int(round(before * fps))
             clip = pad[:lead] + clip + pad[lead:]
         codec = "mpeg4" if "reencode" in kinds else "libx264"
@@ -109,7 +113,7 @@ def build(root: Path, n_refs: int, n_copies: int, n_unrelated: int, seed: int, s
         )
     for u in range(n_unrelated):
         size, fps = SIZES[(u + 1) % len(SIZES)], RATES[u % len(RATES)]
-        _footage(queries / f"other{u:02d}.mp4", float(rng.uniform(4, 10)), fps, size, 5000 + u, shot)
+        _footage(queries / f"other{u:02d}.mp4", float(rng.uniform(4, 10)), fps, size, 5000 + u + 10_000 * seed, shot)
     (root / "truth.json").write_text(json.dumps([t.__dict__ for t in truth], indent=1))
     return truth
 
@@ -135,6 +139,7 @@ def main() -> None:
     ap.add_argument("--unrelated", type=int, default=15)
     ap.add_argument("--shot", type=float, default=4.0, help="seconds between scene changes in the footage")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hop", type=float, default=None, help="the indexes' hop seconds [default: the index default]")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from helpers import make_checkpoint
@@ -143,7 +148,7 @@ def main() -> None:
     from vidsearch.model.encoder import load_encoder
     from vidsearch.search.align import Match
     from vidsearch.search.calibrate import calibrate
-    from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+    from vidsearch.search.confidence import ConfidenceModel, evidence
     from vidsearch.search.query import search_video
     from vidsearch.search.vsc import VscMatch, library_vsc_ids, segment_ap
     from vidsearch.storage.export import vsc_video_ids
@@ -158,7 +163,7 @@ def main() -> None:
     model = root / "model"
     if not (model / "config.json").exists():
         make_checkpoint(model)
-    opts = IndexOptions(model=str(model), device="cpu", dtype="float32", workers=2)
+    opts = IndexOptions(model=str(model), device="cpu", dtype="float32", workers=2, hop_seconds=args.hop)
     for name in ("refs", "queries"):
         index_paths(root / f"{name}-index", [root / name], opts)
     queries = sorted((root / "queries").glob("*.mp4"))
@@ -203,7 +208,7 @@ def main() -> None:
         "mean similarity": lambda r, m, s: s.similarity,
         f"confidence, {fallback.source}": lambda r, m, s: s.confidence,
         f"confidence, {calibrated.source}": lambda r, m, s: calibrated.confidence(
-            clip_similarities(s, matches[(r.query, m.path)], hop)
+            evidence(s, matches[(r.query, m.path)], hop)
         ),
     }
     print("matching track segment AP, all segments of all queries ranked by:")

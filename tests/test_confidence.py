@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidsearch.search.align import Match, Segment
-from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+from vidsearch.search.confidence import ConfidenceModel, Evidence, evidence
 from vidsearch.search.duplicates import find_duplicates
 from vidsearch.search.query import search_video
 
@@ -42,27 +42,35 @@ def test_the_fallback_is_fixed_by_the_threshold():
 
 def test_a_segment_needs_many_copied_clips_for_a_high_confidence():
     model = ConfidenceModel(slope=5.0, midpoint=0.9, source="test")
-    one = model.confidence([0.9])
-    assert one == pytest.approx(0.25)  # share 1/2, times the chance that it is a copy at all: 1/2
+
+    def conf(query, library=None):
+        return model.confidence(Evidence(tuple(query), tuple(query if library is None else library)))
+
+    assert conf([0.9]) == pytest.approx(0.25)  # share 1/2, times the chance that it is a copy at all: 1/2
     high = model.clip_share([0.99])[0]
-    assert model.confidence([0.99]) == pytest.approx(high * high)
-    assert model.confidence([0.99] * 4) == pytest.approx(high * (1 - (1 - high) ** 4))
+    assert conf([0.99]) == pytest.approx(high * high)
+    assert conf([0.99] * 4) == pytest.approx(high * (1 - (1 - high) ** 4))
     # unrelated footage around the copied clips lowers the share of the segment that is copied
-    assert model.confidence([0.99] * 4 + [0.5] * 4) < model.confidence([0.99] * 4) / 1.9
-    assert model.confidence([]) == 0.0
+    assert conf([0.99] * 4 + [0.5] * 4) < conf([0.99] * 4) / 1.9
+    # three query windows on one library clip are one clip of evidence, not three
+    assert conf([0.99] * 3, [0.99]) == pytest.approx(high * high)
+    assert conf([]) == 0.0
 
 
-def test_clip_similarities_take_each_library_clip_once_at_the_segment_offset():
+def test_evidence_is_each_clips_best_similarity_at_the_segment_offset():
     segment = Segment(2.0, 8.0, 12.0, 18.0, 0.9, 4)
     matches = [
         Match(2.0, 4.0, 12.0, 14.0, 0.95),
-        Match(3.0, 5.0, 12.0, 14.0, 0.97),  # a half-hop query window on the same library clip: the best counts
+        Match(3.0, 5.0, 12.0, 14.0, 0.97),  # a half-hop query window on the same library clip
+        Match(3.0, 5.0, 14.0, 16.0, 0.92),  # ... which also matches the next one less well
         Match(4.0, 6.0, 14.0, 16.0, 0.93),
         Match(6.0, 8.0, 16.0, 18.0, 0.91),
         Match(4.0, 6.0, 20.0, 22.0, 0.99),  # outside the segment
         Match(2.0, 4.0, 16.0, 18.0, 0.99),  # inside, but 4 s off the segment's offset
     ]
-    assert sorted(clip_similarities(segment, matches, tolerance=2.0)) == [0.91, 0.93, 0.97]
+    found = evidence(segment, matches, tolerance=2.0)
+    assert sorted(found.query) == [0.91, 0.93, 0.95, 0.97]
+    assert sorted(found.library) == [0.91, 0.93, 0.97]
 
 
 def test_search_gives_confidences_and_min_confidence_drops_weak_segments(planted):

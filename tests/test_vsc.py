@@ -144,6 +144,8 @@ def test_segment_ap_on_hand_made_cases():
     got = segment_ap(corner, [box(0, 10, 15, 25, 0.9), box(20, 25, 20, 25, 0.8)])
     hit_q, hit_r, cover_q, cover_r = 5.0, 5.0, 15.0, 10.0
     assert got == pytest.approx(np.sqrt(hit_q / cover_q * hit_r / cover_r) * np.sqrt(hit_q / 20 * hit_r / 20))
+    with pytest.raises(ValueError, match="finite score"):
+        segment_ap(gt, [box(0, 10, 0, 10, float("nan"))])
 
 
 def test_micro_ap_and_descriptor_pairs_on_hand_made_cases():

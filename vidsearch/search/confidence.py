@@ -2,25 +2,26 @@
 
 A clip similarity alone means different things for different models and libraries, and a
 segment's old score (mean similarity × seconds) grows with length whether or not the footage is
-copied. The confidence works clip by clip. Each library clip of the segment counts once, with its
-best similarity to the query inside the segment (the query's windows every half hop overlap).
-Its *clip share* is the share of copies among calibration pairs at that similarity: a logistic
-curve in Fisher z (artanh of the similarity) fitted to the calibration's positives (augmented
-copies against their originals) and negatives (each sampled clip's most similar clip in an
-unrelated video), the two classes weighted equally. The segment's confidence is the mean clip
-share of its clips (the share of its footage that looks copied) times the chance that at least
-one of them is a copy (1 - the product of their complements): one lucky clip is not a segment,
-and a long match whose clips are mostly chance matches is not a copy.
+copied. The confidence works clip by clip. A clip's *share* is the share of copies among
+calibration pairs at its similarity: a logistic curve in Fisher z (artanh of the similarity)
+fitted to the calibration's positives (augmented copies against their originals) and negatives
+(each sampled clip's most similar clip in an unrelated video), the two classes weighted equally.
+A segment's evidence is, for each of its query clips and for each of its library clips, the
+best similarity it has inside the segment at the segment's offset. Its confidence is the mean
+share of its query clips (how much of the matched query footage looks copied) times the chance
+that at least one of its library clips is a copy (1 - the product of their complements, each
+library clip counted once however many overlapping query windows match it): one lucky clip is
+not a copy, nor is a long match whose clips are mostly chance matches.
 
 Without a calibration (the fallback), the curve is fixed by the clip-similarity threshold
-(``--threshold``, else the default 0.90): a clip share of 1/2 at the threshold, 0.98 at the
+(``--threshold``, else the default 0.90): a share of 1/2 at the threshold, 0.98 at the
 similarity halfway (in z) from the threshold to 1 - (1 - threshold)/10, and symmetric below.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,19 +109,28 @@ class ConfidenceModel:
         """The share of copies among calibration pairs at each similarity."""
         return 1 / (1 + np.exp(-self.slope * (_z(similarities) - float(_z(self.midpoint)))))
 
-    def confidence(self, similarities: Iterable[float]) -> float:
-        """A segment's confidence from its clips' similarities (one per library clip)."""
-        shares = self.clip_share(np.fromiter(similarities, dtype=np.float64))
-        if not len(shares):
+    def confidence(self, evidence: Evidence) -> float:
+        """A segment's confidence from its clips' best similarities."""
+        if not evidence.query or not evidence.library:
             return 0.0
-        return float(shares.mean() * (1 - np.prod(1 - shares)))
+        copied = float(self.clip_share(evidence.query).mean())
+        return copied * float(1 - np.prod(1 - self.clip_share(evidence.library)))
 
 
-def clip_similarities(segment: Segment, matches: Sequence[Match], tolerance: float) -> list[float]:
-    """The segment's clip similarities: for each library clip inside it, its best match with a
-    query clip inside it at the segment's offset (within ``tolerance`` seconds)."""
+@dataclass(frozen=True)
+class Evidence:
+    """A segment's clips' best similarities inside it at its offset: one per query clip, one per library clip."""
+
+    query: tuple[float, ...]
+    library: tuple[float, ...]
+
+
+def evidence(segment: Segment, matches: Sequence[Match], tolerance: float) -> Evidence:
+    """The best similarity of each query clip and of each library clip inside ``segment`` among
+    ``matches`` whose offset is within ``tolerance`` seconds of the segment's."""
     offset = segment.r_start - segment.q_start
-    best: dict[float, float] = {}
+    by_query: dict[float, float] = {}
+    by_library: dict[float, float] = {}
     for m in matches:
         q_mid, r_mid = (m.q_start + m.q_end) / 2, (m.r_start + m.r_end) / 2
         if (
@@ -128,5 +138,6 @@ def clip_similarities(segment: Segment, matches: Sequence[Match], tolerance: flo
             and segment.r_start <= r_mid <= segment.r_end
             and abs(m.offset - offset) <= tolerance + 1e-6
         ):
-            best[m.r_start] = max(best.get(m.r_start, -1.0), m.similarity)
-    return list(best.values())
+            by_query[m.q_start] = max(by_query.get(m.q_start, -1.0), m.similarity)
+            by_library[m.r_start] = max(by_library.get(m.r_start, -1.0), m.similarity)
+    return Evidence(tuple(by_query.values()), tuple(by_library.values()))

@@ -27,7 +27,7 @@ from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
 from vidsearch.media.blank import is_blank
 from vidsearch.search.align import Match, Segment, align, covered_seconds
 from vidsearch.search.common import CommonSegment, common_segments, mark_common, spreads, suspects, touched
-from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
 from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
@@ -257,7 +257,7 @@ class _Snapshot:
             for qs, qe, rs, re_, sim in zip(t.start[ra], t.end[ra], t.start[rb], t.end[rb], matches[:, 2])
         ]
         return [
-            replace(s, confidence=self.model.confidence(clip_similarities(s, ms, self.hop)))
+            replace(s, confidence=self.model.confidence(evidence(s, ms, self.hop)))
             for s in align(ms, offset_tolerance=self.hop, max_gap=self.clip_s)
             if s.similarity >= self.threshold and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
         ]

@@ -17,7 +17,7 @@ import numpy as np
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align
-from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.search.duplicates import resolve_threshold
 from vidsearch.search.query import QueryEmbedding, embed_query
 from vidsearch.storage.catalog import STATUS_INDEXED
@@ -111,7 +111,7 @@ def explain_pair(
     hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
     model = ConfidenceModel.of(lib, threshold)
     segments = [
-        replace(s, confidence=model.confidence(clip_similarities(s, matches, hop)))
+        replace(s, confidence=model.confidence(evidence(s, matches, hop)))
         for s in align(matches, offset_tolerance=hop, max_gap=clip_s)
         if s.similarity >= thr
     ]

@@ -30,7 +30,7 @@ from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
 from vidsearch.search.align import Match, Segment, align, refine
-from vidsearch.search.confidence import ConfidenceModel, clip_similarities
+from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
 
@@ -258,7 +258,7 @@ def search_video(
 
     def confident(matches: list[Match]) -> list[Segment]:
         scored = [
-            replace(s, confidence=model.confidence(clip_similarities(s, matches, hop)))
+            replace(s, confidence=model.confidence(evidence(s, matches, hop)))
             for s in align(matches, offset_tolerance=hop, max_gap=clip_s)
         ]
         return [s for s in scored if s.confidence is not None and s.confidence >= min_confidence]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -162,12 +163,11 @@ def segment_ap(truth: Sequence[VscMatch], predictions: Sequence[VscMatch]) -> fl
     pair_cover: dict[tuple[str, str], list[float]] = {}
     hit, cover = [0.0, 0.0], [0.0, 0.0]  # summed over the pairs, per axis
     ap, recall = 0.0, 0.0
+    if not all(np.isfinite(p.score) for p in predictions):
+        raise ValueError("every prediction needs a finite score")
     ranked = sorted(predictions, key=lambda p: p.score, reverse=True)
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j].score == ranked[i].score:
-            p = ranked[j]
+    for _, group in groupby(ranked, key=lambda p: p.score):
+        for p in group:
             key = (p.query_id, p.ref_id)
             preds = pred_by_pair.setdefault(key, [])
             preds.append(p)
@@ -178,8 +178,6 @@ def segment_ap(truth: Sequence[VscMatch], predictions: Sequence[VscMatch]) -> fl
                 hit[a] += new_hit - pair_hit.setdefault(key, [0.0, 0.0])[a]
                 cover[a] += _length(spans) - pair_cover.setdefault(key, [0.0, 0.0])[a]
                 pair_hit[key][a], pair_cover[key][a] = new_hit, _length(spans)
-            j += 1
-        i = j
         new_recall = float(np.sqrt(hit[0] / gt_total[0] * hit[1] / gt_total[1]))
         precision = float(np.sqrt(hit[0] / cover[0] * hit[1] / cover[1])) if cover[0] and cover[1] else 0.0
         ap += precision * (new_recall - recall)

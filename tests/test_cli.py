@@ -66,6 +66,48 @@ def test_time_range_raw_clips_and_self(indexed, vs):
     assert seg["query_end"] - seg["query_start"] >= 5.5  # the whole 6 s video matches itself
 
 
+def test_query_range_past_the_end_and_non_finite_times_are_usage_errors(indexed, vs):
+    idx, videos, query = indexed
+    a = videos / "a.mp4"  # 8 s
+    r = vs("search", a, "--index", idx, "--start", 100)
+    assert (r.exit_code, r.output) == (2, f"Error: {a}: no frames from 100s on; the video lasts 8.0s\n")
+    r = vs("search", a, "--index", idx, "--start", 100, "--end", 200)
+    assert (r.exit_code, r.output) == (2, f"Error: {a}: no frames between 100s and 200s; the video lasts 8.0s\n")
+    for option, value in [("--start", "nan"), ("--start", "inf"), ("--end", "nan"), ("--start", "-1")]:
+        r = vs("search", a, "--index", idx, option, value)
+        assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, (option, value, r.output)
+    r = vs("dupes", "--index", idx, "--threshold", "nan")
+    assert r.exit_code == 2 and "'nan' is not a finite number" in r.output
+
+
+def test_neighbors_past_the_index_size_are_capped(indexed, vs):
+    idx, _, query = indexed
+    # 10**12 neighbours were a MemoryError (3 query clips x 10**12 scores); the index holds 10 clips
+    want = vs("search", query, "--index", idx, "--json", "--clips", "--neighbors", 10)
+    r = vs("search", query, "--index", idx, "--json", "--clips", "--neighbors", 10**12)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == json.loads(want.output)
+    assert len(json.loads(r.output)["queries"][0]["clips"]) == 3 * 10
+
+
+def test_index_refuses_a_path_that_does_not_exist(indexed, tmp_path, vs):
+    idx, videos, _ = indexed
+    missing = tmp_path / "no" / "such" / "dir"
+    r = vs("-q", "index", missing, "--index", tmp_path / "new", "--model", vs.model)
+    assert (r.exit_code, r.output) == (2, f"Error: no such file or folder: {missing}; nothing was indexed\n")
+    assert not (tmp_path / "new").exists()
+    # one missing among paths that exist: refused before anything is done
+    (tmp_path / "v.mp4").write_bytes((videos / "a.mp4").read_bytes())
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "dangling.mp4")
+    r = vs.index(tmp_path / "v.mp4", tmp_path / "new", missing, tmp_path / "dangling.mp4")
+    assert r.exit_code == 2
+    assert r.output == (
+        f"Error: no such file or folder: {missing}, {tmp_path / 'dangling.mp4'} "
+        f"({tmp_path / 'dangling.mp4'}: a broken symlink); nothing was indexed\n"
+    )
+    assert not (tmp_path / "new").exists()
+
+
 def test_query_by_indexed_path_whose_file_is_gone(indexed, tmp_path, vs):
     idx, videos, _ = indexed
     gone = videos / "c.mkv"
@@ -122,9 +164,9 @@ def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model
     # before calibration, dupes says it uses the default threshold
     r = vs("dupes", "--index", idx, "--format", "json")
     assert "default threshold" in r.stderr
-    r = vs("calibrate", "--index", idx, "--sample", 10, "--json")
+    r = vs("calibrate", "--index", idx, "--sample", 10, "--json", "--accept")
     assert r.exit_code == 0, r.output
-    cal = json.loads(r.output[r.output.index("{") :])
+    cal = json.loads(r.stdout)
     manifest = json.loads((idx / "manifest.json").read_text())
     assert manifest["duplicate_threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
     assert manifest["calibration"]["negatives"] == cal["negatives"] > 0
@@ -217,3 +259,43 @@ def test_errors_map_to_their_class_exit_codes_and_bugs_are_said_as_bugs(indexed,
     monkeypatch.setattr(stats, "library_stats", full)
     r = vs("stats", "--index", idx)
     assert r.exit_code == 9 and "No space left on device" in r.output and "bug" not in r.output
+
+
+def test_pinned_type_too_big_to_train_is_exact_until_it_can_be_trained(tmp_path, library_videos, vs, caplog):
+    """Issue 12.6: IVF pinned on a small index could not be trained; the file stayed exact, and
+    every open rebuilt it with a FAISS error, verify called it damage, stats claimed the type."""
+    from vidsearch.storage.vectors import VectorIndex
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(library_videos / name, videos / name)
+    idx = tmp_path / "idx"
+    r = vs.index(videos, idx, "--faiss-spec", "IVF256,Flat")
+    assert r.exit_code == 0, r.output
+    assert VectorIndex.load(idx / "vectors.faiss")[1].spec == "IDMap2,Flat"
+    st = json.loads(vs("stats", "--index", idx, "--json").stdout)
+    assert (st["index_type"], st["index_type_pinned"], st["exact_search_until"]) == ("IVF256,Flat", True, 256)
+    assert "index type: pinned IVF256,Flat; exact search until 256 clips" in vs("stats", "--index", idx).stdout
+    for argv in (["verify"], ["verify", "--repair"], ["verify"]):
+        r = vs(*argv, "--index", idx)
+        assert r.exit_code == 0 and "note: pinned IVF256,Flat; exact search until 256 clips" in r.stdout, r.output
+    saved = (idx / "vectors.faiss").read_bytes()
+    r = vs("search", videos / "a.mp4", "--index", idx, "--json", "--include-self")
+    assert r.exit_code == 0 and json.loads(r.stdout)["queries"][0]["results"][0]["path"] == str(videos / "a.mp4")
+    assert (idx / "vectors.faiss").read_bytes() == saved  # used as it is, not rebuilt
+    assert not [rec for rec in caplog.records if rec.levelname in ("WARNING", "ERROR")]
+    # a type that can be trained once one more video is in: exact now, trained by the job that adds it
+    n = st["clips"]
+    r = vs("reindex", "--index", idx, "--spec", f"IVF{n + 1},Flat")
+    assert r.exit_code == 0
+    assert r.stdout == f"rebuilt over {n} clips: pinned IVF{n + 1},Flat; exact search until {n + 1} clips\n"
+    shutil.copy(library_videos / "c.mkv", videos / "c.mkv")
+    assert vs.index(videos, idx).exit_code == 0
+    header = VectorIndex.load(idx / "vectors.faiss")[1]
+    assert header.spec == f"IVF{n + 1},Flat" and header.ntotal > n
+    st = json.loads(vs("stats", "--index", idx, "--json").stdout)
+    assert (st["index_type"], st["exact_search_until"]) == (f"IVF{n + 1},Flat", None)
+    r = vs("verify", "--index", idx)
+    assert r.exit_code == 0 and "note:" not in r.stdout
+    assert not [rec for rec in caplog.records if rec.levelname in ("WARNING", "ERROR")]

@@ -169,3 +169,21 @@ def test_partitioned_candidates_find_the_same_pairs_as_exact(planted, monkeypatc
     assert set(approx) == set(exact)
     for key, pair in exact.items():
         assert approx[key].segments[0] == pair.segments[0]
+
+
+def test_no_indexed_video_gives_no_pairs(planted, vs):
+    """Issue 12.5: with every video removed, or every one failed, dupes divided by zero."""
+    import json
+
+    with planted.catalog.read() as s:
+        ids = [v.id for v in planted.catalog.videos(s)]
+    planted.catalog.remove_videos(ids)
+    planted.catalog.store_failure(VideoRecord(b"/broken.mp4", 1, 1, "broken"), "not a decodable video")
+    report = find_duplicates(planted, threshold=0.9)
+    assert (report.pairs, report.candidates, report.groups()) == ([], 0, [])
+    r = vs("dupes", "--index", planted.root, "--threshold", "0.9")
+    assert r.exit_code == 0 and r.stdout == "0 duplicate pair(s) at threshold 0.9 (given)\n"
+    r = vs("dupes", "--index", planted.root, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["pairs"] == []
+    r = vs("dupes", "--index", planted.root, "--groups", "--format", "csv")
+    assert r.exit_code == 0 and r.stdout.splitlines() == ["group,path,duration,original"]

@@ -255,6 +255,57 @@ def test_folder_without_weights(tiny_model, tmp_path):
     assert "save_pretrained" in str(err.value)
 
 
+def _truncated(tiny_model, folder, name, legacy=False):
+    """``folder`` with the tiny model's config and the first 1,000 bytes of its weights as ``name``."""
+    import io
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder.mkdir()
+    shutil.copy(tiny_model / "config.json", folder / "config.json")
+    if name == "model.safetensors":
+        data = (tiny_model / name).read_bytes()
+    else:  # the same weights as torch.save writes them: a zip archive, or the legacy pickle stream
+        buf = io.BytesIO()
+        torch.save(load_file(tiny_model / "model.safetensors"), buf, _use_new_zipfile_serialization=not legacy)
+        data = buf.getvalue()
+    (folder / name).write_bytes(data[:1000])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, legacy, reason",
+    [
+        ("model.safetensors", False, "SafetensorError: Error while deserializing header: invalid header length"),
+        ("pytorch_model.bin", False, "RuntimeError: PytorchStreamReader failed reading zip archive"),
+        ("pytorch_model.bin", True, "error: unpack requires a buffer of 4 bytes"),
+    ],
+    ids=["safetensors", "bin", "legacy-bin"],
+)
+def test_folder_with_truncated_weights(tiny_model, tmp_path, vs, name, legacy, reason):
+    folder = _truncated(tiny_model, tmp_path / "ckpt", name, legacy)
+    with pytest.raises(ModelUnavailableError) as err:
+        load_encoder(str(folder), device="cpu", dtype="float32")
+    said = f"cannot load the VideoMAE checkpoint in {folder}: {name} cannot be read; it may be truncated or damaged"
+    assert f"{said} ({reason}" in str(err.value)
+    (tmp_path / "videos").mkdir()
+    r = vs("index", tmp_path / "videos", "--index", tmp_path / "idx", "--model", folder)
+    assert r.exit_code == 3 and r.output.count("\n") == 1 and r.output.startswith("Error: cannot load the VideoMAE")
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize(
+    "text, problem", [('{"model_type": "videomae", ', "is not valid JSON"), ("[1, 2]", "is not a JSON object")]
+)
+def test_folder_whose_config_is_not_json(tiny_model, tmp_path, text, problem):
+    shutil.copy(tiny_model / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ModelUnavailableError) as err:
+        load_encoder(str(tmp_path), device="cpu", dtype="float32")
+    assert f"cannot load the VideoMAE checkpoint in {tmp_path}: its config.json {problem}" in str(err.value)
+
+
 def test_folder_with_another_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(ModelUnavailableError) as err:

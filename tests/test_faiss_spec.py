@@ -18,3 +18,23 @@ def test_index_type_chosen_by_size_with_hysteresis():
     assert not should_switch(pq, 10_000_000, 1024) and should_switch(pq, 40_000_000, 1024)
     # an automatic type an older release chose is replaced
     assert should_switch("IVF1024,SQfp16", 1_000_000, 1024)
+
+
+def test_training_minimum_is_where_faiss_stops_refusing():
+    import numpy as np
+    import pytest
+
+    from vidsearch.storage.faiss_spec import training_minimum
+    from vidsearch.storage.vectors import VectorIndex
+
+    rng = np.random.default_rng(0)
+    assert training_minimum("IVF4,PQ4") == training_minimum("OPQ4,IVF4,PQ4") == 256  # 8-bit codes (slow to train here)
+    expected = {"IVF4,Flat": 4, "IVF32,SQfp16": 32, "IVF4,PQ4x4": 16, "PCA16,IVF4,Flat": 16}
+    for spec, need in expected.items():
+        assert training_minimum(spec) == need, spec
+        data = rng.standard_normal((need, 32)).astype(np.float32)
+        with pytest.raises(RuntimeError):
+            VectorIndex.empty(32, spec).train(data[: need - 1])
+        VectorIndex.empty(32, spec).train(data)
+    for spec in ("IDMap2,Flat", "HNSW32", "HNSW16,Flat"):
+        assert training_minimum(spec) == 0 and not VectorIndex.empty(32, spec).needs_training

@@ -317,3 +317,38 @@ def test_switch_to_tuned_index_past_the_limit_and_recall_against_brute_force(
         with pytest.raises(ValueError, match="not a FAISS index factory string"):
             writer.switch_index_type("NoSuchIndex42")
         assert writer.manifest.faiss_spec == "IDMap2,Flat"
+
+
+def test_pinned_type_with_too_few_clips_is_an_exact_stand_in_not_a_mismatch(tmp_path, monkeypatch, caplog):
+    """Issue 12.6: an exact file standing in for a pinned type that cannot be trained yet is
+    used as it is (no rebuild, no FAISS error); once the catalog can train the type, the next
+    open trains it."""
+    from vidsearch.storage.verify import verify
+
+    rng = np.random.default_rng(21)
+    lib = Library.create(tmp_path / "idx", settings(dim=32))
+    data = clustered(rng, 40, 32)
+    lib.catalog.store_video(record("a.mp4"), [ClipRecord(2.0 * i, 2.0 * i + 2, x) for i, x in enumerate(data[:3])])
+    assert lib.switch_index_type("IVF4,Flat") is True
+    assert (lib.vectors().spec, lib.exact_until(3)) == ("IDMap2,Flat", 4)
+    assert lib.switch_index_type() is False  # the job's end: still too few clips
+    lib.close()
+    real = Library.rebuild_vectors
+
+    def refuse(*a, **k):
+        raise AssertionError("rebuilt")
+
+    monkeypatch.setattr(Library, "rebuild_vectors", refuse)
+    with Library.open(tmp_path / "idx") as reader:
+        _, found = reader.vectors().search(data[:3], 1)
+        np.testing.assert_array_equal(found[:, 0], [1, 2, 3])
+    report = verify(tmp_path / "idx")
+    assert report.ok and report.notes == ["pinned IVF4,Flat; exact search until 4 clips"]
+    # a commit that makes it trainable, the vectors file not saved since: the next open trains it
+    monkeypatch.setattr(Library, "rebuild_vectors", real)
+    with Library.open(tmp_path / "idx", writable=True) as writer:
+        writer.catalog.store_video(record("b.mp4"), [ClipRecord(0.0, 2.0, data[3])])
+    with Library.open(tmp_path / "idx") as reader:
+        vi = reader.vectors()
+        assert vi.spec == "IVF4,Flat" and not vi.needs_training and vi.ntotal == 4
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

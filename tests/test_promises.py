@@ -188,6 +188,10 @@ def code_130(vs, library, tmp_path):
     return interrupted_by(signal.SIGINT, vs, tmp_path)
 
 
+def code_143(vs, library, tmp_path):
+    return interrupted_by(signal.SIGTERM, vs, tmp_path)
+
+
 CASES = {int(name.removeprefix("code_")): fn for name, fn in globals().items() if name.startswith("code_")}
 
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from vidsearch.errors import VidsearchError
+from vidsearch.errors import Terminated, VidsearchError
 from vidsearch.indexer.job import IndexOptions, IndexSummary, index_paths
 from vidsearch.media.windows import clip_windows
 from vidsearch.model.encoder import load_encoder
@@ -148,7 +148,7 @@ def run_demo(
     index_dir = root / "index"
     summary = index_paths(index_dir, [library.folder], opts, encoder)
     if summary.interrupted:
-        raise KeyboardInterrupt
+        raise Terminated if summary.terminated else KeyboardInterrupt
     if summary.failed:
         raise VidsearchError(
             "the demo library did not index: " + "; ".join(f"{path}: {reason}" for path, reason in summary.failed)

@@ -35,6 +35,10 @@ class CorruptIndexError(VidsearchError):
     exit_code = 5
 
 
+class CorruptCatalogError(CorruptIndexError):
+    """The catalog (``catalog.sqlite``) is damaged: SQLite says so, or its rows contradict each other."""
+
+
 class DecodeError(VidsearchError):
     """A video file cannot be decoded. Carries the path and the reason."""
 
@@ -70,6 +74,16 @@ class InvalidArgumentError(VidsearchError, ValueError):
     exit_code = 2
 
 
+class MissingExtraError(VidsearchError):
+    """An option needs an optional extra that is not installed (``pip install 'vidsearch[NAME]'``)."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, extra: str, module: str):
+        self.extra = extra
+        super().__init__(f"{what} needs {module}, which is not installed: pip install 'vidsearch[{extra}]'")
+
+
 class VideosFailedError(VidsearchError):
     """Some videos could not be indexed; the others were."""
 
@@ -77,9 +91,16 @@ class VideosFailedError(VidsearchError):
 
 
 class JobInterrupted(VidsearchError):
-    """Ctrl-C (or SIGTERM): what was committed is kept; the same command finishes the work."""
+    """Ctrl-C: what was committed is kept; the same command finishes the work."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt (the CLI installs the handler), so
+    that a job stops the same orderly way: what is done is committed and the FAISS file saved."""
+
+    exit_code = 143  # 128 + SIGTERM, as for a process that SIGTERM ended
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -7,7 +7,11 @@ embedded), ``in_commit`` (inside a video's transaction, before it commits), ``in
 
 ``VIDSEARCH_FAULT_WORKER=kind:NAME`` makes a decode worker misbehave on the file named NAME:
 ``hang`` (sleeps for an hour), ``crash`` (segfaults), ``crash_sending`` (segfaults while its
-first clip is being sent) or ``alloc`` (allocates memory without end).
+first clip is being sent) or ``alloc`` (allocates memory without end). ``slow_start:S`` makes
+every decode worker take S seconds more to start, as on a busy machine.
+
+``VIDSEARCH_FAULT_DECORD=NAME:POSITION`` makes decord fail while reading clip POSITION of the
+file named NAME, as it does part-way through some valid files.
 
 Unset, each costs one dict lookup.
 """
@@ -53,3 +57,19 @@ def worker_fault(path: str) -> None:
             hoard.append(bytearray(b"\1" * 2**25))
     else:
         time.sleep(3600)
+
+
+def worker_start_fault() -> None:
+    """Called by a decode worker once it has started, before it says so."""
+    kind, _, seconds = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
+    if kind == "slow_start":
+        time.sleep(float(seconds))
+
+
+def decord_fault(path: str, position: int) -> bool:
+    """Whether decord is to fail reading clip ``position`` of ``path``."""
+    spec = os.environ.get("VIDSEARCH_FAULT_DECORD")
+    if not spec:
+        return False
+    name, _, at = spec.rpartition(":")
+    return os.path.basename(path) == name and position == int(at)

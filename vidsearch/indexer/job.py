@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from vidsearch.errors import Terminated
 from vidsearch.faults import fault
 from vidsearch.indexer.plan import abs_bytes, classify, is_under
 from vidsearch.indexer.workers import (
@@ -30,15 +31,17 @@ from vidsearch.indexer.workers import (
     Done,
     Failed,
     Info,
+    Switched,
     WorkerPool,
     probe_durations,
 )
-from vidsearch.media.discover import DiscoveryReport, VideoFile, discover
+from vidsearch.media.discover import DiscoveryReport, VideoFile, check_paths_exist, discover
 from vidsearch.media.readers import Clip, VideoInfo
 from vidsearch.model.encoder import Encoder, load_encoder
 from vidsearch.settings import DEFAULT_MODEL, ClipSettings
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
 from vidsearch.storage.library import Library
+from vidsearch.storage.progress import ProgressFile
 from vidsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,8 @@ class IndexSummary:
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: interrupted by SIGTERM (Terminated) rather than Ctrl-C
+    terminated: bool = False
     seconds: float = 0.0
     embed_seconds: float = 0.0
 
@@ -118,6 +123,7 @@ class _Job:
     info: VideoInfo | None = None
     planned: int = 0
     clips: dict[int, Clip] = field(default_factory=dict)
+    pixel_std: dict[int, float] = field(default_factory=dict)
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     done: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -232,6 +238,7 @@ def index_paths(
     opts = options or IndexOptions()
     t0 = time.monotonic()
     summary = IndexSummary()
+    check_paths_exist(paths)
     lib, encoder = _open_or_create(index_dir, opts, encoder)
     run_id = None
     completed = False
@@ -248,8 +255,9 @@ def index_paths(
             again, deferred = deferred, []
             work = _plan_work(lib, [], again, replace(opts, prune=False), summary, deferred)
         completed = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         summary.interrupted = True
+        summary.terminated = isinstance(exc, Terminated)
     finally:
         try:
             if completed:
@@ -290,6 +298,15 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     pending: list[tuple[int, int]] = []  # (token, clip index) waiting for the encoder
     pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s)
     bar = _progress(len(work), opts.progress)
+    progress = ProgressFile(lib.root, len(work))
+    finished = 0
+
+    def advance() -> None:
+        nonlocal finished
+        finished += 1
+        bar.update(1)
+        progress.update(finished, summary.clips)
+
     last_save = started = time.monotonic()
     estimated = str(encoder.device).startswith("cuda")
     try:
@@ -305,9 +322,12 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     jobs[token].info, jobs[token].planned = info, planned
                     for note in info.notes:  # workers do not log: the parent says it
                         log.info("%s: %s", jobs[token].file.path, note)
-                case ClipMsg(token, clip):
+                case ClipMsg(token, clip, spread):
                     jobs[token].clips[clip.position] = clip
+                    jobs[token].pixel_std[clip.position] = spread
                     pending.append((token, clip.position))
+                case Switched(token, switch):
+                    log.info("%s: %s", jobs[token].file.path, switch)
                 case Done(token, decoded, warnings):
                     jobs[token].done, jobs[token].warnings = decoded, warnings
                     fault("after_decode")
@@ -315,7 +335,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     _fail(lib, jobs[token].file, reason, summary)
                     pending = [p for p in pending if p[0] != token]
                     del jobs[token]
-                    bar.update(1)
+                    advance()
             if len(pending) >= batch_size or (pending and (msg is None or not pool.busy())):
                 spent = _embed(encoder, jobs, pending[:batch_size], pool, summary)
                 if not estimated:  # timed on the first real batch: no clip is embedded just to time it
@@ -330,11 +350,11 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     _fail(lib, jobs[task.token].file, reason, summary)
                     pending = [p for p in pending if p[0] != task.token]
                     del jobs[task.token]
-                    bar.update(1)
+                    advance()
             for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
                 with pool.paused():
                     _commit(lib, jobs.pop(token), summary)
-                bar.update(1)
+                advance()
                 rate = summary.clips / max(time.monotonic() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.clips} clips, {rate:.1f} clips/s", refresh=False)
             if time.monotonic() - last_save > SAVE_EVERY_S:
@@ -344,6 +364,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     finally:
         pool.close()
         bar.close()
+        progress.close()
 
 
 def _embed(
@@ -374,19 +395,22 @@ def _source_size(info: VideoInfo | None) -> tuple[int, int] | None:
 
 
 @contextmanager
-def _ctrl_c_deferred():
-    """Hold a Ctrl-C that arrives inside the block until the block is done (main thread only)."""
+def _signals_deferred():
+    """Hold a Ctrl-C or SIGTERM that arrives inside the block until the block is done, then
+    deliver it to the handler it would have met (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
+        for sig, handler in zip(held, previous):
+            signal.signal(sig, handler)
+    for signum in dict.fromkeys(caught):
+        signal.raise_signal(signum)
 
 
 def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
@@ -406,8 +430,8 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
         _fail(lib, job.file, "file changed while it was being indexed; run again to index the new version", summary)
         return
     order = sorted(job.embeddings)
-    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
-    with _ctrl_c_deferred():  # the catalog and the in-memory index change together
+    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i], job.pixel_std[i]) for i in order]
+    with _signals_deferred():  # the catalog and the in-memory index change together
         _, clip_ids, removed = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
         lib.sync_vectors(removed, clip_ids, np.stack([job.embeddings[i] for i in order]))
     summary.indexed += 1

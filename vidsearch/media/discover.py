@@ -10,6 +10,8 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from vidsearch.errors import InvalidArgumentError
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset(
@@ -107,6 +109,19 @@ def _candidate(path: str, st: os.stat_result, explicit: bool) -> bool:
     if ext:
         return False
     return st.st_size > 0 and looks_like_video(path)
+
+
+def check_paths_exist(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse paths that name nothing, before any work: a mistyped folder would otherwise index
+    nothing and succeed (InvalidArgumentError, exit 2)."""
+    missing = [os.fsdecode(p) for p in paths if not os.path.exists(p)]
+    if missing:
+        broken = [p for p in missing if os.path.islink(p)]
+        raise InvalidArgumentError(
+            f"no such file or folder: {', '.join(missing)}"
+            + (f" ({', '.join(broken)}: a broken symlink)" if broken else "")
+            + "; nothing was indexed"
+        )
 
 
 def discover(

@@ -166,6 +166,18 @@ def _center_crop(x, height: int, width: int):
     return x[..., top : top + height, left : left + width]
 
 
+#: the weights files transformers looks for, in its order
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _unreadable_weights(model: str, exc: Exception) -> ValueError:
+    """Safetensors, torch's zip reader and pickle each fail differently on a damaged file
+    (SafetensorError, RuntimeError, EOFError, struct.error, ...): one line naming the file."""
+    name = next((w for w in _WEIGHTS if os.path.isfile(os.path.join(model, w))), "its weights file")
+    detail = first_line(exc).split(". ")[0] if str(exc).strip() else "it ends too early"
+    return ValueError(f"{name} cannot be read; it may be truncated or damaged ({type(exc).__name__}: {detail})")
+
+
 def _unavailable(model: str, exc: Exception) -> ModelUnavailableError:
     if os.path.isdir(model):
         return ModelUnavailableError(
@@ -205,6 +217,10 @@ def load_encoder(
             raise FileNotFoundError("it has no config.json")
         with open(config_path) as f:
             raw_config = json.load(f)
+        if not isinstance(raw_config, dict):
+            raise ValueError("its config.json is not a JSON object")
+    except json.JSONDecodeError as exc:
+        raise _unavailable(model, ValueError(f"its config.json is not valid JSON ({exc})")) from exc
     except (OSError, ValueError) as exc:
         raise _unavailable(model, exc) from exc
     if raw_config.get("model_type") != "videomae":
@@ -247,8 +263,10 @@ def load_encoder(
             loaded = VideoMAEModel.from_pretrained(model, **load_kwargs)
             backbone, info = loaded
             fc_norm = None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # no weights, or weights that do not fit the config
         raise _unavailable(model, exc) from exc
+    except Exception as exc:  # a damaged weights file: each format's reader fails its own way
+        raise _unavailable(model, _unreadable_weights(model, exc)) from exc
     finally:
         transformers.logging.set_verbosity(level)
         transformers.logging.enable_progress_bar()

@@ -4,6 +4,12 @@ Every write of a video (its row, clips, embeddings and status) is one transactio
 bumps the catalog generation, so the FAISS file can say which state it was built from. Reads
 run inside an explicit BEGIN (the pysqlite recipe), so a reader sees one snapshot even while a
 writer commits. Clip ids are AUTOINCREMENT: a vector id always means the same clip.
+
+Schema changes are additive and migrated in place: a writer that opens a catalog made by an
+older vidsearch adds the columns it lacks (``ALTER TABLE ... ADD COLUMN``, nullable, so every
+existing row stays valid and nothing is re-embedded); a reader of such a catalog reads those
+columns as NULL, which is what the migration would put there. Older versions select their
+columns by name, so they still read a migrated catalog.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,10 +32,13 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
+    null,
     select,
     text,
     update,
@@ -36,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from vidsearch.errors import CorruptIndexError, StorageError, first_line
+from vidsearch.errors import CorruptCatalogError, StorageError, first_line
 from vidsearch.faults import fault
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,12 @@ STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
 #: Ids per ``IN (...)`` list, under SQLite's variable limit.
 _IN_CHUNK = 30_000
+#: How long a writer's integrity check (``PRAGMA quick_check``) may run before the writer's first
+#: write. It reads the whole file at about 0.8 GB/s from the page cache (200k 1024-d clips,
+#: 824 MB: 0.9-1.2 s), so this covers a catalog of about 1M such clips; past that the check
+#: stops there and says so at -v (``vidsearch verify`` checks everything, however long it takes).
+QUICK_CHECK_SECONDS = 5.0
+_CHECK_IT = "`vidsearch verify` checks it; restore it from a backup or re-index into a new folder"
 
 
 def _now() -> dt.datetime:
@@ -91,8 +107,17 @@ class _ClipRow(_Base):
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the frames' pixel spread (media.blank); NULL for clips indexed before it was measured
+    pixel_std: Mapped[float | None] = mapped_column(Float)
+    #: how many videos the clip's footage appears in, set by the last common-footage pass (search
+    #: .duplicates) when it found the clip common; NULL otherwise
+    common_videos: Mapped[int | None] = mapped_column(Integer)
 
     video: Mapped[_Video] = relationship(back_populates="clips")
+
+
+#: Columns added to ``clips`` after the first catalog format: (name, SQL type), for the migration.
+_ADDED_CLIP_COLUMNS = (("pixel_std", "FLOAT"), ("common_videos", "INTEGER"))
 
 
 class _Run(_Base):
@@ -109,6 +134,27 @@ class _Run(_Base):
     clips: Mapped[int] = mapped_column(default=0)
 
 
+class _Decision(_Base):
+    """A user's verdict on a pair of videos, keyed by their content fingerprints (smaller first),
+    so that it outlives paths, video rows and embeddings."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("fingerprint_a", "fingerprint_b"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint_a: Mapped[str] = mapped_column(String(64))
+    fingerprint_b: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    # where the videos were when the verdict was given: named when they are no longer indexed
+    path_a: Mapped[bytes] = mapped_column(LargeBinary)
+    path_b: Mapped[bytes] = mapped_column(LargeBinary)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+#: Tables added after the first catalogs were made: created when first written, absent means empty.
+_LATER_TABLES = {_Decision.__tablename__}
+
+
 class _Meta(_Base):
     __tablename__ = "meta"
 
@@ -118,17 +164,34 @@ class _Meta(_Base):
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """A clip ready to store: times and its unit embedding."""
+    """A clip ready to store: times, its unit embedding and its frames' pixel spread."""
 
     start_s: float
     end_s: float
     embedding: np.ndarray
+    pixel_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.end_s < self.start_s:
             raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
         if self.embedding.ndim != 1:
             raise ValueError(f"embedding must be 1-d, got shape {self.embedding.shape}")
+
+
+#: the columns of a StoredVideo, in its fields' order
+_STORED_COLUMNS = (
+    _Video.id,
+    _Video.path,
+    _Video.size,
+    _Video.mtime_ns,
+    _Video.fingerprint,
+    _Video.status,
+    _Video.duration_s,
+    _Video.error,
+    _Video.fps,
+    _Video.width,
+    _Video.height,
+)
 
 
 @dataclass(frozen=True)
@@ -157,6 +220,9 @@ class StoredVideo:
     status: str
     duration_s: float | None = None
     error: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
     @property
     def display_path(self) -> str:
@@ -164,13 +230,27 @@ class StoredVideo:
 
 
 @dataclass(frozen=True)
+class DecisionRecord:
+    """A stored verdict on the pair of videos with fingerprints ``fingerprints`` (smaller first)."""
+
+    id: int
+    fingerprints: tuple[str, str]
+    verdict: str
+    paths: tuple[bytes, bytes]
+    decided_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ClipTable:
-    """Clips as arrays sorted by clip id: id → (video, start, end)."""
+    """Clips as arrays sorted by clip id: id → (video, start, end, pixel spread (NaN: not
+    measured), videos its footage appears in when common (0: not common))."""
 
     ids: np.ndarray
     video: np.ndarray
     start: np.ndarray
     end: np.ndarray
+    pixel_std: np.ndarray
+    common_videos: np.ndarray
 
     def lookup(self, clip_ids: np.ndarray) -> np.ndarray:
         """Row positions of ``clip_ids`` (-1 for ids not in the table)."""
@@ -185,14 +265,17 @@ def encode_embedding(vec: np.ndarray) -> bytes:
     return np.asarray(vec, dtype=EMBEDDING_DTYPE).tobytes()
 
 
-def decode_embeddings(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+def decode_embeddings(blobs: Sequence[bytes | None], dim: int) -> np.ndarray:
     """float16 blobs → float32 (N, dim), re-normalised (float16 rounding moves norms by ~1e-3)."""
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
-    arr = np.frombuffer(b"".join(blobs), dtype=EMBEDDING_DTYPE).astype(np.float32)
+    if any(b is None for b in blobs):  # NOT NULL in the schema: only a damaged page reads so
+        raise CorruptCatalogError(f"the catalog holds clips without an embedding; {_CHECK_IT}")
+    arr = np.frombuffer(b"".join(blobs), dtype=EMBEDDING_DTYPE).astype(np.float32)  # type: ignore[arg-type]
     if arr.size != len(blobs) * dim:
-        raise CorruptIndexError(
-            f"catalog embeddings are not {dim}-dimensional ({arr.size} values for {len(blobs)} clips)"
+        raise CorruptCatalogError(
+            f"catalog embeddings are not {dim}-dimensional ({arr.size} values for {len(blobs)} clips); "
+            "`vidsearch verify --repair` drops the videos they belong to"
         )
     arr = arr.reshape(len(blobs), dim)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
@@ -205,7 +288,7 @@ class Catalog:
     def __init__(self, path: str | os.PathLike, create: bool = False, readonly: bool = False):
         self.path = os.fspath(path)
         if not create and not os.path.exists(self.path):
-            raise CorruptIndexError(f"{self.path} is missing: the index directory is incomplete")
+            raise CorruptCatalogError(f"{self.path} is missing: the index directory is incomplete")
         self.readonly = readonly
         if readonly and not os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK):
             uri = _read_only_uri(self.path)
@@ -242,11 +325,16 @@ class Catalog:
             if create:
                 _Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
-                missing = {t for t in _Base.metadata.tables} - set(
-                    conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
+                missing = (
+                    {t for t in _Base.metadata.tables}
+                    - _LATER_TABLES
+                    - set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars())
                 )
             if missing:
-                raise CorruptIndexError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
+                raise CorruptCatalogError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
+            if not create and not readonly:
+                self.quick_check()  # a writer writes nothing into a damaged file
+            self._has_added_columns = self._migrate()
         except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
             if create:
@@ -255,7 +343,61 @@ class Catalog:
                 raise StorageError(
                     f"cannot open {self.path} ({first_line(exc)}): its file system is full; free some space"
                 ) from exc
-            raise CorruptIndexError(f"{self.path} is damaged or not a SQLite database ({first_line(exc)})") from exc
+            raise CorruptCatalogError(f"{self.path} is damaged or not a SQLite database ({first_line(exc)})") from exc
+        except CorruptCatalogError:
+            self.engine.dispose()
+            raise
+
+    def quick_check(self, seconds: float = QUICK_CHECK_SECONDS) -> None:
+        """SQLite's ``quick_check`` (every page and record, not the indexes' contents), stopped
+        after ``seconds``; CorruptCatalogError when it finds damage."""
+        raw = self.engine.raw_connection()
+        con: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]  # pysqlite's
+        # interrupt() from another thread stops it inside the b-tree walk too (a progress
+        # handler runs only between statements' steps, and the walk is one step)
+        timer = threading.Timer(seconds, con.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            found = [str(r[0]) for r in con.execute("PRAGMA quick_check")]
+        except sqlite3.OperationalError as exc:
+            if "interrupt" not in str(exc):
+                raise
+            log.info("%s: integrity check stopped after %g s; `vidsearch verify` checks it all", self.path, seconds)
+            return
+        finally:
+            timer.cancel()
+            raw.close()
+        if found != ["ok"]:
+            lines = [line for f in found for line in f.splitlines() if not line.startswith("***")]
+            raise self._damaged(f"SQLite quick_check: {lines[0] if lines else found[0]}")
+
+    def _damaged(self, what: str) -> CorruptCatalogError:
+        return CorruptCatalogError(f"{self.path} is damaged ({what}); {_CHECK_IT}")
+
+    def _migrate(self) -> bool:
+        """Add the clip columns an older catalog lacks (a writer); whether the columns exist now."""
+        with self.engine.connect() as conn:
+            have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(clips)")}
+        lacking = [(name, kind) for name, kind in _ADDED_CLIP_COLUMNS if name not in have]
+        if not lacking:
+            return True
+        if self.readonly:
+            return False
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            with conn.begin():
+                for name, kind in lacking:
+                    conn.exec_driver_sql(f"ALTER TABLE clips ADD COLUMN {name} {kind}")
+        log.info(
+            "%s: added the clip columns %s (catalog made by an older vidsearch)", self.path, [n for n, _ in lacking]
+        )
+        return True
+
+    def _added(self, name: str) -> Any:
+        """A column added by a migration, or NULL where this (read-only) catalog predates it."""
+        column = _ClipRow.__table__.c[name]
+        return column if self._has_added_columns else null().label(name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -270,16 +412,18 @@ class Catalog:
         except DatabaseError as exc:
             if not _is_damage(exc):
                 raise
-            raise CorruptIndexError(
-                f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it; restore it from a "
-                "backup or re-index into a new folder"
-            ) from exc
+            raise self._damaged(first_line(exc)) from exc
 
     @contextmanager
     def write(self, bump: bool = True) -> Iterator[Session]:
         """One write transaction (BEGIN IMMEDIATE); ``bump`` advances the generation with it."""
         if self.readonly:
             raise RuntimeError("this catalog was opened read-only")
+        with self._transaction(bump) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, bump: bool) -> Iterator[Session]:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = True
@@ -293,9 +437,7 @@ class Catalog:
                     conn.info["write"] = False
         except DBAPIError as exc:
             if isinstance(exc, DatabaseError) and _is_damage(exc):
-                raise CorruptIndexError(
-                    f"{self.path} is damaged ({first_line(exc)}); `vidsearch verify` checks it"
-                ) from exc
+                raise self._damaged(first_line(exc)) from exc
             raise StorageError(
                 f"{self.path}: cannot write ({first_line(exc)}); everything committed before is kept"
             ) from exc
@@ -312,26 +454,30 @@ class Catalog:
         self, session: Session, status: str | None = None, ids: Iterable[int] | None = None
     ) -> list[StoredVideo]:
         """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
-        v = _Video
-        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
+        query = select(*_STORED_COLUMNS).order_by(_Video.id)
         if status is not None:
-            query = query.where(v.status == status)
+            query = query.where(_Video.status == status)
         if ids is None:
-            return [StoredVideo(*row) for row in session.execute(query)]
+            return [self._video(row) for row in session.execute(query)]
         out: list[StoredVideo] = []
         wanted = sorted({int(i) for i in ids})
         for i in range(0, len(wanted), _IN_CHUNK):
-            out += [StoredVideo(*row) for row in session.execute(query.where(v.id.in_(wanted[i : i + _IN_CHUNK])))]
+            chunk = wanted[i : i + _IN_CHUNK]
+            out += [self._video(row) for row in session.execute(query.where(_Video.id.in_(chunk)))]
         return sorted(out, key=lambda s: s.id)
 
     def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
-        v = _Video
-        row = session.execute(
-            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(
-                v.path == path
-            )
-        ).first()
-        return StoredVideo(*row) if row is not None else None
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.path == path)).first()
+        return self._video(row) if row is not None else None
+
+    def video_by_id(self, session: Session, video_id: int) -> StoredVideo | None:
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.id == video_id)).first()
+        return self._video(row) if row is not None else None
+
+    def _video(self, row: Sequence[Any]) -> StoredVideo:
+        if any(row[i] is None for i in range(6)):  # NOT NULL in the schema: only a damaged page reads so
+            raise self._damaged(f"video row {row[0]} has empty fields")
+        return StoredVideo(*row)
 
     def video_count(self, session: Session) -> int:
         return session.scalar(select(func.count(_Video.id))) or 0
@@ -347,18 +493,52 @@ class Catalog:
         return session.scalar(select(func.count(_ClipRow.id))) or 0
 
     def clip_table(self, session: Session) -> ClipTable:
-        """Every clip's id, video and times, sorted by id."""
+        """Every clip's id, video, times and marks, sorted by id."""
+        c = _ClipRow
         rows = session.execute(
-            select(_ClipRow.id, _ClipRow.video_id, _ClipRow.start_s, _ClipRow.end_s).order_by(_ClipRow.id)
+            select(
+                c.id,
+                c.video_id,
+                c.start_s,
+                c.end_s,
+                func.coalesce(self._added("pixel_std"), -1.0),
+                func.coalesce(self._added("common_videos"), 0),
+            ).order_by(c.id)
         ).all()
-        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 4)
-        return ClipTable(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3])
+        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 6)
+        if np.isnan(arr[:, :4]).any():  # an empty (NULL) field reads as NaN
+            raise self._damaged("clip rows with empty fields")
+        spread = np.where(arr[:, 4] < 0, np.nan, arr[:, 4])  # a spread is never negative: -1 is NULL
+        return ClipTable(
+            arr[:, 0].astype(np.int64),
+            arr[:, 1].astype(np.int64),
+            arr[:, 2],
+            arr[:, 3],
+            spread,
+            arr[:, 5].astype(np.int64),
+        )
+
+    def clip_marks(self, session: Session, clip_ids: Sequence[int]) -> dict[int, tuple[float, int]]:
+        """clip id → (pixel spread, NaN when not measured; videos its footage appears in when
+        common, else 0), for ids that exist."""
+        out: dict[int, tuple[float, int]] = {}
+        ids = sorted({int(i) for i in clip_ids})
+        spread, common = self._added("pixel_std"), self._added("common_videos")
+        for i in range(0, len(ids), _IN_CHUNK):
+            for cid, s, n in session.execute(
+                select(_ClipRow.id, spread, common).where(_ClipRow.id.in_(ids[i : i + _IN_CHUNK]))
+            ):
+                out[cid] = (np.nan if s is None else float(s), int(n or 0))
+        return out
 
     def clips_of(self, session: Session, video_id: int) -> list[tuple[int, float, float]]:
         """A video's clips as (clip id, start_s, end_s), in time order."""
         c = _ClipRow
         query = select(c.id, c.start_s, c.end_s).where(c.video_id == video_id).order_by(c.start_s, c.id)
-        return [(int(i), float(s), float(e)) for i, s, e in session.execute(query)]
+        rows = session.execute(query).all()
+        if any(s is None or e is None for _, s, e in rows):
+            raise self._damaged(f"clips of video {video_id} with empty fields")
+        return [(int(i), float(s), float(e)) for i, s, e in rows]
 
     def _clip_chunks(self, session: Session, *columns: str, chunk: int = 50_000) -> Iterator[Sequence[Any]]:
         """Rows of (clip id, *columns) in chunks by id, with Core (no ORM objects): bounded memory."""
@@ -441,6 +621,8 @@ class Catalog:
                     table.c.id.in_(ids[i : i + _IN_CHUNK])
                 )
             ):
+                if vid is None or s is None or e is None:
+                    raise self._damaged(f"clip row {cid} has empty fields")
                 out[cid] = (vid, s, e)
         return out
 
@@ -451,7 +633,36 @@ class Catalog:
             select(c.start_s, c.end_s, c.embedding).where(c.video_id == video_id).order_by(c.start_s, c.id)
         ).all()
         times = np.array([(r[0], r[1]) for r in rows], dtype=np.float64).reshape(-1, 2)
+        if np.isnan(times).any():
+            raise self._damaged(f"clips of video {video_id} with empty fields")
         return times, decode_embeddings([r[2] for r in rows], dim)
+
+    def video_pixel_std(self, session: Session, video_id: int) -> np.ndarray:
+        """A video's clips' pixel spreads in the order of ``video_clips`` (NaN: not measured)."""
+        c = _ClipRow
+        query = select(self._added("pixel_std")).where(c.video_id == video_id).order_by(c.start_s, c.id)
+        return np.array([np.nan if s is None else s for s in session.scalars(query)], dtype=np.float64)
+
+    def decisions(self, session: Session) -> list[DecisionRecord]:
+        """Every stored verdict, oldest first (none in a catalog that never stored one)."""
+        if not _has_table(session, _Decision.__tablename__):
+            return []
+        d = _Decision
+        rows = session.execute(
+            select(d.id, d.fingerprint_a, d.fingerprint_b, d.verdict, d.path_a, d.path_b, d.decided_at).order_by(d.id)
+        )
+        return [DecisionRecord(i, (fa, fb), v, (pa, pb), at) for i, fa, fb, v, pa, pb, at in rows]
+
+    def videos_by_fingerprints(self, session: Session, fingerprints: Iterable[str]) -> list[StoredVideo]:
+        """Indexed videos whose content fingerprint is one of ``fingerprints``, by id."""
+        v = _Video
+        wanted = sorted(set(fingerprints))
+        query = select(*_STORED_COLUMNS)
+        out: list[StoredVideo] = []
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = query.where(v.fingerprint.in_(wanted[i : i + _IN_CHUNK]), v.status == STATUS_INDEXED)
+            out += [self._video(row) for row in session.execute(chunk)]
+        return sorted(out, key=lambda s: s.id)
 
     # ---- consistency (verify) ------------------------------------------------------------
 
@@ -461,8 +672,10 @@ class Catalog:
         return [] if found == ["ok"] else found
 
     def orphan_clip_count(self, session: Session) -> int:
-        """Clip rows whose video row is gone."""
-        return session.scalar(select(func.count(_ClipRow.id)).where(~_ClipRow.video_id.in_(select(_Video.id)))) or 0
+        """Clip rows whose video row is gone (or that name none: only a damaged page reads so)."""
+        c = _ClipRow
+        orphan = c.video_id.is_(None) | ~c.video_id.in_(select(_Video.id))
+        return session.scalar(select(func.count(c.id)).where(orphan)) or 0
 
     def indexed_without_clips(self, session: Session) -> list[tuple[int, bytes]]:
         """(id, path) of videos marked indexed that have no clips."""
@@ -529,7 +742,13 @@ class Catalog:
         session.add(video)
         session.flush()
         rows = [
-            _ClipRow(video_id=video.id, start_s=c.start_s, end_s=c.end_s, embedding=encode_embedding(c.embedding))
+            _ClipRow(
+                video_id=video.id,
+                start_s=c.start_s,
+                end_s=c.end_s,
+                embedding=encode_embedding(c.embedding),
+                pixel_std=c.pixel_std,
+            )
             for c in clips
         ]
         session.add_all(rows)
@@ -547,7 +766,7 @@ class Catalog:
             if src is None:
                 raise ValueError(f"no video with id {source_id} to copy")
             clips = [
-                ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE))
+                ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE), c.pixel_std)
                 for c in session.scalars(select(_ClipRow).where(_ClipRow.video_id == source_id).order_by(_ClipRow.id))
             ]
             record = VideoRecord(
@@ -580,6 +799,20 @@ class Catalog:
         with self.write() as session:
             return _delete_videos(session, video_ids)
 
+    def set_common(self, counts: dict[int, int]) -> None:
+        """Replace the common-footage marks: clip id → videos its footage appears in; every other
+        clip is not common. The vectors do not change, so neither does the generation."""
+        with self.write(bump=False) as session:
+            session.execute(
+                update(_ClipRow).where(_ClipRow.common_videos.is_not(None)).values(common_videos=None),
+                execution_options={"synchronize_session": False},
+            )
+            if counts:  # a plain executemany: a clip removed since the pass read it matches no row
+                session.connection().execute(
+                    update(_ClipRow).where(_ClipRow.id == bindparam("cid")).values(common_videos=bindparam("n")),
+                    [{"cid": int(i), "n": int(n)} for i, n in counts.items()],
+                )
+
     def start_run(self) -> int:
         with self.write(bump=False) as session:
             run = _Run()
@@ -590,6 +823,37 @@ class Catalog:
     def finish_run(self, run_id: int, status: str, **counts: int) -> None:
         with self.write(bump=False) as session:
             session.execute(update(_Run).where(_Run.id == run_id).values(status=status, finished_at=_now(), **counts))
+
+    # ---- verdicts: the user's notes on pairs, outside what the writer lock guards (clips, the
+    # generation, the vectors file), so any process may write them, an index job running or not;
+    # SQLite serialises the transactions. ----------------------------------------------------
+
+    def store_decision(
+        self,
+        fingerprints: tuple[str, str],
+        verdict: str,
+        paths: tuple[bytes, bytes],
+        decided_at: dt.datetime | None = None,
+    ) -> DecisionRecord:
+        """Store (or replace) the verdict on a pair; ``fingerprints`` and ``paths`` in the same order."""
+        (fa, pa), (fb, pb) = sorted(zip(fingerprints, paths))
+        with self._transaction(bump=False) as session:
+            _Base.metadata.create_all(session.connection(), tables=[_Base.metadata.tables[_Decision.__tablename__]])
+            session.execute(delete(_Decision).where(_Decision.fingerprint_a == fa, _Decision.fingerprint_b == fb))
+            row = _Decision(fingerprint_a=fa, fingerprint_b=fb, verdict=verdict, path_a=pa, path_b=pb)
+            if decided_at is not None:
+                row.decided_at = decided_at
+            session.add(row)
+            session.flush()
+            return DecisionRecord(row.id, (fa, fb), verdict, (pa, pb), row.decided_at)
+
+    def remove_decision(self, decision_id: int) -> DecisionRecord | None:
+        """Delete a stored verdict; returns it (None when there is none with that id)."""
+        with self._transaction(bump=False) as session:
+            found = [d for d in self.decisions(session) if d.id == decision_id]
+            if found:
+                session.execute(delete(_Decision).where(_Decision.id == decision_id))
+            return found[0] if found else None
 
 
 def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
@@ -665,6 +929,11 @@ def _bump_generation(session: Session) -> None:
         session.add(_Meta(key="generation", value=1))
 
 
+def _has_table(session: Session, name: str) -> bool:
+    query = text("SELECT 1 FROM sqlite_master WHERE type='table' AND name=:name")
+    return session.execute(query, {"name": name}).first() is not None
+
+
 def _is_damage(exc: DatabaseError) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
@@ -674,6 +943,7 @@ __all__ = [
     "Catalog",
     "ClipRecord",
     "ClipTable",
+    "DecisionRecord",
     "EMBEDDING_DTYPE",
     "StoredVideo",
     "VideoRecord",

@@ -47,6 +47,21 @@ def cells_for(n: int) -> int:
     return 2 ** int(round(np.log2(np.sqrt(max(n, 1)))))
 
 
+def training_minimum(spec: str) -> int:
+    """The fewest vectors FAISS can train a ``spec`` index on (0: it needs no training).
+
+    k-means needs a vector per centroid: ``IVF{k}`` needs k, product-quantizer codes 2^bits per
+    sub-quantizer (``PQ{m}``: 8 bits, ``PQ{m}x{bits}``; OPQ too), a PCA to d dimensions d; scalar
+    and other codes need one. Below it, FAISS refuses to train.
+    """
+    need = [int(k) for k in re.findall(r"IVF(\d+)", spec)]
+    need += [2 ** int(bits or 8) for bits in re.findall(r"PQ\d+(?:x(\d+))?", spec)]
+    need += [int(d) for d in re.findall(r"PCA[A-Z]*(\d+)", spec)]
+    if re.search(r"SQ|RQ|LSQ|ITQ|RR\d", spec):
+        need.append(1)
+    return max(need, default=0)
+
+
 def choose_spec(n: int, dim: int) -> str:
     """The index type for ``n`` clips of ``dim`` dimensions (see the module's notes)."""
     if n < EXACT_LIMIT:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from vidsearch.errors import (
 from vidsearch.settings import ClipSettings, EncoderSettings
 from vidsearch.storage.atomic import atomic_write_bytes
 from vidsearch.storage.catalog import Catalog, holds_nothing
-from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch
+from vidsearch.storage.faiss_spec import DEFAULT_SPEC, choose_spec, should_switch, training_minimum
 from vidsearch.storage.lock import LOCK, acquire_lock, release_lock, warn_if_network_filesystem
 from vidsearch.storage.manifest import Manifest, describe_differences
 from vidsearch.storage.vectors import VectorFileError, VectorHeader, VectorIndex, exact_knn, tune
@@ -62,6 +64,7 @@ class Library:
         self._lock_fd = lock_fd
         self._vectors: VectorIndex | None = None
         self._vectors_generation = -1
+        self._orphans_said = False
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -167,6 +170,24 @@ class Library:
         release_lock(self._lock_fd)
         self._lock_fd = None
 
+    @contextmanager
+    def writing_catalog(self) -> Iterator[Catalog]:
+        """The catalog for one short write of derived data (common-footage marks): a writer's own;
+        for a reader, the catalog opened for writing while this holds the writer lock, so that a
+        reader writes only when no job does. IndexLockedError when another process holds it."""
+        if self.writable:
+            yield self.catalog
+            return
+        lock_fd = acquire_lock(self.root)
+        try:
+            catalog = Catalog(self.root / CATALOG)
+            try:
+                yield catalog
+            finally:
+                catalog.close()
+        finally:
+            release_lock(lock_fd)
+
     def __enter__(self) -> Library:
         return self
 
@@ -187,6 +208,19 @@ class Library:
     def update_manifest(self, **changes) -> None:
         self.manifest = replace(self.manifest, **changes)
         self.write_manifest()
+
+    def skip_orphans(self, session) -> int:
+        """How many clip rows belong to no video (in ``session``'s snapshot). Readers skip them
+        and say so once; ``verify --repair`` deletes them."""
+        n = self.catalog.orphan_clip_count(session)
+        if n and not self._orphans_said:
+            self._orphans_said = True
+            log.warning(
+                "%s: %d clip rows belong to no video; skipped (`vidsearch verify --repair` deletes them)",
+                self.catalog.path,
+                n,
+            )
+        return n
 
     # ---- vectors ---------------------------------------------------------------------------
 
@@ -239,7 +273,8 @@ class Library:
                 gone = np.setdiff1d(have, self.catalog.clip_ids(session, up_to=top), assume_unique=True)
             live = len(have) - len(gone) + len(new)
             changed = len(gone) + len(new) + len(vi.tombstones)  # tombstones are compacted only by a rebuild
-            if vi.needs_training or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * live):
+            trainable = vi.spec != self.manifest.faiss_spec and self.exact_until(live) is None  # an exact stand-in
+            if vi.needs_training or trainable or changed > max(CATCH_UP_MIN, CATCH_UP_SHARE * live):
                 return None
             vi.remove(gone)
             for i in range(0, len(new), CATCH_UP_CHUNK):
@@ -257,18 +292,23 @@ class Library:
         """Build the FAISS index from the catalog in one snapshot (and save it, as a writer).
 
         An index type that needs training is trained on a random sample of the catalog, and its
-        search parameters are tuned for recall against exact search on held-out clips.
+        search parameters are tuned for recall against exact search on held-out clips. While the
+        catalog has too few clips to train it, the index is exact (``IDMap2,Flat``) in its stead.
         """
         dim = self.manifest.encoder.dim
         spec = self.manifest.faiss_spec
         with self.catalog.read() as session:
             generation = self.catalog.generation(session)
             vi = self._attach(VectorIndex.empty(dim, spec))
-            if vi.needs_training:
-                _, sample = self.catalog.sample_embeddings(session, TRAIN_SAMPLE, dim)
+            until = self.exact_until(self.catalog.clip_count(session)) if vi.needs_training else None
+            if until is not None:
+                log.info("%s: %s needs %d clips to be trained; exact search until then", self.root, spec, until)
+                vi = VectorIndex.empty(dim, DEFAULT_SPEC)
+            elif vi.needs_training:
+                _, sample = self.catalog.sample_embeddings(session, max(TRAIN_SAMPLE, training_minimum(spec)), dim)
                 try:
                     vi.train(sample)
-                except RuntimeError as exc:  # too few clips yet for this type: exact until there are
+                except RuntimeError as exc:  # a type whose needs training_minimum does not know
                     log.warning(
                         "%s: cannot train %s on %d clips (%s); searching exactly for now",
                         self.root,
@@ -294,8 +334,16 @@ class Library:
             self.save_vectors()
         return vi
 
+    def exact_until(self, clips: int) -> int | None:
+        """How many clips the manifest's index type needs to be trained, while ``clips`` is fewer
+        (search is exact until then); None when it can be built now."""
+        need = training_minimum(self.manifest.faiss_spec)
+        return need if clips < need else None
+
     def switch_index_type(self, spec: str | None = None) -> bool:
         """Pin ``spec`` (rebuilding), or with None let the size choose when the type is not pinned.
+        Either way, an exact stand-in for a type that had too few clips to be trained is replaced
+        by the real thing once there are enough.
 
         Returns whether the index was rebuilt.
         """
@@ -304,21 +352,22 @@ class Library:
             VectorIndex.empty(self.manifest.encoder.dim, spec)  # a bad factory string fails here
             self.update_manifest(faiss_spec=spec, faiss_pinned=True, faiss_params={})
         else:
-            if self.manifest.faiss_pinned:
-                return False
             with self.catalog.read() as session:
                 n = self.catalog.clip_count(session)
             dim = self.manifest.encoder.dim
-            if not should_switch(self.manifest.faiss_spec, n, dim):
-                return False
-            log.info(
-                "%s: %d clips; switching the index type from %s to %s",
-                self.root,
-                n,
-                self.manifest.faiss_spec,
-                choose_spec(n, dim),
-            )
-            self.update_manifest(faiss_spec=choose_spec(n, dim), faiss_params={})
+            if self.manifest.faiss_pinned or not should_switch(self.manifest.faiss_spec, n, dim):
+                stand_in = self._vectors is not None and self._vectors.spec != self.manifest.faiss_spec
+                if not stand_in or self.exact_until(n) is not None:
+                    return False
+            else:
+                log.info(
+                    "%s: %d clips; switching the index type from %s to %s",
+                    self.root,
+                    n,
+                    self.manifest.faiss_spec,
+                    choose_spec(n, dim),
+                )
+                self.update_manifest(faiss_spec=choose_spec(n, dim), faiss_params={})
         self.rebuild_vectors()
         return True
 
@@ -406,6 +455,7 @@ def header_mismatches(header: VectorHeader, manifest: Manifest) -> list[str]:
         problems.append("belongs to another index")
     if header.dim != manifest.encoder.dim:
         problems.append(f"has dim {header.dim}, the manifest {manifest.encoder.dim}")
-    if header.spec != manifest.faiss_spec:
+    stand_in = header.spec == DEFAULT_SPEC and header.ntotal < training_minimum(manifest.faiss_spec)
+    if header.spec != manifest.faiss_spec and not stand_in:  # an exact index until the type can be trained
         problems.append(f"is of type {header.spec}, the manifest says {manifest.faiss_spec}")
     return problems

@@ -119,3 +119,28 @@ def release_lock(fd: int | None) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def lock_holder(root: Path) -> str | None:
+    """The writer that holds the lock now (the pid and host it recorded), or None.
+
+    Probes with a shared flock, and only when the lock file names someone (a running writer, or
+    one that was killed): the probe lasts microseconds, but a writer that starts in that instant
+    after a killed one is refused as if the index were busy.
+    """
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
+        if not holder:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

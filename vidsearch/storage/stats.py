@@ -33,13 +33,15 @@ class LibraryStats:
     generation: int
     duplicate_threshold: float | None
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: clips the index type needs to be trained; search is exact until the catalog has them
+    exact_search_until: int | None = None
 
 
 def library_stats(lib: Library) -> LibraryStats:
     """Counts, settings and failures of an index, read in one snapshot."""
     with lib.catalog.read() as s:
         count = lib.catalog.status_counts(s)
-        clips = lib.catalog.clip_count(s)
+        clips = lib.catalog.clip_count(s) - lib.skip_orphans(s)
         duration = lib.catalog.indexed_duration(s)
         failed = sorted((v.display_path, v.error or "") for v in lib.catalog.videos(s, STATUS_FAILED))
         generation = lib.catalog.generation(s)
@@ -63,6 +65,7 @@ def library_stats(lib: Library) -> LibraryStats:
         generation=generation,
         duplicate_threshold=m.duplicate_threshold,
         failed=failed,
+        exact_search_until=lib.exact_until(clips),
     )
 
 

@@ -156,9 +156,10 @@ class VectorIndex:
             self.tombstones.update(int(i) for i in ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (Q, k); missing neighbours have id -1 and score -inf."""
+        """(scores, ids), each (Q, min(k, ntotal)); missing neighbours have id -1 and score -inf."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         q = len(queries)
+        k = max(0, min(k, self.ntotal))  # a k past the index size would only allocate rows of -1
         scores = np.full((q, k), -np.inf, dtype=np.float32)
         ids = np.full((q, k), -1, dtype=np.int64)
         if q == 0 or k < 1 or self.ntotal <= 0:  # FAISS can abort when searching an empty index

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import CorruptIndexError, StorageError, VidsearchError
+from vidsearch.errors import CorruptCatalogError, CorruptIndexError
 from vidsearch.storage.catalog import EMBEDDING_DTYPE
 from vidsearch.storage.library import Library, header_mismatches
+from vidsearch.storage.lock import lock_holder
 from vidsearch.storage.vectors import VectorFileError, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+    #: what is as it should be but worth saying (a writer still running; exact until trainable)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -84,18 +87,24 @@ def _check_catalog(lib: Library, report: VerifyReport) -> tuple[set[int], np.nda
     return bad_videos, (np.concatenate(ids) if ids else np.zeros(0, np.int64))
 
 
-def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport) -> bool:
-    """FAISS file problems; returns whether it needs a rebuild."""
+def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport, writer: str | None) -> bool:
+    """FAISS file problems; returns whether it needs a rebuild. ``writer``: the job holding the
+    lock, whose vectors file is behind the catalog until it saves it."""
     try:
         vi, header = VectorIndex.load(lib.vectors_path)
     except VectorFileError as exc:
         report.problems.append(Problem("vectors", f"{lib.vectors_path}: {exc}", True))
         return True
     problems = header_mismatches(header, lib.manifest)
-    if header.generation != report.counts["generation"]:
-        problems.append(
-            f"was built at catalog generation {header.generation}, the catalog is at {report.counts['generation']}"
+    generation = report.counts["generation"]
+    if writer is not None and not problems and header.generation < generation:
+        report.notes.append(
+            f"{lib.vectors_path} is behind the catalog (generation {header.generation}, the catalog {generation}) "
+            f"while {writer} writes; that job brings it up to date"
         )
+        return False
+    if header.generation != generation:
+        problems.append(f"was built at catalog generation {header.generation}, the catalog is at {generation}")
     live = vi.ids()
     if len(live) != len(clip_ids) or not np.array_equal(live, clip_ids):
         missing = len(np.setdiff1d(clip_ids, live))
@@ -103,19 +112,30 @@ def _check_vectors(lib: Library, clip_ids: np.ndarray, report: VerifyReport) -> 
         problems.append(
             f"holds {len(live)} clips, the catalog {len(clip_ids)} ({missing} missing, {extra} not in the catalog)"
         )
+    until = lib.exact_until(len(clip_ids))
+    if not problems and until is not None:
+        m = lib.manifest
+        report.notes.append(f"{'pinned ' if m.faiss_pinned else ''}{m.faiss_spec}; exact search until {until} clips")
     for p in problems:
         report.problems.append(Problem("vectors", f"{lib.vectors_path} {p}", True))
     return bool(problems)
 
 
 def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
-    """Check an index directory; with ``repair``, rebuild what can be rebuilt (takes the writer lock)."""
+    """Check an index directory; with ``repair``, rebuild what can be rebuilt (takes the writer lock).
+
+    A damaged manifest or catalog is a problem in the report. What is not damage raises its own
+    error: no index there (IndexNotFoundError), one made by a newer vidsearch
+    (IncompatibleIndexError), and, with ``repair``, another job holding the lock (IndexLockedError).
+    """
     report = VerifyReport(str(index_dir))
+    writer = None if repair else lock_holder(Path(index_dir))
     try:
         lib = Library.open(index_dir, writable=repair)
-    except VidsearchError as exc:
-        if isinstance(exc, StorageError) or not Path(index_dir).exists():  # read-only folder, full disk: not damage
-            raise
+    except CorruptCatalogError as exc:
+        report.problems.append(Problem("catalog", str(exc), False))
+        return report
+    except CorruptIndexError as exc:
         report.problems.append(Problem("manifest", str(exc), False))
         return report
     with lib:
@@ -126,7 +146,7 @@ def verify(index_dir: str | os.PathLike, repair: bool = False) -> VerifyReport:
             return report
         if clip_ids is None:  # the catalog failed its integrity check: nothing else is trustworthy
             return report
-        rebuild = _check_vectors(lib, clip_ids, report)
+        rebuild = _check_vectors(lib, clip_ids, report, writer)
         if not repair or not report.problems:
             return report
         if any(not p.repairable for p in report.problems):

@@ -136,3 +136,28 @@ def test_tuning_reaches_its_target_on_hard_vectors(spec, knob):
     fresh = hard(rng, 200, 64)[::20]
     _, found = vi.search(fresh, 10)
     assert recall_at(found, exact_knn(fresh, [(ids, data)], 10)) >= 0.95
+
+
+def test_rerank_in_blocks_gives_the_same_answers(monkeypatch):
+    """A re-ranked search over many queries reads its candidates' vectors a block of queries at a
+    time; the answers are the same as in one go, and exact (the fetched vectors' own scores)."""
+    import vidsearch.storage.vectors as vectors_mod
+
+    rng = np.random.default_rng(23)
+    data = hard(rng, 100, 32)
+    ids = np.arange(len(data), dtype=np.int64) + 100
+    vi = VectorIndex.empty(32, "RR32,IVF16_HNSW32,PQ16x4fs")
+    vi.train(data)
+    vi.add(ids, data)
+    asked = []
+    vi.fetch = lambda want: asked.append(len(want)) or (want, data[want - 100])
+    vi.set_params({"nprobe": 16, "k_factor": 10})
+    queries = hard(rng, 10, 32)
+    whole = vi.search(queries, 5)
+    assert len(asked) == 1
+    monkeypatch.setattr(vectors_mod, "RERANK_BLOCK", 120)  # 50 candidates a query: 2 queries a block
+    asked.clear()
+    blocks = vi.search(queries, 5)
+    assert len(asked) == 100 and max(asked) <= 100
+    np.testing.assert_array_equal(blocks[1], whole[1])
+    np.testing.assert_allclose(whole[0], np.einsum("qd,qkd->qk", queries, data[whole[1] - 100]), rtol=1e-5)

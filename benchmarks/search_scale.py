@@ -18,7 +18,7 @@ open the index after one more video was committed than the vectors file holds, c
 id, against a rebuild from the catalog.
 
 Usage: python benchmarks/search_scale.py [--clips 100000 1000000] [--vectors hard easy]
-       [--spec FACTORY ...] [--dupes] [--stale] [--from-index DIR]
+       [--spec auto FACTORY ...] [--dupes] [--dupes-threshold 0.95] [--stale] [--from-index DIR]
 """
 
 from __future__ import annotations

@@ -89,3 +89,13 @@ def test_messages_about_a_task_the_worker_no_longer_has_are_dropped(tmp_path):
         deadline = time.monotonic() + 8  # spawning and decoding a 2 s video takes a few seconds
         while time.monotonic() < deadline:
             assert pool.get(0.2) is None  # every message names token 1: none is passed on
+
+
+def test_a_workers_start_up_does_not_count_against_its_first_videos_timeout(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
+    monkeypatch.setenv("VIDSEARCH_FAULT_WORKER", "slow_start:3")  # imports on a loaded machine
+    with closing(WorkerPool(1, SETTINGS, timeout_s=1)) as pool:
+        pool.assign(pool.idle()[0], DecodeTask(1, str(path)))  # at once, while the worker starts
+        msgs, failed = drain(pool, 1, timeout=60)
+    assert not failed
+    assert msgs[-1] == Done(1, 1, [])

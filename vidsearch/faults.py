@@ -8,8 +8,10 @@ embedded), ``in_commit`` (inside a video's transaction, before it commits), ``in
 ``VIDSEARCH_FAULT_WORKER=kind:NAME`` makes a decode worker misbehave on the file named NAME:
 ``hang`` (sleeps for an hour), ``crash`` (segfaults), ``crash_sending`` (segfaults while its
 first clip is being sent) or ``alloc`` (allocates memory without end).
+``VIDSEARCH_FAULT_WORKER=slow_start:SECONDS`` makes every decode worker take that much longer to start.
 
-Unset, each costs one dict lookup.
+Unset, each costs one dict lookup. ``environment()`` hands them to processes that do not inherit
+this one's environment (a Ray cluster's workers).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ import time
 
 _counts: dict[str, int] = {}
 WORKER_FAULTS = ("hang", "crash", "crash_sending", "alloc")
+_VARIABLES = ("VIDSEARCH_FAULT", "VIDSEARCH_FAULT_WORKER")
+
+
+def environment() -> dict[str, str]:
+    """The fault variables set in this process."""
+    return {name: os.environ[name] for name in _VARIABLES if os.environ.get(name)}
 
 
 def fault(point: str) -> None:
@@ -33,6 +41,13 @@ def fault(point: str) -> None:
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_start() -> None:
+    """Called by a decode worker when it has started, before it says so."""
+    kind, _, seconds = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
+    if kind == "slow_start":
+        time.sleep(float(seconds))
 
 
 def worker_fault(path: str) -> None:

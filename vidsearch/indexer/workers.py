@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vidsearch.faults import worker_fault
+from vidsearch.faults import worker_fault, worker_start
 
 if TYPE_CHECKING:
     from vidsearch.media.readers import Clip, VideoInfo
@@ -98,6 +98,16 @@ class Failed:
 Message = Info | ClipMsg | Done | Failed
 
 
+@dataclass(frozen=True)
+class _Started:
+    """Sent once by a worker when its imports are done: start-up (seconds on a loaded machine) is
+    not decoding, and does not count against the first video's timeout."""
+
+
+#: How long a worker may take to start before it is taken for hung (its timeout, if longer).
+STARTUP_TIMEOUT_S = 120.0
+
+
 @dataclass
 class _Worker:
     proc: Any  # multiprocessing Process
@@ -107,6 +117,8 @@ class _Worker:
     last: float = field(default_factory=time.monotonic)
     #: its pipe broke or it died; reap() collects it
     dead: bool = False
+    #: it has said _Started
+    started: bool = False
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -174,6 +186,8 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
 
     logging.getLogger("vidsearch").setLevel(settings.log_level)
     frame_size = FrameSize(settings.short_edge, settings.resample)
+    worker_start()
+    conn.send(_Started())
     while True:
         try:
             task = conn.recv()
@@ -255,6 +269,9 @@ class WorkerPool:
             except (EOFError, OSError):  # died, perhaps half-way through a message
                 w.dead = True
                 continue
+            if isinstance(msg, _Started):
+                w.started, w.last = True, time.monotonic()
+                continue
             if w.task is not None and w.task.token == msg.token:
                 w.last = time.monotonic()
                 if isinstance(msg, (Done, Failed)):
@@ -289,9 +306,12 @@ class WorkerPool:
                     reason = f"decoder crashed (signal {-code})"
                 else:
                     reason = f"decoder exited ({code})"
-            elif task is not None and now - w.last > self.timeout_s and not w.conn.poll():
+            elif task is not None and now - w.last > self._allowed(w) and not w.conn.poll():
                 proc.kill()
-                reason = f"decoding timed out ({self.timeout_s:g}s without progress)"
+                if w.started:
+                    reason = f"decoding timed out ({self.timeout_s:g}s without progress)"
+                else:
+                    reason = f"decoder did not start in {self._allowed(w):g}s"
             if reason is None:
                 continue
             proc.join(5)
@@ -301,6 +321,9 @@ class WorkerPool:
             if task is not None:
                 failed.append((task, reason))
         return failed
+
+    def _allowed(self, w: _Worker) -> float:
+        return self.timeout_s if w.started else max(self.timeout_s, STARTUP_TIMEOUT_S)
 
     def close(self) -> None:
         for w in self.workers.values():

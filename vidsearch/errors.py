@@ -74,6 +74,23 @@ class InvalidArgumentError(VidsearchError, ValueError):
     exit_code = 2
 
 
+class MissingExtraError(VidsearchError):
+    """An option needs an optional extra that is not installed (``pip install 'vidsearch[NAME]'``)."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, extra: str, module: str):
+        self.extra = extra
+        super().__init__(f"{what} needs {module}, which is not installed: pip install 'vidsearch[{extra}]'")
+
+
+class ClusterError(VidsearchError):
+    """The Ray cluster cannot run the job (a node cannot see the library, too few resources, a
+    pipeline failure); what was committed before is kept."""
+
+    exit_code = 1
+
+
 class VideosFailedError(VidsearchError):
     """Some videos could not be indexed; the others were."""
 

@@ -13,7 +13,10 @@ import pytest
 from harness import ENV, assert_faiss_matches_catalog, catalog_state
 from helpers import write_video, write_videos
 
-ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'vidsearch[ray]'")
+if os.environ.get("CI"):
+    import ray  # CI installs the extra: without it these tests fail there, never skip
+else:
+    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'vidsearch[ray]'")
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +159,24 @@ def test_a_driver_killed_mid_run_is_finished_by_the_same_command(tmp_path, four,
     assert vs("verify", "--index", idx).exit_code == 0
 
 
+@pytest.mark.slow
+def test_an_actor_whose_node_has_another_checkpoint_stops_the_job_in_one_line(tmp_path, four, encoder, local_ray):
+    import copy
+    import dataclasses
+
+    from vidsearch.errors import ModelUnavailableError
+    from vidsearch.indexer.ray_job import index_on_ray
+
+    other = copy.copy(encoder)  # the driver's: the same model folder, said to be another revision
+    other.settings = dataclasses.replace(encoder.settings, revision="sha:the-drivers-own")
+    with pytest.raises(ModelUnavailableError) as caught:
+        index_on_ray(tmp_path / "idx", [four], encoder=other)
+    assert str(caught.value) == (
+        f"on the Ray cluster: {encoder.settings.model} on this node is not the checkpoint the index was made with "
+        f"(revision {encoder.settings.revision}, the driver's sha:the-drivers-own)"
+    )
+
+
 def test_a_file_that_a_node_cannot_see_stops_the_job_before_it_streams(tmp_path, local_ray):
     from vidsearch.errors import ClusterError
     from vidsearch.indexer.ray_job import check_shared_paths
@@ -188,3 +209,26 @@ def test_a_two_node_cluster(tmp_path, four, vs):
         assert_faiss_matches_catalog(idx)
     finally:
         cluster.shutdown()
+
+
+def test_the_pipeline_takes_its_shape_from_the_cluster_and_refuses_one_it_would_wait_on_forever():
+    from vidsearch.errors import ClusterError
+    from vidsearch.indexer.job import IndexOptions
+    from vidsearch.indexer.ray_job import RayOptions, _shape
+
+    gb = 2.0**30
+    gpu_nodes = [{"CPU": 16, "GPU": 4, "memory": 64 * gb}, {"CPU": 16, "GPU": 4, "memory": 64 * gb}]
+    shape = _shape(gpu_nodes, RayOptions(), IndexOptions())
+    assert (shape.actors, shape.gpus_per_actor, shape.batch_size) == (8, 1.0, 32)  # one per GPU, GPU batches
+    assert shape.decode_memory_bytes == (4096 + 512) * 2**20
+    assert shape.object_store_bytes == 8 * 32 * 4 * 16 * 224 * 523 * 3  # four batches in flight per actor
+    shape = _shape(gpu_nodes, RayOptions(gpus_per_actor=0.5), IndexOptions(batch_size=8))
+    assert (shape.actors, shape.gpus_per_actor, shape.batch_size) == (16, 0.5, 8)
+    shape = _shape([{"CPU": 2, "memory": 8 * gb}], RayOptions(), IndexOptions())
+    assert (shape.actors, shape.gpus_per_actor, shape.batch_size, shape.object_store_bytes) == (1, 0.0, 1, 2**29)
+    with pytest.raises(ClusterError, match="2 encoder actor.s. at 1 GPU each need 2 GPUs; the Ray cluster has 0"):
+        _shape([{"CPU": 2, "memory": 8 * gb}], RayOptions(actors=2, gpus_per_actor=1), IndexOptions())
+    with pytest.raises(ClusterError, match="has 1 CPUs; an encoder actor and a decode task need 2"):
+        _shape([{"CPU": 1, "memory": 8 * gb}], RayOptions(), IndexOptions())
+    with pytest.raises(ClusterError, match="reserves 4608 MB .* the largest node of the Ray cluster has 4096 MB"):
+        _shape([{"CPU": 8, "memory": 4 * gb}, {"CPU": 8, "memory": 4 * gb}], RayOptions(), IndexOptions())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vidsearch import faults
-from vidsearch.errors import ClusterError, MissingExtraError, ModelUnavailableError, first_line
+from vidsearch.errors import ClusterError, MissingExtraError, ModelUnavailableError, first_line, last_line
 from vidsearch.indexer.job import (
     Embedded,
     IndexOptions,
@@ -169,7 +170,7 @@ class _Cluster:
         self, lib: Library, model: EncoderSettings, work: list[_Job], opts: IndexOptions, summary: IndexSummary
     ) -> None:
         ray = self.connect()
-        shape = _shape(ray.cluster_resources(), self.options, opts)
+        shape = _shape([n["Resources"] for n in _nodes(ray)], self.options, opts)
         check_shared_paths(work[0].file)
         ctx = ray.data.DataContext.get_current()  # a dataset takes a copy when it is made
         saved = (ctx.target_max_block_size, ctx.enable_progress_bars, ctx.execution_options.resource_limits)
@@ -195,10 +196,15 @@ class _Shape:
     object_store_bytes: int
 
 
-def _shape(resources: dict[str, float], options: RayOptions, opts: IndexOptions) -> _Shape:
-    """Actors, GPUs and memory for this cluster; a cluster that cannot run one of each stage is refused
-    here (Ray would wait for the resources without end)."""
-    gpus = resources.get("GPU", 0.0)
+def _nodes(ray) -> list[dict]:
+    """The cluster's live nodes that can run tasks."""
+    return [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+
+
+def _shape(nodes: list[dict[str, float]], options: RayOptions, opts: IndexOptions) -> _Shape:
+    """Actors, GPUs and memory for a cluster of ``nodes`` (their resources); one that cannot run
+    each stage is refused here (Ray would wait for the resources without end)."""
+    gpus = sum(n.get("GPU", 0.0) for n in nodes)
     per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1.0 if gpus else 0.0)
     actors = options.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
     if per_actor * actors > gpus:
@@ -206,16 +212,17 @@ def _shape(resources: dict[str, float], options: RayOptions, opts: IndexOptions)
             f"{actors} encoder actor(s) at {per_actor:g} GPU each need {per_actor * actors:g} GPUs; "
             f"the Ray cluster has {gpus:g}"
         )
-    cpus = resources.get("CPU", 0.0)
+    cpus = sum(n.get("CPU", 0.0) for n in nodes)
     if cpus < 1 + options.decode_cpus:  # an actor's CPU and one decode task's
         raise ClusterError(
             f"the Ray cluster has {cpus:g} CPUs; an encoder actor and a decode task need {1 + options.decode_cpus:g}"
         )
     decode_memory = (opts.max_decode_mb + _TASK_OVERHEAD_MB) * 2**20
-    if resources.get("memory", decode_memory) < decode_memory:
+    most = max(n.get("memory", 0.0) for n in nodes)
+    if most < decode_memory:
         raise ClusterError(
             f"a decode task reserves {decode_memory >> 20} MB (--max-decode-memory {opts.max_decode_mb} plus "
-            f"{_TASK_OVERHEAD_MB}); the Ray cluster has {int(resources['memory']) >> 20} MB"
+            f"{_TASK_OVERHEAD_MB}); the largest node of the Ray cluster has {int(most) >> 20} MB"
         )
     batch_size = opts.batch_size or default_batch_size("cuda" if per_actor else "cpu")
     in_flight = actors * batch_size * (_IN_FLIGHT_PER_ACTOR + 2)  # queued, embedding, and being decoded
@@ -261,11 +268,15 @@ def _messages(ds) -> Iterator[Info | Embedded | Done | Failed]:
             yield Embedded(msg.token, msg.clip, vector.copy()) if kind == "clip" else msg
 
 
-def _pipeline_error(exc: BaseException) -> ClusterError:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, ModelUnavailableError):
-        return ClusterError(f"an encoder actor cannot load the model: {cause}")
-    return ClusterError(f"the Ray pipeline failed: {first_line(cause or exc)}")
+def _pipeline_error(exc: BaseException) -> ClusterError | ModelUnavailableError:
+    """One line for a failed pipeline. An actor that failed to start carries its exception only as
+    the text of a traceback, whose last line names it."""
+    said = re.fullmatch(r"vidsearch\.errors\.(\w+): (.+)", last_line(exc, limit=2000))
+    if said and said.group(1) == ModelUnavailableError.__name__:
+        return ModelUnavailableError(f"on the Ray cluster: {said.group(2)}")
+    if said:
+        return ClusterError(f"on the Ray cluster: {said.group(2)}")
+    return ClusterError(f"the Ray pipeline failed: {first_line(exc)}")
 
 
 # ---- on the cluster ---------------------------------------------------------------------------
@@ -285,7 +296,7 @@ def check_shared_paths(file: VideoFile) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0)(_probe)
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+    nodes = _nodes(ray)
     found = ray.get(
         [
             probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(

@@ -134,7 +134,8 @@ def peak_index_rss(video: Path, model: Path, index: Path, on_ray: bool = False) 
         if on_ray:
             now = roles_rss_mb(proc.pid)
             peak = max(peak, sum(now.values()))
-            roles = {k: max(roles.get(k, 0.0), v) for k, v in now.items()}
+            for role, mb in now.items():
+                roles[role] = max(roles.get(role, 0.0), mb)
         else:
             peak = max(peak, tree_rss_mb(proc.pid))
         time.sleep(0.1)

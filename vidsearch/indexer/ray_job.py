@@ -26,7 +26,7 @@ import pickle
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,7 @@ class RayOptions:
 
 def index_on_ray(
     index_dir: str | os.PathLike,
-    paths: list[str | os.PathLike],
+    paths: Sequence[str | os.PathLike],
     options: IndexOptions | None = None,
     ray_options: RayOptions | None = None,
     encoder: Encoder | None = None,

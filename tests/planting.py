@@ -30,11 +30,12 @@ class Planter:
         return unit(sim * vecs + np.sqrt(1 - sim**2) * noise)
 
 
-def store(lib, name, vecs, duration=None, starts=None):
+def store(lib, name, vecs, duration=None, starts=None, pixel_std=None):
     n = len(vecs)
     starts = starts if starts is not None else [HOP * i for i in range(n)]
     duration = duration if duration is not None else starts[-1] + 2.0
-    clips = [ClipRecord(s, s + 2.0, v) for s, v in zip(starts, vecs)]
+    spreads = pixel_std if pixel_std is not None else [None] * n
+    clips = [ClipRecord(s, s + 2.0, v, d) for s, v, d in zip(starts, vecs, spreads)]
     lib.catalog.store_video(VideoRecord(name.encode(), 1, 1, name, duration_s=duration), clips)
 
 

@@ -1,8 +1,9 @@
 """Temporal alignment on planted clip matches (exact answers known)."""
 
+import numpy as np
 import pytest
 
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.align import Match, Segment, align, refine
 
 HOP = 2.0
 
@@ -67,3 +68,70 @@ def test_empty_and_invalid():
         align([], -1.0, 2.0)
     with pytest.raises(ValueError):
         Match(2.0, 1.0, 0.0, 1.0, 0.5)
+
+
+def footage(seed, dim=32):
+    """Clip vectors of synthetic footage that changes gradually: a window's vector is the mean of a
+    smooth random path at its 16 sampled times (as mean-pooled tokens are), unit length."""
+    rng = np.random.default_rng(seed)
+    freqs, phases = rng.uniform(0.2, 1.5, (8, dim)), rng.uniform(0, 2 * np.pi, (8, dim))
+
+    def clips(starts, length=2.0):
+        t = np.asarray(starts)[:, None] + np.arange(16) * length / 16
+        v = np.sin(freqs * t[..., None, None] + phases).sum(axis=2).mean(axis=1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return clips
+
+
+def windows(duration, hop):
+    """Clip times as the windows are planned: every ``hop``, the last moved back to end at the end."""
+    starts = list(np.arange(0.0, duration - 2.0 + 1e-9, hop))
+    if starts[-1] + 2.0 < duration - 0.05:
+        starts.append(duration - 2.0)
+    return np.array([(s, s + 2.0) for s in starts])
+
+
+def coarse_and_refined(query_times, query_vectors, library_times, library_vectors, library_end):
+    sims = query_vectors @ library_vectors.T
+    matches = [
+        Match(*query_times[i], *library_times[j], float(sims[i, j]))
+        for i in range(len(query_times))
+        for j in range(len(library_times))
+    ]
+    coarse = align(matches, offset_tolerance=HOP, max_gap=2.0)[0]
+    return coarse, refine(coarse, query_times, query_vectors, library_times, library_vectors, library_end, 1.5)
+
+
+@pytest.mark.parametrize(
+    "start, length, within",
+    # a cut that no library clip fits inside (3.16 s from 24.52: clips start at 24 and 26) is
+    # placed only by clips that stick out of it, less precisely
+    [(7.37, 6.3, 0.15), (3.0, 5.0, 0.15), (2.0, 5.0, 0.15), (11.71, 8.46, 0.15), (24.52, 3.16, 0.5)],
+)
+def test_refine_places_a_cut_between_the_library_s_clip_times(start, length, within):
+    library = footage(0)
+    library_times = windows(30.0, 2.0)
+    query_times = windows(length, 1.0)  # search embeds the query every half hop
+    rng = np.random.default_rng(1)
+    query_vectors = library(start + query_times[:, 0]) + 0.01 * rng.standard_normal((len(query_times), 32))
+    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)  # a re-encoded copy
+    coarse, seg = coarse_and_refined(query_times, query_vectors, library_times, library(library_times[:, 0]), 30.0)
+    # matched clips alone put the library side on the library's 2-second grid
+    assert (coarse.r_start % 2.0, coarse.r_end % 2.0) == (0.0, 0.0)
+    assert (seg.q_start, seg.q_end) == (0.0, pytest.approx(length))
+    assert (seg.r_start, seg.r_end) == pytest.approx((start, start + length), abs=within)
+    assert (seg.similarity, seg.matches) == (coarse.similarity, coarse.matches)
+
+
+def test_refine_ends_a_segment_where_the_library_video_ends():
+    library, other = footage(0), footage(7)
+    library_times = windows(30.0, 2.0)
+    # the query: the library's last 4 s, then 3 s of other footage
+    query_times = windows(7.0, 1.0)
+    starts = query_times[:, 0]
+    query_vectors = np.where((starts + 2.0 <= 4.0)[:, None], library(26.0 + starts), other(starts))
+    coarse, seg = coarse_and_refined(query_times, query_vectors, library_times, library(library_times[:, 0]), 30.0)
+    assert coarse.q_end > 4.5
+    assert seg.r_end == 30.0
+    assert (seg.q_start, seg.q_end, seg.r_start) == pytest.approx((0.0, 4.0, 26.0), abs=0.15)

@@ -1,5 +1,7 @@
 """The catalog: transactional stores, clip ids, float16 embeddings, read snapshots."""
 
+import os
+
 import numpy as np
 import pytest
 from records import DIM, clips, record, unit
@@ -59,3 +61,46 @@ def test_reader_snapshot_does_not_see_a_later_commit(lib):
         assert lib.catalog.generation(s) == 1
     with lib.catalog.read() as s:
         assert lib.catalog.clip_count(s) == 5
+
+
+def test_a_catalog_from_before_the_clip_marks_is_read_as_unmarked_and_migrated_by_a_writer(lib, monkeypatch):
+    import sqlite3
+    from contextlib import closing
+
+    from vidsearch.storage.catalog import Catalog
+
+    rng = np.random.default_rng(9)
+    vecs = unit(rng, 2, DIM)
+    lib.catalog.store_video(record("a.mp4"), [ClipRecord(0, 2, vecs[0], 0.0), ClipRecord(2, 4, vecs[1], 55.0)])
+    lib.catalog.set_common({2: 7})
+    with lib.catalog.read() as s:
+        t = lib.catalog.clip_table(s)
+        assert t.pixel_std.tolist() == [0.0, 55.0] and t.common_videos.tolist() == [0, 7]
+        assert lib.catalog.clip_marks(s, [1, 2]) == {1: (0.0, 0), 2: (55.0, 7)}
+    path = lib.root / "catalog.sqlite"
+    with closing(sqlite3.connect(path)) as con:  # the catalog as vidsearch made it before the marks
+        con.execute("ALTER TABLE clips DROP COLUMN pixel_std")
+        con.execute("ALTER TABLE clips DROP COLUMN common_videos")
+        con.commit()
+    old = Catalog(path, readonly=True)
+    with old.read() as s:
+        t = old.clip_table(s)
+        assert np.isnan(t.pixel_std).all() and t.common_videos.tolist() == [0, 0]
+        assert np.isnan(old.clip_marks(s, [1])[1][0]) and np.isnan(old.video_pixel_std(s, 1)).all()
+    old.close()
+    real = os.access  # a reader of a folder it cannot write to
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    old = Catalog(path, readonly=True)
+    with old.read() as s:
+        assert np.isnan(old.clip_table(s).pixel_std).all() and old.clip_marks(s, [2])[2][1] == 0
+    old.close()
+    monkeypatch.undo()
+    with closing(sqlite3.connect(path)) as con:
+        assert "pixel_std" not in {row[1] for row in con.execute("PRAGMA table_info(clips)")}  # readers never write
+    writer = Catalog(path)
+    writer.store_video(record("b.mp4"), [ClipRecord(0, 2, vecs[0], 3.0)])
+    writer.set_common({1: 9})
+    with writer.read() as s:
+        t = writer.clip_table(s)
+        assert np.isnan(t.pixel_std[:2]).all() and t.pixel_std[2] == 3.0 and t.common_videos.tolist() == [9, 0, 0]
+    writer.close()

@@ -164,9 +164,9 @@ def test_calibrate_then_dupes_groups_copies(tmp_path, library_videos, tiny_model
     # before calibration, dupes says it uses the default threshold
     r = vs("dupes", "--index", idx, "--format", "json")
     assert "default threshold" in r.stderr
-    r = vs("calibrate", "--index", idx, "--sample", 10, "--json")
+    r = vs("calibrate", "--index", idx, "--sample", 10, "--json", "--accept")
     assert r.exit_code == 0, r.output
-    cal = json.loads(r.output[r.output.index("{") :])
+    cal = json.loads(r.stdout)
     manifest = json.loads((idx / "manifest.json").read_text())
     assert manifest["duplicate_threshold"] == pytest.approx(cal["threshold"], abs=1e-5)
     assert manifest["calibration"]["negatives"] == cal["negatives"] > 0

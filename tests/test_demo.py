@@ -27,7 +27,7 @@ def test_demo_finds_the_excerpt_and_groups_the_copies(demo):
     ]
     lines = r.output.splitlines()
     # search, printed as `vidsearch search` prints it: the first result holds the query's footage
-    first = lines[lines.index(f"query {d / 'query-excerpt.mp4'} [0.0-3.9s], 3 clips") + 1]
+    first = lines[lines.index(f"query {d / 'query-excerpt.mp4'} [0.0-4.0s], 3 clips") + 1]
     assert first.startswith("  1. ") and first.split()[-1] in copies
     # dupes --groups, printed as `vidsearch dupes --groups` prints it: the three whole copies, and
     # nothing else (the 3 s excerpt is shorter than the 4 s a duplicate's match must last)
@@ -36,9 +36,10 @@ def test_demo_finds_the_excerpt_and_groups_the_copies(demo):
     assert {line.split()[-1] for line in lines[at + 2 : at + 5]} == copies
     assert lines[at + 5] == "(* the longest video, likely the original)"
     # the commands to run next, on the index left in the folder
-    assert lines[-2:] == [
+    assert lines[-3:] == [
         f"  vidsearch search {d / 'query-excerpt.mp4'} --index {d / 'index'}",
         f"  vidsearch dupes --groups --index {d / 'index'}",
+        f"  vidsearch serve --index {d / 'index'}",
     ]
 
 

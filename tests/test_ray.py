@@ -51,6 +51,16 @@ def child_env(**extra):
     return {**ENV, **os.environ, **extra}
 
 
+def pixel_spreads(idx):
+    """{(path, clip start): pixel spread} of every clip."""
+    from vidsearch.storage.library import Library
+
+    with Library.open(idx) as lib, lib.catalog.read() as s:
+        paths = {v.id: os.fsdecode(v.path) for v in lib.catalog.videos(s)}
+        t = lib.catalog.clip_table(s)
+        return {(paths[int(v)], float(a)): float(p) for v, a, p in zip(t.video, t.start, t.pixel_std)}
+
+
 def ray_job(vs, folder, idx, address, *extra):
     """The argv of ``vidsearch index --ray ADDRESS`` as a separate process."""
     return [
@@ -87,6 +97,7 @@ def test_embeddings_and_clip_times_are_the_built_in_jobs(tmp_path, four, local_r
     assert r.exit_code == 0, r.output
     assert "indexed 4, skipped 0, moved 0, failed 0, 12 clips" in r.output
     want, got = clips_of(tmp_path / "built-in"), clips_of(tmp_path / "ray")
+    assert pixel_spreads(tmp_path / "ray") == pixel_spreads(tmp_path / "built-in")
     assert sorted(got) == sorted(want)
     for path, (times, vectors) in want.items():
         assert np.array_equal(got[path][0], times), path

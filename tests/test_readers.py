@@ -131,7 +131,7 @@ def test_av1_falls_back_to_pyav(tmp_path):
         plans = plan_clips(reader.frame_times, 16, 1.0, 1.0)
         clips = list(iter_clips(reader, plans))
     assert [c.start_s for c in clips] == pytest.approx([0.0, 1.0])
-    assert [c.end_s for c in clips] == pytest.approx([0.96, 1.96])
+    assert [c.end_s for c in clips] == pytest.approx([1.0, 2.0])
     assert all(c.frames.shape == (16, 64, 106, 3) for c in clips)
     with pytest.raises(DecodeError, match="decord cannot open it") as err:
         open_video(path, backend="decord")
@@ -425,3 +425,24 @@ def test_truncated_matroska_warns_how_much_of_the_declared_length_was_read(tmp_p
     assert "cut.mkv" in warnings[0] and f"only {read:.1f}s of the 6.0s its header declares" in warnings[0]
     with open_video(whole, FrameSize(64), backend=backend) as reader:
         assert reader.truncation is None
+
+
+def test_a_stream_whose_picture_changes_size_part_way_is_read_at_the_first_size(tmp_path):
+    """Two MPEG-TS files joined, 160x96 then 320x240, as broadcast captures change size."""
+    import av
+
+    from vidsearch.media.resize import resize_frames
+
+    first = write_video(tmp_path / "a.ts", seconds=2, size=(160, 96), seed=1)
+    second = write_video(tmp_path / "b.ts", seconds=2, size=(320, 240), seed=2)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with av.open(str(second)) as c:
+        later = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with open_video(joined, FrameSize(64)) as reader:
+        assert (reader.info.num_frames, reader.info.duration_s) == (100, pytest.approx(4.0))
+        plans = plan_clips(reader.frame_times, 16, 1.0, 1.0)
+        clips = list(iter_clips(reader, plans))
+    assert len(clips) == 4 and all(c.frames.shape == (16, 64, 106, 3) for c in clips)
+    want = resize_frames(np.stack([later[i - 50] for i in plans[3].frame_indices]), (64, 106))
+    np.testing.assert_array_equal(clips[3].frames, want)

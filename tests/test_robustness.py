@@ -159,11 +159,11 @@ def test_awkward_valid_files_are_indexed_correctly(tmp_path, tiny_model, caplog,
     assert (rows["rotated.mp4"][1], rows["rotated.mp4"][2]) == (96, 160)  # display orientation
     # VFR: 4 s of real time (a constant-rate reading of 60 frames would not say so)
     assert rows["vfr.mp4"][3] == pytest.approx(3 + 30 / 30, abs=0.05)
-    # window [0, 2): its last frame is the one on screen at 1.875 s, shown 1.8-1.9 (10 fps part);
-    # window [2, 4): 3.875 s falls in the 30 fps part, frame 3.867-3.9
+    # window [0, 2) ends with the frame shown 1.9-2.0 (10 fps part), window [2, 4) with the
+    # video's last frame (30 fps part)
     assert clips["vfr.mp4"] == [
-        (pytest.approx(0.0), pytest.approx(1.9, abs=2e-3)),
-        (pytest.approx(2.0, abs=2e-3), pytest.approx(3.9, abs=2e-3)),
+        (pytest.approx(0.0), pytest.approx(2.0, abs=2e-3)),
+        (pytest.approx(2.0, abs=2e-3), pytest.approx(rows["vfr.mp4"][3], abs=2e-3)),
     ]
     assert 1 <= len(clips["truncated.mkv"]) < 3
 
@@ -529,7 +529,8 @@ def test_calibration_refuses_an_unusable_threshold(tmp_path, library_videos, tin
 
     idx = tmp_path / "idx"
     assert vs.index(library_videos, idx).exit_code == 0
-    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors: np.array([0.2, 0.3, 0.9999]))
+    near_identical = calibrate._Negatives(np.full(20, 0.9995), 1.0, 0, dict.fromkeys(calibrate.REASONS, 0), {})
+    monkeypatch.setattr(calibrate, "_negatives", lambda lib, anchors, positives, target_fpr: near_identical)
     before = (idx / "manifest.json").read_text()
     r = vs("calibrate", "--index", idx)
     assert r.exit_code == 1 and "near-identical clips" in r.output and "Nothing stored" in r.output

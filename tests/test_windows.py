@@ -65,10 +65,9 @@ def test_plan_clips_25fps_exact_frame_indices():
     for plan, (s, e) in zip(plans, [(0, 2), (2, 4), (4, 6), (5, 7)]):
         expected = tuple(frame_on_screen(times, s + j * (e - s) / 16) for j in range(16))
         assert plan.frame_indices == expected
-        assert plan.start_s == pytest.approx(s)
-        assert plan.end_s == pytest.approx(times[plan.frame_indices[-1], 1])
-    assert plans[0].end_s == pytest.approx(47 / 25)
-    assert plans[3].end_s == pytest.approx(172 / 25)
+        # a clip spans its window: from its first frame's start to its last frame's end (frame
+        # 49 of [0, 2), on screen 1.96-2.0), not to the end of the last one sampled (46: 1.88)
+        assert (plan.start_s, plan.end_s) == pytest.approx((s, e))
 
 
 def test_plan_clips_10fps_repeats_frames_when_window_has_fewer_than_16():
@@ -84,7 +83,7 @@ def test_plan_clips_10fps_repeats_frames_when_window_has_fewer_than_16():
         (0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 16, 17, 18),
         (10, 11, 12, 13, 15, 16, 17, 18, 20, 21, 22, 23, 25, 26, 27, 28),
     ]
-    assert (two_seconds[1].start_s, two_seconds[1].end_s) == pytest.approx((1.0, 2.9))
+    assert (two_seconds[1].start_s, two_seconds[1].end_s) == pytest.approx((1.0, 3.0))
 
 
 def test_plan_clips_float32_timestamps_give_the_same_frames():
@@ -108,7 +107,7 @@ def test_plan_clips_times_come_from_frame_timestamps():
         expected = tuple(frame_on_screen(times, s + j * (e - s) / 16) for j in range(16))
         assert plan.frame_indices == expected
         assert plan.start_s == times[plan.frame_indices[0], 0]
-        assert plan.end_s == times[plan.frame_indices[-1], 1]
+        assert plan.end_s == times[frame_on_screen(times, e - 1e-6), 1]
     assert windows[-1] == pytest.approx((total - 2.0, total))
 
 
@@ -117,7 +116,7 @@ def test_plan_clips_video_shorter_than_a_window():
     (plan,) = plan_clips(times)
     # frame j at j * 1.2 / 16 s = frame floor(1.875 j)
     assert plan.frame_indices == (0, 1, 3, 5, 7, 9, 11, 13, 15, 16, 18, 20, 22, 24, 26, 28)
-    assert (plan.start_s, plan.end_s) == pytest.approx((0.0, 29 / 25))
+    assert (plan.start_s, plan.end_s) == pytest.approx((0.0, 1.2))
 
 
 def test_plan_clips_rejects_bad_times():
@@ -125,3 +124,10 @@ def test_plan_clips_rejects_bad_times():
         plan_clips(np.zeros((0, 2)))
     with pytest.raises(ValueError, match="shape"):
         plan_clips(np.arange(10.0))
+
+
+def test_a_5s_video_s_last_clip_ends_at_5s_not_at_its_last_sampled_frame():
+    plans = plan_clips(uniform_times(125, 25), num_frames=16, clip_seconds=2.0, hop_seconds=2.0)
+    assert [p.start_s for p in plans] == pytest.approx([0.0, 2.0, 3.0])
+    assert [p.end_s for p in plans] == pytest.approx([2.0, 4.0, 5.0])
+    assert plans[-1].frame_indices[-1] == 121  # sampled last: the frame at 4.875 s, which ends at 4.88

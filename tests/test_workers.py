@@ -3,10 +3,15 @@
 import time
 from contextlib import closing
 
+import numpy as np
 import pytest
 from helpers import write_video
 
-from vidsearch.indexer.workers import ClipMsg, DecodeSettings, DecodeTask, Done, Failed, Info, WorkerPool
+from vidsearch.indexer import workers
+from vidsearch.indexer.workers import ClipMsg, DecodeSettings, DecodeTask, Done, Failed, Info, Switched, WorkerPool
+from vidsearch.media.readers import BackendSwitch, iter_clips, open_video
+from vidsearch.media.windows import plan_clips
+from vidsearch.settings import FrameSize
 
 SETTINGS = DecodeSettings(short_edge=64, resample="bilinear", num_frames=16, clip_seconds=2.0, hop_seconds=2.0)
 
@@ -91,11 +96,39 @@ def test_messages_about_a_task_the_worker_no_longer_has_are_dropped(tmp_path):
             assert pool.get(0.2) is None  # every message names token 1: none is passed on
 
 
-def test_a_workers_start_up_does_not_count_against_its_first_videos_timeout(tmp_path, monkeypatch):
+def test_a_workers_start_does_not_count_against_its_videos_timeout(tmp_path, monkeypatch):
     path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
-    monkeypatch.setenv("VIDSEARCH_FAULT_WORKER", "slow_start:3")  # imports on a loaded machine
+    monkeypatch.setenv("VIDSEARCH_FAULT_WORKER", "slow_start:3")
     with closing(WorkerPool(1, SETTINGS, timeout_s=1)) as pool:
-        pool.assign(pool.idle()[0], DecodeTask(1, str(path)))  # at once, while the worker starts
-        msgs, failed = drain(pool, 1, timeout=60)
-    assert not failed
-    assert msgs[-1] == Done(1, 1, [])
+        pool.assign(pool.idle()[0], DecodeTask(1, str(path)))  # before the worker has started
+        msgs, failed = drain(pool, 1)
+    assert failed == [] and msgs[-1] == Done(1, 1, [])
+
+
+def test_a_worker_that_never_starts_is_replaced_and_its_video_failed(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "a.mp4", seconds=2, size=(64, 64))
+    monkeypatch.setenv("VIDSEARCH_FAULT_WORKER", "slow_start:3600")
+    monkeypatch.setattr(workers, "STARTUP_TIMEOUT_S", 2.0)
+    with closing(WorkerPool(1, SETTINGS, timeout_s=60)) as pool:
+        pool.assign(pool.idle()[0], DecodeTask(1, str(path)))
+        _, failed = drain(pool, 1)
+    assert failed == [(1, "decoder process did not start in 2s")]
+
+
+def test_decord_failing_part_way_is_sent_and_the_rest_read_with_pyav(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "a.mp4", seconds=4, size=(128, 96))
+    monkeypatch.setenv("VIDSEARCH_FAULT_DECORD", "a.mp4:1")
+    with closing(WorkerPool(1, SETTINGS, timeout_s=60)) as pool:
+        pool.assign(pool.idle()[0], DecodeTask(7, str(path)))
+        msgs, failed = drain(pool, 1)
+    assert failed == []
+    assert [type(m).__name__ for m in msgs] == ["Info", "ClipMsg", "Switched", "ClipMsg", "Done"]
+    assert msgs[0].info.backend == "decord"
+    assert msgs[2] == Switched(7, BackendSwitch(2.0, "fault injected by VIDSEARCH_FAULT_DECORD"))
+    assert (
+        str(msgs[2].switch)
+        == "decord failed at 2.0s (fault injected by VIDSEARCH_FAULT_DECORD); read with PyAV from there"
+    )
+    with open_video(path, FrameSize(64, "bilinear"), backend="pyav") as reader:
+        want = list(iter_clips(reader, plan_clips(reader.frame_times, 16, 2.0, 2.0)))
+    np.testing.assert_array_equal(msgs[3].clip.frames, want[1].frames)

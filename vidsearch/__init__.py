@@ -16,6 +16,9 @@ _API = {
     "search_video": "vidsearch.search.query",
     "SearchResult": "vidsearch.search.query",
     "library_stats": "vidsearch.storage.stats",
+    "decide": "vidsearch.storage.decisions",
+    "list_decisions": "vidsearch.storage.decisions",
+    "undo_decision": "vidsearch.storage.decisions",
     "load_encoder": "vidsearch.model.encoder",
     "errors": "vidsearch.errors",
 }

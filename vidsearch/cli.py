@@ -22,6 +22,7 @@ import click
 from vidsearch import __version__, render
 from vidsearch.errors import (
     CorruptIndexError,
+    InvalidArgumentError,
     JobInterrupted,
     StorageError,
     Terminated,
@@ -124,6 +125,24 @@ index_option = click.option(
     help="Index directory (env VIDSEARCH_INDEX).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README).")
+keep_common_option = click.option(
+    "--keep-common",
+    is_flag=True,
+    help="Count common footage (intros, stings: see `vidsearch common`) as evidence like any other.",
+)
+threshold_option = click.option(
+    "--threshold",
+    type=FiniteFloatRange(-1, 1),
+    default=None,
+    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
+)
+common_min_videos_option = click.option(
+    "--common-min-videos",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Footage is common when it appears in more than N unrelated videos [default: 5].",
+)
 
 
 def model_options(fn):
@@ -318,9 +337,16 @@ def _ray_options(address, actors, gpus_per_actor, decode_cpus, workers):
 
 
 @cli.command("search")
-@click.argument("queries", nargs=-1, required=True, type=click.Path())
+@click.argument("queries", nargs=-1, type=click.Path())
 @index_option
 @model_options
+@click.option(
+    "--queries",
+    "query_list",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File listing query videos, one a line (relative to the file's folder), searched after any QUERIES.",
+)
 @click.option("--start", type=FiniteFloatRange(min=0), default=None, help="Query only from this second.")
 @click.option("--end", type=FiniteFloatRange(min=0), default=None, help="Query only up to this second.")
 @click.option(
@@ -331,18 +357,55 @@ def _ray_options(address, actors, gpus_per_actor, decode_cpus, workers):
 )
 @click.option("--clips", "raw_clips", is_flag=True, help="List raw clip hits instead of aligned videos.")
 @click.option("--include-self", is_flag=True, help="Keep the query video itself in its results.")
+@keep_common_option
+@click.option(
+    "--min-confidence",
+    type=FiniteFloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Leave out segments whose confidence (0-1, the same scale for every query) is lower.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "vsc"]),
+    default="text",
+    show_default=True,
+    help="vsc: the VSC 2022 matching-track CSV, one row per segment.",
+)
 @json_option
 @click.pass_context
 def search_cmd(
-    ctx, queries, index_dir, model, device, dtype, start, end, k, neighbors, raw_clips, include_self, as_json
+    ctx,
+    queries,
+    index_dir,
+    model,
+    device,
+    dtype,
+    query_list,
+    start,
+    end,
+    k,
+    neighbors,
+    raw_clips,
+    include_self,
+    keep_common,
+    min_confidence,
+    fmt,
+    as_json,
 ):
     """Find the indexed videos most like each QUERY (a video file, or an indexed video's path)."""
     from vidsearch.model.encoder import load_encoder
-    from vidsearch.search.query import search_video
+    from vidsearch.search.query import read_queries, search_video
+    from vidsearch.search.vsc import search_matches
     from vidsearch.storage.stats import open_library
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end ({end:g}) must be after --start ({start:g})", param_hint="--end")
+    fmt = "json" if as_json else fmt
+    queries = list(queries) + (read_queries(query_list) if query_list else [])
+    if not queries:
+        raise click.UsageError("give QUERIES or --queries LIST")
     out = []
     with open_library(index_dir) as lib:
         encoder = None
@@ -351,12 +414,23 @@ def search_cmd(
             lib.check_compatible(encoder.settings)
         for q in queries:
             res = search_video(
-                lib, encoder, q, start=start, end=end, k=k, neighbors=neighbors, include_self=include_self
+                lib,
+                encoder,
+                q,
+                start=start,
+                end=end,
+                k=k,
+                neighbors=neighbors,
+                include_self=include_self,
+                keep_common=keep_common,
+                min_confidence=min_confidence,
             )
             out.append(res)
-            if not as_json:
+            if fmt == "text":
                 click.echo(render.search_text(res, raw_clips, k))
-    if as_json:
+        if fmt == "vsc":
+            click.echo(render.vsc_csv(search_matches(lib, out)), nl=False)
+    if fmt == "json":
         click.echo(render.search_json(out, raw_clips, k))
 
 
@@ -425,40 +499,164 @@ def verify_cmd(ctx, index_dir, repair, as_json):
 
 @cli.command("dupes")
 @index_option
-@click.option(
-    "--threshold",
-    type=FiniteFloatRange(-1, 1),
-    default=None,
-    help="Clip similarity threshold [default: the calibrated one, else 0.90].",
-)
+@threshold_option
 @click.option(
     "--min-seconds",
     type=FiniteFloatRange(min=0),
     default=None,
     help="Shortest matched segment to report [default: the smaller of two hops and 80% of the shorter video].",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "vsc"]),
+    default="table",
+    show_default=True,
+    help="vsc: the VSC 2022 matching-track CSV, one row per segment (video a as the query).",
+)
 @click.option("--groups", is_flag=True, help="Report groups of connected duplicates instead of pairs.")
+@click.option(
+    "--include-decided", is_flag=True, help="Also report the pairs you judged not_a_match or keep_both (`decide`)."
+)
+@common_min_videos_option
+@keep_common_option
 @click.pass_context
-def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
+def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups, include_decided, common_min_videos, keep_common):
     """Find near-duplicate videos across the library (pairs, or --groups)."""
-    from vidsearch.search.duplicates import find_duplicates
+    from vidsearch.search.duplicates import COMMON_MIN_VIDEOS, find_duplicates
+    from vidsearch.search.vsc import duplicate_matches
     from vidsearch.storage.stats import open_library
 
+    if fmt == "vsc" and groups:
+        raise click.UsageError("--format vsc lists the segments of pairs; it has no --groups form")
     with open_library(index_dir) as lib:
-        report = find_duplicates(lib, threshold, min_seconds)
-    if report.threshold_source == "default":
-        click.echo(
-            f"note: using the default threshold {report.threshold:g}; run `vidsearch calibrate` to fit it "
-            "to this model and library",
-            err=True,
+        report = find_duplicates(
+            lib,
+            threshold,
+            min_seconds,
+            common_min_videos=common_min_videos or COMMON_MIN_VIDEOS,
+            keep_common=keep_common,
+            include_decided=include_decided,
         )
-    if fmt == "json":
+        matches = duplicate_matches(lib, report) if fmt == "vsc" else []
+    _default_threshold_note(report.threshold_source, report.threshold)
+    if fmt == "vsc":
+        click.echo(render.vsc_csv(matches), nl=False)
+    elif fmt == "json":
         click.echo(render.dupes_json(report, groups))
     elif fmt == "csv":
         click.echo(render.dupes_csv(report, groups), nl=False)
     else:
         click.echo(render.dupes_text(report, groups))
+
+
+@cli.command("common")
+@index_option
+@threshold_option
+@common_min_videos_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def common_cmd(index_dir, threshold, common_min_videos, fmt):
+    """List common footage (intros, stings): where it appears, largest first. Search marks it."""
+    from vidsearch.search.duplicates import COMMON_MIN_VIDEOS, find_common
+    from vidsearch.storage.stats import open_library
+
+    with open_library(index_dir) as lib:
+        report = find_common(lib, threshold, common_min_videos or COMMON_MIN_VIDEOS)
+    _default_threshold_note(report.threshold_source, report.threshold)
+    if fmt == "json":
+        click.echo(render.common_json(report))
+    elif fmt == "csv":
+        click.echo(render.common_csv(report), nl=False)
+    else:
+        click.echo(render.common_text(report))
+
+
+def _default_threshold_note(source: str, threshold: float) -> None:
+    if source == "default":
+        click.echo(
+            f"note: using the default threshold {threshold:g}; run `vidsearch calibrate` to fit it "
+            "to this model and library",
+            err=True,
+        )
+
+
+@cli.command("decide")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.argument("verdict", type=click.Choice(["not_a_match", "same", "keep_both"]))
+@index_option
+def decide_cmd(a, b, verdict, index_dir):
+    """Record your VERDICT on the indexed videos at paths A and B; `dupes` then hides the pair
+    (not_a_match, keep_both) or marks it (same). It follows the files' content, not their paths."""
+    from vidsearch.storage.decisions import decide
+    from vidsearch.storage.stats import open_library
+
+    with open_library(index_dir) as lib:
+        decision = decide(lib, a, b, verdict)
+    click.echo(render.decision_text(decision))
+
+
+@cli.command("decisions")
+@index_option
+@click.option("--undo", type=click.IntRange(1), default=None, metavar="N", help="Remove the verdict numbered N.")
+@click.option(
+    "--import",
+    "import_from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Store the verdicts of a `decisions --json` file (e.g. from the index of another model).",
+)
+@json_option
+def decisions_cmd(index_dir, undo, import_from, as_json):
+    """List your verdicts on pairs (`decide`), numbered; --undo N removes one."""
+    from vidsearch.storage.decisions import import_decisions, list_decisions, undo_decision
+    from vidsearch.storage.stats import open_library
+
+    if undo is not None and import_from is not None:
+        raise click.UsageError("give --undo or --import, not both")
+    with open_library(index_dir) as lib:
+        if undo is not None:
+            click.echo(f"removed:\n{render.decision_text(undo_decision(lib, undo))}")
+            return
+        if import_from is not None:
+            click.echo(f"imported {import_decisions(lib, import_from)} verdict(s) from {import_from}", err=True)
+        found = list_decisions(lib)
+    click.echo(render.decisions_json(found) if as_json else render.decisions_text(found))
+
+
+@cli.command("explain")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@index_option
+@model_options
+@threshold_option
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw the clip-by-clip similarity matrix to this PNG, segments outlined (needs vidsearch[plot]).",
+)
+@json_option
+def explain_cmd(a, b, index_dir, model, device, dtype, threshold, plot, as_json):
+    """Why A and B match: their aligned segments with per-clip similarities. B is an indexed video;
+    A an indexed video (its stored clips) or a video file (embedded like a search query)."""
+    from pathlib import Path
+
+    from vidsearch.model.encoder import load_encoder
+    from vidsearch.search.explain import explain_pair, needs_encoder
+    from vidsearch.storage.stats import open_library
+
+    if plot is not None:
+        render.require_plot()
+    with open_library(index_dir) as lib:
+        encoder = None
+        if needs_encoder(lib, a) and os.path.exists(a):
+            encoder = load_encoder(model or lib.manifest.encoder.model, device, dtype)
+        explanation = explain_pair(lib, encoder, a, b, threshold)
+    click.echo(render.explain_json(explanation) if as_json else render.explain_text(explanation))
+    if plot is not None:
+        Path(plot).write_bytes(render.explain_png(explanation))
+        click.echo(f"wrote the similarity matrix to {plot}", err=True)
 
 
 @cli.command("calibrate")
@@ -475,9 +673,24 @@ def dupes_cmd(ctx, index_dir, threshold, min_seconds, fmt, groups):
 )
 @click.option("--max-seconds", default=600.0, show_default=True, type=FiniteFloatRange(min=1), help="Time budget.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--accept",
+    is_flag=True,
+    help="Store the threshold even when it misses more than half of the augmented copies.",
+)
 @json_option
-def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, as_json):
-    """Fit the duplicate threshold to this model and library; stored in the manifest."""
+@click.pass_context
+def calibrate_cmd(
+    ctx, index_dir, model, device, dtype, sample, clips_per_video, target_fpr, max_seconds, seed, accept, as_json
+):
+    """Fit the duplicate threshold to this model and library; stored in the manifest.
+
+    Pairs that look like real copies in the library (as similar as augmented copies, and
+    aligned in time, in a video too short to align, or mostly covered by the two videos' match)
+    are left out of the unrelated pairs and listed. A threshold that would miss more than half
+    of the augmented copies (recall < 0.5) is shown with alternatives but not stored, and
+    calibrate exits 1: store it with --accept, or give dupes a --threshold.
+    """
     from vidsearch.model.encoder import load_encoder
     from vidsearch.search.calibrate import calibrate
     from vidsearch.storage.stats import open_library
@@ -492,9 +705,14 @@ def calibrate_cmd(index_dir, model, device, dtype, sample, clips_per_video, targ
             target_fpr=target_fpr,
             max_seconds=max_seconds,
             seed=seed,
+            accept=accept,
             say=lambda m: click.echo(m, err=True),
         )
     click.echo(render.calibration_json(cal) if as_json else render.calibration_text(cal))
+    if as_json and cal.warning:
+        click.echo(f"WARNING: {cal.warning}", err=True)
+    if not cal.stored:
+        ctx.exit(VidsearchError.exit_code)
 
 
 @cli.command("export")
@@ -558,6 +776,43 @@ def demo_cmd(ctx, directory, model, device, dtype):
     click.echo(f"\nthe index is in {demo.index_dir}; next, try:")
     for command in nexts:
         click.echo(f"  {command}")
+
+
+@cli.command("serve")
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (off loopback: --token needed).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@model_options
+@click.option(
+    "--token",
+    envvar="VIDSEARCH_TOKEN",
+    default=None,
+    help="Access token every request must carry (env VIDSEARCH_TOKEN); required off loopback.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=500,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest query upload (refused while it streams).",
+)
+def serve_cmd(index_dir, host, port, model, device, dtype, token, max_upload_mb):
+    """Serve the web app and its JSON API over this index (needs the `serve` extra)."""
+    try:
+        import uvicorn
+
+        from vidsearch.server.app import create_app, is_loopback
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            f"vidsearch serve needs the `serve` extra: pip install 'vidsearch[serve]' ({exc.name} is missing)"
+        ) from None
+    if not is_loopback(host) and not token:
+        raise InvalidArgumentError(
+            f"binding to {host} (off loopback) needs an access token: pass --token or set VIDSEARCH_TOKEN"
+        )
+    app = create_app(index_dir, model=model, device=device, dtype=dtype, token=token, max_upload_mb=max_upload_mb)
+    click.echo(f"vidsearch serving {os.path.abspath(index_dir)} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

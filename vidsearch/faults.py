@@ -7,8 +7,11 @@ embedded), ``in_commit`` (inside a video's transaction, before it commits), ``in
 
 ``VIDSEARCH_FAULT_WORKER=kind:NAME`` makes a decode worker misbehave on the file named NAME:
 ``hang`` (sleeps for an hour), ``crash`` (segfaults), ``crash_sending`` (segfaults while its
-first clip is being sent) or ``alloc`` (allocates memory without end).
-``VIDSEARCH_FAULT_WORKER=slow_start:SECONDS`` makes every decode worker take that much longer to start.
+first clip is being sent) or ``alloc`` (allocates memory without end). ``slow_start:S`` makes
+every decode worker take S seconds more to start, as on a busy machine.
+
+``VIDSEARCH_FAULT_DECORD=NAME:POSITION`` makes decord fail while reading clip POSITION of the
+file named NAME, as it does part-way through some valid files.
 
 Unset, each costs one dict lookup. ``environment()`` hands them to processes that do not inherit
 this one's environment (a Ray cluster's workers).
@@ -23,7 +26,7 @@ import time
 
 _counts: dict[str, int] = {}
 WORKER_FAULTS = ("hang", "crash", "crash_sending", "alloc")
-_VARIABLES = ("VIDSEARCH_FAULT", "VIDSEARCH_FAULT_WORKER")
+_VARIABLES = ("VIDSEARCH_FAULT", "VIDSEARCH_FAULT_WORKER", "VIDSEARCH_FAULT_DECORD")
 
 
 def environment() -> dict[str, str]:
@@ -41,13 +44,6 @@ def fault(point: str) -> None:
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def worker_start() -> None:
-    """Called by a decode worker when it has started, before it says so."""
-    kind, _, seconds = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
-    if kind == "slow_start":
-        time.sleep(float(seconds))
 
 
 def worker_fault(path: str) -> None:
@@ -68,3 +64,19 @@ def worker_fault(path: str) -> None:
             hoard.append(bytearray(b"\1" * 2**25))
     else:
         time.sleep(3600)
+
+
+def worker_start_fault() -> None:
+    """Called by a decode worker once it has started, before it says so."""
+    kind, _, seconds = os.environ.get("VIDSEARCH_FAULT_WORKER", "").partition(":")
+    if kind == "slow_start":
+        time.sleep(float(seconds))
+
+
+def decord_fault(path: str, position: int) -> bool:
+    """Whether decord is to fail reading clip ``position`` of ``path``."""
+    spec = os.environ.get("VIDSEARCH_FAULT_DECORD")
+    if not spec:
+        return False
+    name, _, at = spec.rpartition(":")
+    return os.path.basename(path) == name and position == int(at)

@@ -31,6 +31,7 @@ from vidsearch.indexer.workers import (
     Done,
     Failed,
     Info,
+    Switched,
     WorkerPool,
     probe_durations,
 )
@@ -40,6 +41,7 @@ from vidsearch.model.encoder import Encoder, load_encoder
 from vidsearch.settings import DEFAULT_MODEL, ClipSettings
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
 from vidsearch.storage.library import Library
+from vidsearch.storage.progress import ProgressFile
 from vidsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class _Job:
     info: VideoInfo | None = None
     planned: int = 0
     clips: dict[int, Clip] = field(default_factory=dict)
+    pixel_std: dict[int, float] = field(default_factory=dict)
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     done: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -307,6 +310,15 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     pending: list[tuple[int, int]] = []  # (token, clip index) waiting for the encoder
     pool = WorkerPool(min(opts.workers, len(work)), settings, opts.timeout_s)
     bar = _progress(len(work), opts.progress)
+    progress = ProgressFile(lib.root, len(work))
+    finished = 0
+
+    def advance() -> None:
+        nonlocal finished
+        finished += 1
+        bar.update(1)
+        progress.update(finished, summary.clips)
+
     last_save = started = time.monotonic()
     estimated = str(encoder.device).startswith("cuda")
     try:
@@ -322,9 +334,12 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     jobs[token].info, jobs[token].planned = info, planned
                     for note in info.notes:  # workers do not log: the parent says it
                         log.info("%s: %s", jobs[token].file.path, note)
-                case ClipMsg(token, clip):
+                case ClipMsg(token, clip, spread):
                     jobs[token].clips[clip.position] = clip
+                    jobs[token].pixel_std[clip.position] = spread
                     pending.append((token, clip.position))
+                case Switched(token, switch):
+                    log.info("%s: %s", jobs[token].file.path, switch)
                 case Done(token, decoded, warnings):
                     jobs[token].done, jobs[token].warnings = decoded, warnings
                     fault("after_decode")
@@ -332,7 +347,7 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     _fail(lib, jobs[token].file, reason, summary)
                     pending = [p for p in pending if p[0] != token]
                     del jobs[token]
-                    bar.update(1)
+                    advance()
             if len(pending) >= batch_size or (pending and (msg is None or not pool.busy())):
                 spent = _embed(encoder, jobs, pending[:batch_size], pool, summary)
                 if not estimated:  # timed on the first real batch: no clip is embedded just to time it
@@ -347,11 +362,11 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                     _fail(lib, jobs[task.token].file, reason, summary)
                     pending = [p for p in pending if p[0] != task.token]
                     del jobs[task.token]
-                    bar.update(1)
+                    advance()
             for token in [t for t, j in jobs.items() if j.done is not None and len(j.embeddings) == j.done]:
                 with pool.paused():
                     _commit(lib, jobs.pop(token), summary)
-                bar.update(1)
+                advance()
                 rate = summary.clips / max(time.monotonic() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.clips} clips, {rate:.1f} clips/s", refresh=False)
             if time.monotonic() - last_save > SAVE_EVERY_S:
@@ -361,21 +376,24 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
     finally:
         pool.close()
         bar.close()
+        progress.close()
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """A clip embedded outside the job's loop (by a Ray encoder actor): its frames let go, its unit vector."""
+    """A clip embedded outside the job's loop (by a Ray encoder actor): ClipMsg's clip (its frames
+    let go) and pixel spread, and its unit vector."""
 
     token: int
     clip: Clip
+    pixel_std: float
     vector: np.ndarray
 
 
 def consume(
     lib: Library,
     work: list[_Job],
-    stream: Iterable[Info | Embedded | Done | Failed],
+    stream: Iterable[Info | Embedded | Switched | Done | Failed],
     opts: IndexOptions,
     summary: IndexSummary,
 ) -> None:
@@ -385,7 +403,18 @@ def consume(
     and all its clips are in. A video still open when the stream ends is failed."""
     jobs = dict(enumerate(work))
     bar = _progress(len(work), opts.progress)
+    progress = ProgressFile(lib.root, len(work))
     last_save = time.monotonic()
+
+    def finish(token: int, reason: str | None = None) -> None:
+        job = jobs.pop(token)
+        if reason is None:
+            _commit(lib, job, summary)
+        else:
+            _fail(lib, job.file, reason, summary)
+        bar.update(1)
+        progress.update(len(work) - len(jobs), summary.clips)
+
     try:
         for msg in stream:
             job = jobs.get(msg.token)
@@ -396,27 +425,28 @@ def consume(
                     job.info, job.planned = info, planned
                     for note in info.notes:
                         log.info("%s: %s", job.file.path, note)
-                case Embedded(_, clip, vector):
-                    job.clips[clip.position], job.embeddings[clip.position] = clip, vector
+                case Embedded(_, clip, spread, vector):
+                    job.clips[clip.position], job.pixel_std[clip.position] = clip, spread
+                    job.embeddings[clip.position] = vector
+                case Switched(_, switch):
+                    log.info("%s: %s", job.file.path, switch)
                 case Done(_, decoded, warnings):
                     job.done, job.warnings = decoded, warnings
                     fault("after_decode")
                 case Failed(_, reason):
-                    _fail(lib, jobs.pop(msg.token).file, reason, summary)
-                    bar.update(1)
+                    finish(msg.token, reason)
                     continue
             if job.info is not None and job.done is not None and len(job.embeddings) == job.done:
-                _commit(lib, jobs.pop(msg.token), summary)
-                bar.update(1)
+                finish(msg.token)
             if time.monotonic() - last_save > SAVE_EVERY_S:
                 lib.save_vectors()
                 last_save = time.monotonic()
-        for job in jobs.values():
+        for token, job in list(jobs.items()):
             got = f"{len(job.embeddings)} of {job.done if job.done is not None else job.planned or '?'} clips"
-            reason = f"its decode or embedding was lost ({got} came back); --retry-failed tries it again"
-            _fail(lib, job.file, reason, summary)
+            finish(token, f"its decode or embedding was lost ({got} came back); --retry-failed tries it again")
     finally:
         bar.close()
+        progress.close()
 
 
 def _embed(
@@ -482,7 +512,7 @@ def _commit(lib: Library, job: _Job, summary: IndexSummary) -> None:
         _fail(lib, job.file, "file changed while it was being indexed; run again to index the new version", summary)
         return
     order = sorted(job.embeddings)
-    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i]) for i in order]
+    records = [ClipRecord(job.clips[i].start_s, job.clips[i].end_s, job.embeddings[i], job.pixel_std[i]) for i in order]
     with _signals_deferred():  # the catalog and the in-memory index change together
         _, clip_ids, removed = lib.catalog.store_video(_record(job.file, job.info), records, job.replace_id)
         lib.sync_vectors(removed, clip_ids, np.stack([job.embeddings[i] for i in order]))

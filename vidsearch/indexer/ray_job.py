@@ -43,7 +43,17 @@ from vidsearch.indexer.job import (
     default_batch_size,
     index_paths,
 )
-from vidsearch.indexer.workers import ClipMsg, DecodeSettings, DecodeTask, Done, Failed, Info, Message, WorkerPool
+from vidsearch.indexer.workers import (
+    ClipMsg,
+    DecodeSettings,
+    DecodeTask,
+    Done,
+    Failed,
+    Info,
+    Message,
+    Switched,
+    WorkerPool,
+)
 from vidsearch.media.discover import VideoFile, sampled_hash
 from vidsearch.media.readers import Clip
 
@@ -260,12 +270,12 @@ def _pipeline(work: list[_Job], settings: DecodeSettings, model: EncoderSettings
     )
 
 
-def _messages(ds) -> Iterator[Info | Embedded | Done | Failed]:
+def _messages(ds) -> Iterator[Info | Embedded | Switched | Done | Failed]:
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         for kind, message, vector in zip(batch["kind"], batch["message"], batch["vector"]):
             msg = pickle.loads(message)
             # a copy: a row of the batch would keep the whole batch alive
-            yield Embedded(msg.token, msg.clip, vector.copy()) if kind == "clip" else msg
+            yield Embedded(msg.token, msg.clip, msg.pixel_std, vector.copy()) if kind == "clip" else msg
 
 
 def _pipeline_error(exc: BaseException) -> ClusterError | ModelUnavailableError:

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vidsearch.faults import worker_fault, worker_start
+from vidsearch.faults import worker_fault, worker_start_fault
 
 if TYPE_CHECKING:
-    from vidsearch.media.readers import Clip, VideoInfo
+    from vidsearch.media.readers import BackendSwitch, Clip, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class DecodeSettings:
 
 #: Decode workers run at a lower priority than the job (and its encoder threads).
 WORKER_NICENESS = 10
+#: A worker that has not started (imported torch and the decoders) after this long is replaced.
+#: Its start never counts against ``--timeout``: on a busy machine a niced worker can take tens
+#: of seconds to start, and every video handed to it would time out before it was opened.
+STARTUP_TIMEOUT_S = 300.0
 
 # ---- messages from a worker, each about the video of one task (``token``) ----------------------
 
@@ -72,10 +76,20 @@ class Info:
 
 @dataclass(frozen=True)
 class ClipMsg:
-    """One decoded clip (media.readers.Clip)."""
+    """One decoded clip (media.readers.Clip), with its frames' pixel spread (media.blank), measured
+    here so that the parent, which runs the encoder, spends no time on it."""
 
     token: int
     clip: Clip
+    pixel_std: float
+
+
+@dataclass(frozen=True)
+class Switched:
+    """decord failed part-way through the video; the rest was read with PyAV."""
+
+    token: int
+    switch: BackendSwitch
 
 
 @dataclass(frozen=True)
@@ -95,17 +109,12 @@ class Failed:
     reason: str
 
 
-Message = Info | ClipMsg | Done | Failed
+Message = Info | ClipMsg | Switched | Done | Failed
 
 
 @dataclass(frozen=True)
-class _Started:
-    """Sent once by a worker when its imports are done: start-up (seconds on a loaded machine) is
-    not decoding, and does not count against the first video's timeout."""
-
-
-#: How long a worker may take to start before it is taken for hung (its timeout, if longer).
-STARTUP_TIMEOUT_S = 120.0
+class _Ready:
+    """The worker has started; the pool handles this one itself."""
 
 
 @dataclass
@@ -117,8 +126,9 @@ class _Worker:
     last: float = field(default_factory=time.monotonic)
     #: its pipe broke or it died; reap() collects it
     dead: bool = False
-    #: it has said _Started
-    started: bool = False
+    #: it has said it started: from then on its task's time counts against the timeout
+    ready: bool = False
+    started: float = field(default_factory=time.monotonic)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -180,14 +190,25 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
 
     torch.set_num_threads(1)
     from vidsearch.errors import DecodeError
+    from vidsearch.media.blank import pixel_std
     from vidsearch.media.readers import iter_clips, open_video
     from vidsearch.media.windows import plan_clips
     from vidsearch.settings import FrameSize
 
-    logging.getLogger("vidsearch").setLevel(settings.log_level)
+    logger = logging.getLogger("vidsearch")
+    logger.setLevel(settings.log_level)
+    # the parent says what a worker learns (messages); unhandled, Python would print it here too
+    logger.addHandler(logging.NullHandler())
+    if settings.log_level > logging.INFO:
+        # decord's C++ prints its own complaints ("Failed to seek file to position: 0") straight
+        # to stderr whatever its log level, and mid-line into the job's; without -v, say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
     frame_size = FrameSize(settings.short_edge, settings.resample)
-    worker_start()
-    conn.send(_Started())
+    worker_start_fault()
+    send = conn.send
+    send(_Ready())
     while True:
         try:
             task = conn.recv()
@@ -195,16 +216,19 @@ def worker_main(worker_id: int, conn, settings: DecodeSettings, parent_pid: int)
             return
         if task is None:
             return
-        send = conn.send
+
+        def switched(switch: BackendSwitch, token: int = task.token) -> None:
+            send(Switched(token, switch))
+
         try:
             with open_video(task.path, frame_size, settings.backend, num_threads=1) as reader:
                 plans = plan_clips(reader.frame_times, settings.num_frames, settings.clip_seconds, settings.hop_seconds)
                 send(Info(task.token, reader.info, len(plans)))
                 warnings: list[str] = []
                 n = 0
-                for clip in iter_clips(reader, plans, warnings):
+                for clip in iter_clips(reader, plans, warnings, switched):
                     worker_fault(task.path)
-                    send(ClipMsg(task.token, clip))
+                    send(ClipMsg(task.token, clip, pixel_std(clip.frames)))
                     n += 1
                 send(Done(task.token, n, warnings))
         except DecodeError as exc:
@@ -269,8 +293,8 @@ class WorkerPool:
             except (EOFError, OSError):  # died, perhaps half-way through a message
                 w.dead = True
                 continue
-            if isinstance(msg, _Started):
-                w.started, w.last = True, time.monotonic()
+            if isinstance(msg, _Ready):
+                w.ready, w.last = True, time.monotonic()
                 continue
             if w.task is not None and w.task.token == msg.token:
                 w.last = time.monotonic()
@@ -306,12 +330,14 @@ class WorkerPool:
                     reason = f"decoder crashed (signal {-code})"
                 else:
                     reason = f"decoder exited ({code})"
-            elif task is not None and now - w.last > self._allowed(w) and not w.conn.poll():
+            elif task is None or w.conn.poll():
+                continue
+            elif w.ready and now - w.last > self.timeout_s:
                 proc.kill()
-                if w.started:
-                    reason = f"decoding timed out ({self.timeout_s:g}s without progress)"
-                else:
-                    reason = f"decoder did not start in {self._allowed(w):g}s"
+                reason = f"decoding timed out ({self.timeout_s:g}s without progress)"
+            elif not w.ready and now - w.started > STARTUP_TIMEOUT_S:
+                proc.kill()
+                reason = f"decoder process did not start in {STARTUP_TIMEOUT_S:g}s"
             if reason is None:
                 continue
             proc.join(5)
@@ -321,9 +347,6 @@ class WorkerPool:
             if task is not None:
                 failed.append((task, reason))
         return failed
-
-    def _allowed(self, w: _Worker) -> float:
-        return self.timeout_s if w.started else max(self.timeout_s, STARTUP_TIMEOUT_S)
 
     def close(self) -> None:
         for w in self.workers.values():

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vidsearch.errors import DecodeError, first_line
+from vidsearch.faults import decord_fault
 from vidsearch.media.resize import resize_frames
 from vidsearch.media.timing import MAX_FRAME_GAP_S, LengthEvidence, check_starts, index_starts, plausible_rate
 from vidsearch.media.windows import ClipPlan
@@ -63,6 +64,17 @@ class VideoInfo:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.width < 1 or self.height < 1:
             raise ValueError(f"frame size must be positive, got {self.width}x{self.height}")
+
+
+@dataclass(frozen=True)
+class BackendSwitch:
+    """decord failed part-way through a file; the clips from ``at_s`` on were read with PyAV."""
+
+    at_s: float
+    reason: str
+
+    def __str__(self) -> str:
+        return f"decord failed at {self.at_s:.1f}s ({self.reason}); read with PyAV from there"
 
 
 @dataclass
@@ -159,17 +171,51 @@ class _Header:
         return LengthEvidence(self.fps, (*frame_counts, self.frames), self.durations)
 
 
+class StillImage(DecodeError):
+    """The file is a still image, not a video (a query may read it as a static clip)."""
+
+
+class StillReader(VideoReader):
+    """A still image read as a video: one frame on screen for ``seconds``, so that every window
+    over it is that frame repeated (a static clip)."""
+
+    def __init__(self, path: str, frame_size: FrameSize, seconds: float):
+        from PIL import Image, ImageOps
+
+        try:
+            with Image.open(path) as image:
+                codec = (image.format or "image").lower()
+                self._frame = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DecodeError(path, f"not a readable image ({first_line(exc)})") from exc
+        h, w = self._frame.shape[:2]
+        header = _Header(codec=codec, width=w, height=h, rotation=0, fps=1 / seconds, declared_s=seconds, frames=1)
+        super().__init__(path, header, frame_size)
+        self.frame_times = np.array([[0.0, seconds]])
+        self.info = _info(path, header, self.frame_times, "pillow")
+
+    def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
+        small = self._finish(self._frame[None])
+        for plan in plans:
+            yield Clip(plan.position, plan.start_s, plan.end_s, np.repeat(small, len(plan.frame_indices), axis=0))
+
+
 def _pick_stream(container) -> tuple[Any, str | None]:
     """The video stream to read: the one marked default, else the largest; cover art never.
 
-    Returns the stream and, where there was a choice, a note saying which and why. decord
-    cannot be told which stream to read, so a file with a choice is read with PyAV.
+    Returns the stream (None if no stream has a known codec) and, where there was a choice, a
+    note saying which and why. decord cannot be told which stream to read, so a file with a
+    choice is read with PyAV.
     """
     import av
 
     attached = av.stream.Disposition.attached_pic
     default = av.stream.Disposition.default
-    candidates = [s for s in container.streams.video if not s.disposition & attached] or list(container.streams.video)
+    # a stream whose codec FFmpeg does not know (a damaged header, say) has no codec context
+    known = [s for s in container.streams.video if s.codec_context is not None]
+    candidates = [s for s in known if not s.disposition & attached] or known
+    if not candidates:
+        return None, None
     if len(candidates) == 1:
         return candidates[0], None
     marked = [s for s in candidates if s.disposition & default]
@@ -203,8 +249,10 @@ def _probe_header(path: str) -> _Header:
                 raise DecodeError(path, "no video stream (audio-only or not a video)")
             demuxer = container.format.name
             if demuxer == "image2" or demuxer.endswith("_pipe"):
-                raise DecodeError(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
+                raise StillImage(path, f"a still image ({demuxer.removesuffix('_pipe')}), not a video")
             stream, note = _pick_stream(container)  # one decoder thread: frame threads each hold a frame
+            if stream is None:
+                raise DecodeError(path, "no decoder for its video stream (the codec is unknown or unsupported)")
             codec = stream.codec_context.name
             try:
                 frame: Any = next(container.decode(stream))
@@ -281,7 +329,7 @@ class DecordReader(VideoReader):
             if n < 1:
                 raise DecodeError(path, "video stream has no frames")
             times = np.asarray(self._vr.get_frame_timestamp(range(n)), dtype=np.float64)
-        except decord.DECORDError as exc:
+        except (decord.DECORDError, RuntimeError) as exc:  # RuntimeError: its wrapper's "Error reading PATH..."
             raise DecodeError(path, f"decord cannot open it ({first_line(exc)})") from exc
         reason = check_starts(times[:, 0], header.evidence(n))
         if reason:
@@ -298,6 +346,8 @@ class DecordReader(VideoReader):
             idx = list(plan.frame_indices)
             parts = []
             try:
+                if decord_fault(self.path, plan.position):
+                    raise decord.DECORDError("fault injected by VIDSEARCH_FAULT_DECORD")
                 for i in range(0, len(idx), chunk):
                     parts.append(self._finish(self._vr.get_batch(idx[i : i + chunk]).asnumpy()))
                 # decord reads ahead in the background; without a reset its memory grows with the video
@@ -358,6 +408,11 @@ class PyAVReader(VideoReader):
         ends = np.append(starts[1:], starts[-1] + last)
         self.frame_times = _normalise_times(np.stack([starts, ends], axis=1), header.fps)
         self.info = _info(path, header, self.frame_times, "pyav", notes)
+
+    def _finish(self, frames: np.ndarray) -> np.ndarray:
+        # the stream probed is the stream decoded: a frame of another size is the picture changing
+        # size part-way (broadcast captures, joined files), scaled to the size the first one set
+        return _rotate(resize_frames(frames, self._coded_target, self.frame_size.mode), self.rotation)
 
     def read_clips(self, plans: Sequence[ClipPlan]) -> Iterator[Clip]:
         import av
@@ -431,7 +486,9 @@ def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
     """Shift to start at 0, sort, and give every frame a positive duration.
 
     A frame is on screen until the next one starts (decoders' own per-packet durations are
-    the stream's nominal rate, wrong for variable frame rates); the last keeps its own.
+    the stream's nominal rate, wrong for variable frame rates); the last keeps its own, but
+    no longer than the longest of the others: the validated start times say nothing of it, and
+    a damaged header can give it hours (Matroska's DefaultDuration, MP4's last stts delta).
     """
     times = np.array(times, dtype=np.float64, copy=True)
     times -= times[:, 0].min()
@@ -440,6 +497,8 @@ def _normalise_times(times: np.ndarray, fps: float) -> np.ndarray:
     fallback = 1.0 / fps if fps and fps > 0 else 0.04
     bad = times[:, 1] <= times[:, 0]
     times[bad, 1] = times[bad, 0] + fallback
+    longest = float(np.max(times[:-1, 1] - times[:-1, 0])) if len(times) > 1 else MAX_FRAME_GAP_S
+    times[-1, 1] = min(times[-1, 1], times[-1, 0] + longest)
     return times
 
 
@@ -469,10 +528,13 @@ def open_video(
     frame_size: FrameSize | None = None,
     backend: str = "auto",
     num_threads: int = 1,
+    still_seconds: float | None = None,
 ) -> VideoReader:
     """Probe ``path`` and open it with decord, or PyAV where decord cannot read it.
 
-    Raises DecodeError naming the file and the reason for anything that is not a decodable video.
+    A still image is refused, unless ``still_seconds`` is given: then it reads as one frame on
+    screen for that long (a query image). Raises DecodeError naming the file and the reason for
+    anything that is not a decodable video.
     """
     import av
 
@@ -483,7 +545,12 @@ def open_video(
     # a PyAV level hands them to Python logging (the "libav" loggers), None would print them raw
     av.logging.set_level(av.logging.WARNING if _verbose() else av.logging.PANIC)
     frame_size = frame_size or FrameSize()
-    header = _probe_header(path)
+    try:
+        header = _probe_header(path)
+    except StillImage:
+        if still_seconds is None:
+            raise
+        return StillReader(path, frame_size, still_seconds)
     use_decord = backend == "decord" or (
         backend == "auto"
         and header.codec not in DECORD_UNSUPPORTED_CODECS
@@ -524,9 +591,15 @@ def open_video(
     return reader
 
 
-def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[str] | None = None) -> Iterator[Clip]:
+def iter_clips(
+    reader: VideoReader,
+    plans: Sequence[ClipPlan],
+    warnings: list[str] | None = None,
+    on_switch: Callable[[BackendSwitch], None] | None = None,
+) -> Iterator[Clip]:
     """Stream the planned clips; a stream that breaks part-way yields what came before it
-    and adds a warning (how much was read) to ``warnings``.
+    and adds a warning (how much was read) to ``warnings``. Where decord fails part-way and
+    PyAV reads the rest, that is said at INFO and handed to ``on_switch``.
 
     Raises DecodeError when not even the first clip can be read.
     """
@@ -541,7 +614,10 @@ def iter_clips(reader: VideoReader, plans: Sequence[ClipPlan], warnings: list[st
             if not reader.pyav_fallback:
                 raise
             # decord fails on some valid files only when reading (narrow H.264: a copy size check)
-            log.info("%s: decord failed while reading (%s); reading it with PyAV", reader.path, exc.reason)
+            switch = BackendSwitch(exc.plan.start_s, exc.reason)
+            log.info("%s: %s", reader.path, switch)
+            if on_switch is not None:
+                on_switch(switch)
             rest = list(plans)[list(plans).index(exc.plan) :]
             with PyAVReader(reader.path, reader.header, reader.frame_size, reader.num_threads) as other:
                 yield from other.read_clips(rest)

@@ -68,7 +68,8 @@ def plan_clips(
     """Plan clips over a video whose frame i is on screen during ``frame_times[i]`` (start, end).
 
     Times are seconds from the first frame. Frame j of window [s, e) is the frame on screen
-    at s + j·(e − s)/num_frames; each clip's times come from its first and last frames.
+    at s + j·(e − s)/num_frames; a clip starts where its first frame starts and ends where
+    the last frame on screen in its window ends.
     No frame stays on screen longer than MAX_FRAME_GAP_S in validated times, so N frames
     allow at most N·⌈MAX_FRAME_GAP_S / hop⌉ + 1 windows; times that would give more are refused.
     """
@@ -86,14 +87,20 @@ def plan_clips(
 def plan_window(
     frame_times: np.ndarray, start_s: float, end_s: float, num_frames: int = 16, position: int = 0
 ) -> ClipPlan:
-    """The clip of window [start_s, end_s): frame j is the one on screen at start + j·(end − start)/num_frames."""
+    """The clip of window [start_s, end_s): frame j is the one on screen at start + j·(end − start)/num_frames.
+
+    The clip spans the window's frames: from the start of the first to the end of the last one
+    on screen before ``end_s`` (not of the last one sampled, which ends up to 1/num_frames of
+    the window early).
+    """
     times = np.asarray(frame_times, dtype=np.float64)
     starts = times[:, 0]
     sample_t = start_s + np.arange(num_frames) * (end_s - start_s) / num_frames
     idx = np.clip(np.searchsorted(starts, sample_t + _EPS, side="right") - 1, 0, len(starts) - 1)
+    last = max(int(idx[-1]), int(np.searchsorted(starts, end_s - _EPS, side="left")) - 1)
     return ClipPlan(
         position=position,
         start_s=float(times[idx[0], 0]),
-        end_s=float(times[idx[-1], 1]),
+        end_s=float(times[last, 1]),
         frame_indices=tuple(int(x) for x in idx),
     )

@@ -7,18 +7,29 @@ aligned in time with the code that search uses; a pair is reported when its best
 segment is long enough and its mean similarity is above the threshold. Connected pairs form
 groups (union-find). The cost grows with the number of clips and their close neighbours, not
 with the number of video pairs.
+
+Blank clips (media.blank) take no part: a black or flat frame matches every other one. Common
+footage (search.common) is found in the same pass, from the same clip matches, and stored in the
+catalog for search: a pair whose only shared footage is common is not reported, and the common
+parts of a reported pair are listed apart from its segments.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
+from vidsearch.media.blank import is_blank
+from vidsearch.search.align import Match, Segment, align, covered_seconds
+from vidsearch.search.common import CommonSegment, common_segments, mark_common, spreads, suspects, touched
+from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
+from vidsearch.storage.decisions import HIDDEN_VERDICTS, decided_pairs, pair_key
 from vidsearch.storage.faiss_spec import cells_for
 from vidsearch.storage.library import Library
 
@@ -30,6 +41,13 @@ DEFAULT_THRESHOLD = 0.90
 CONTAINED_SHARE = 0.8
 #: Up to this many clips, candidates come from comparing every clip with every other (exact).
 EXACT_CANDIDATES_LIMIT = 20_000
+#: Default ``--common-min-videos``: footage is common when it appears in more than this many
+#: mutually unrelated videos. Copies of one video count once however many there are, so this
+#: only limits how often the same footage may be reused in otherwise different videos and still
+#: count as evidence: a clip quoted in two to five videos still makes them duplicates, while
+#: a series' intro or a channel's sting, in dozens, does not. Lower values start to hide genuine
+#: reuse; higher ones let the intros of short series through.
+COMMON_MIN_VIDEOS = 5
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,15 @@ class DuplicatePair:
     segments: tuple[Segment, ...]
     a_covered: float
     b_covered: float
+    #: aligned stretches of common footage the two also share: not evidence, listed apart
+    common_segments: tuple[Segment, ...] = ()
+    #: the user's verdict on the pair (``vidsearch decide``), if any
+    decision: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The best of its segments' confidences (search/confidence.py)."""
+        return max((s.confidence or 0.0) for s in self.segments)
 
     @property
     def relation(self) -> str:
@@ -72,9 +99,27 @@ class DuplicateReport:
     pairs: list[DuplicatePair] = field(default_factory=list)
     candidates: int = 0
     clip_matches: int = 0
+    #: footage in more than this many unrelated videos was not evidence; None: kept (--keep-common)
+    common_min_videos: int | None = None
+    #: clips found common, and the seconds the common-footage pass took
+    common_clips: int = 0
+    common_seconds: float = 0.0
+    #: pairs left out because the user judged them not_a_match or keep_both
+    hidden: int = 0
 
     def groups(self) -> list[DuplicateGroup]:
         return group_pairs(self.pairs)
+
+
+@dataclass
+class CommonReport:
+    """The library's common footage, largest first; ``stored``: whether search can now mark it."""
+
+    threshold: float
+    threshold_source: str
+    min_videos: int
+    segments: list[CommonSegment]
+    stored: bool
 
 
 def resolve_threshold(lib: Library, threshold: float | None) -> tuple[float, str]:
@@ -114,13 +159,19 @@ def _partitions(vectors: np.ndarray, dim: int) -> list[np.ndarray]:
 
 
 def clip_pairs(
-    lib: Library, session, table: ClipTable, threshold: float, block: int = 2048
+    lib: Library,
+    session,
+    table: ClipTable,
+    threshold: float,
+    block: int = 2048,
+    skip: np.ndarray | None = None,
 ) -> dict[tuple[int, int], np.ndarray]:
     """Matches between clips of different videos above ``threshold``, keyed by (video a, video b), a < b.
 
     Each value is an (M, 3) array: row of a's clip, row of b's clip, similarity (each clip pair
     once, with its best similarity). Similarities are computed in blocks (matrix products), so
-    memory stays bounded by the block size and the number of matches.
+    memory stays bounded by the block size and the number of matches. Rows where ``skip`` is
+    true take no part.
     """
     if not len(table.ids):
         return {}
@@ -130,6 +181,10 @@ def clip_pairs(
         vectors[table.lookup(ids)] = vecs
     parts = []
     for members in _partitions(vectors, dim):
+        if skip is not None:
+            members = members[~skip[members]]
+        if not len(members):
+            continue
         x = vectors[members].astype(np.float32)
         vids = table.video[members]
         rows = max(16, min(block, 50_000_000 // len(members)))  # a similarity block stays under ~200 MB
@@ -159,16 +214,129 @@ def clip_pairs(
     return {(int(va[g[0]]), int(vb[g[0]])): m[g[0] : g[-1] + 1] for g in np.split(np.arange(len(m)), cuts)}
 
 
-def _covered(intervals: list[tuple[float, float]]) -> float:
-    """Seconds covered by the union of the intervals."""
-    total, cur_s, cur_e = 0.0, 0.0, -np.inf
-    for s, e in sorted(intervals):
-        if s > cur_e:
-            total += max(cur_e - cur_s, 0.0)
-            cur_s, cur_e = s, e
+class _Snapshot:
+    """One snapshot's clips and clip matches, and the alignment of a pair's matches into segments."""
+
+    def __init__(self, lib: Library, threshold: float | None, min_seconds: float | None, batch: int):
+        self.threshold, self.source = resolve_threshold(lib, threshold)
+        self.model = ConfidenceModel.of(lib, threshold)
+        self.min_seconds = min_seconds
+        self.hop, self.clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
+        with lib.catalog.read() as session:  # one snapshot, even while an index job writes
+            self.table = lib.catalog.clip_table(session)
+            indexed = lib.catalog.videos(session, STATUS_INDEXED)
+            self.videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in indexed}
+            self.fingerprints = {v.id: v.fingerprint for v in indexed}
+            lib.skip_orphans(session)
+            #: the user's verdicts by pair_key (``vidsearch decide``)
+            self.decided = decided_pairs(lib, session)
+            blank = is_blank(self.table.pixel_std)
+            self.candidates = clip_pairs(lib, session, self.table, self.threshold, batch, skip=blank)
+        blank_spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for r in np.nonzero(blank)[0]:
+            blank_spans[int(self.table.video[r])].append((float(self.table.start[r]), float(self.table.end[r])))
+        #: seconds of each video that are not blank: what a pair's coverage is a share of
+        self.footage = {v: max(d - covered_seconds(blank_spans.get(v, [])), 0.0) for v, (_, d) in self.videos.items()}
+        self.longest_clip = float((self.table.end - self.table.start).max()) if len(self.table.ids) else 0.0
+        #: a pair's segments from all its matches, kept by the common pass for the report
+        self.cache: dict[tuple[int, int], list[Segment]] = {}
+
+    def pairs(self):
+        """(video a, video b, matches) of the candidate pairs whose videos are both indexed."""
+        for (va, vb), matches in self.candidates.items():
+            if va in self.videos and vb in self.videos:
+                yield va, vb, matches
+
+    def aligned(self, matches: np.ndarray, need: float = 0.0) -> list[Segment]:
+        """The segments these clip matches (rows of a, rows of b, similarity) align into that
+        reach the threshold and last ``need`` seconds on both sides, each with its confidence."""
+        t = self.table
+        ra, rb = matches[:, 0].astype(np.int64), matches[:, 1].astype(np.int64)
+        ms = [
+            Match(float(qs), float(qe), float(rs), float(re_), float(sim))
+            for qs, qe, rs, re_, sim in zip(t.start[ra], t.end[ra], t.start[rb], t.end[rb], matches[:, 2])
+        ]
+        return [
+            replace(s, confidence=self.model.confidence(evidence(s, ms, self.hop)))
+            for s in align(ms, offset_tolerance=self.hop, max_gap=self.clip_s)
+            if s.similarity >= self.threshold and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
+        ]
+
+    def segments(self, va: int, vb: int, matches: np.ndarray) -> list[Segment]:
+        """The segments that make a duplicate: long enough, similar enough."""
+        if self.min_seconds is not None:
+            need = self.min_seconds
         else:
-            cur_e = max(cur_e, e)
-    return total + max(cur_e - cur_s, 0.0)
+            need = min(2 * self.hop, 0.8 * min(self.videos[va][1], self.videos[vb][1]))
+        return self.aligned(matches, need)
+
+    def covered(self, va: int, vb: int, segments: list[Segment]) -> tuple[float, float]:
+        """The shares of a's and b's footage (blank clips aside) that ``segments`` cover."""
+        fa, fb = self.footage[va], self.footage[vb]
+        a = min(1.0, covered_seconds([(s.q_start, s.q_end) for s in segments]) / fa) if fa else 0.0
+        b = min(1.0, covered_seconds([(s.r_start, s.r_end) for s in segments]) / fb) if fb else 0.0
+        return a, b
+
+    def is_copy(self, va: int, vb: int, matches: np.ndarray) -> bool:
+        """Whether these matches' segments cover most (CONTAINED_SHARE) of a's or b's footage."""
+        share_a, share_b = CONTAINED_SHARE * self.footage[va], CONTAINED_SHARE * self.footage[vb]
+        if len(matches) * self.longest_clip < min(share_a, share_b):  # cannot cover that much: most pairs stop here
+            return False
+        t = self.table
+        ua, ub = np.unique(matches[:, 0].astype(np.int64)), np.unique(matches[:, 1].astype(np.int64))
+        if (t.end[ua] - t.start[ua]).sum() < share_a and (t.end[ub] - t.start[ub]).sum() < share_b:
+            return False
+        return max(self.covered(va, vb, self.segments(va, vb, matches))) >= CONTAINED_SHARE
+
+    def related(self, suspect: np.ndarray, videos: set[int]) -> set[tuple[int, int]]:
+        """The pairs among ``videos`` that share a duplicate's segment of footage that is not
+        ``suspect`` (of being common), or of which one is a copy of the other: one family each
+        to the common-footage count. Pairs without suspects keep their segments for the report."""
+        related = set()
+        chosen = [(va, vb, m) for va, vb, m in self.pairs() if va in videos and vb in videos]
+        for (va, vb, m), n, shady in zip(chosen, *_flag_matches(chosen, suspect)):
+            if n == 0:
+                self.cache[(va, vb)] = self.segments(va, vb, m)
+                if self.cache[(va, vb)]:
+                    related.add((va, vb))
+            elif (n < len(m) and self.segments(va, vb, m[~shady])) or self.is_copy(va, vb, m):
+                related.add((va, vb))
+        return related
+
+
+def _flag_matches(pairs: list[tuple[int, int, np.ndarray]], flagged: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """For each (video a, video b, matches): how many of its matches involve a ``flagged`` row,
+    and which. Looked up for all pairs at once, so that a pair costs no array work of its own
+    unless its matches are mixed (most have none or all flagged)."""
+    if not pairs:
+        return [], []
+    rows = np.concatenate([m[:, :2] for _, _, m in pairs]).astype(np.int64)
+    hit = flagged[rows[:, 0]] | flagged[rows[:, 1]]
+    sizes = np.array([len(m) for _, _, m in pairs])
+    ends = np.cumsum(sizes)
+    counts = np.add.reduceat(hit.astype(np.int64), ends - sizes).tolist()
+    return counts, [hit[e - n : e] for n, e in zip(sizes.tolist(), ends.tolist())]
+
+
+def _common_pass(lib: Library, snap: _Snapshot, min_videos: int) -> tuple[np.ndarray, float, bool]:
+    """Find the common clips and store them in the catalog: (videos each row's footage appears in
+    when common, else 0; seconds the finding took; whether it was stored)."""
+    t = time.perf_counter()
+    spread = spreads(snap.table, snap.candidates)
+    suspect = suspects(spread, min_videos)
+    related = snap.related(suspect, touched(snap.table, spread, suspect)) if suspect.any() else set()
+    appears_in = mark_common(snap.table, spread, suspect, related, min_videos)
+    seconds = time.perf_counter() - t
+    counts = {int(snap.table.ids[r]): int(appears_in[r]) for r in np.nonzero(appears_in)[0]}
+    try:
+        with lib.writing_catalog() as catalog:
+            catalog.set_common(counts)
+    except (IndexLockedError, StorageError, CorruptIndexError, OSError) as exc:  # a reader reports all the same
+        log.warning(
+            "found %d common clips but did not store them, so search cannot mark them yet: %s", len(counts), exc
+        )
+        return appears_in, seconds, False
+    return appears_in, seconds, True
 
 
 def find_duplicates(
@@ -176,41 +344,51 @@ def find_duplicates(
     threshold: float | None = None,
     min_seconds: float | None = None,
     batch: int = 4096,
+    common_min_videos: int = COMMON_MIN_VIDEOS,
+    keep_common: bool = False,
+    include_decided: bool = False,
 ) -> DuplicateReport:
     """Near-duplicate video pairs of the whole library, best first.
 
     ``min_seconds`` defaults, per pair, to the smaller of two hops and 80% of the shorter video.
+    Footage in more than ``common_min_videos`` unrelated videos is common: it is no evidence,
+    and the clips found common are stored in the catalog for search. ``keep_common`` skips that
+    pass: every match but a blank clip's counts, as before common footage was told apart.
+    Pairs the user judged ``not_a_match`` or ``keep_both`` are left out (and counted in
+    ``hidden``) unless ``include_decided``.
     """
-    thr, source = resolve_threshold(lib, threshold)
-    hop, clip_s = lib.manifest.clips.hop_seconds, lib.manifest.clips.clip_seconds
-    with lib.catalog.read() as session:  # one snapshot, even while an index job writes
-        table = lib.catalog.clip_table(session)
-        videos = {v.id: (v.display_path, v.duration_s or 0.0) for v in lib.catalog.videos(session, STATUS_INDEXED)}
-        lib.skip_orphans(session)
-        candidates = clip_pairs(lib, session, table, thr, batch)
+    snap = _Snapshot(lib, threshold, min_seconds, batch)
     report = DuplicateReport(
-        thr, source, min_seconds, candidates=len(candidates), clip_matches=sum(len(v) for v in candidates.values())
+        snap.threshold,
+        snap.source,
+        min_seconds,
+        candidates=len(snap.candidates),
+        clip_matches=sum(len(v) for v in snap.candidates.values()),
     )
-    for (va, vb), matches in candidates.items():
-        if va not in videos or vb not in videos:
+    common = np.zeros(len(snap.table.ids), dtype=bool)
+    if not keep_common:
+        appears_in, report.common_seconds, _ = _common_pass(lib, snap, common_min_videos)
+        common = appears_in > 0
+        report.common_min_videos, report.common_clips = common_min_videos, int(common.sum())
+    pairs = list(snap.pairs())
+    for (va, vb, matches), n, in_common in zip(pairs, *_flag_matches(pairs, common)):
+        if n == len(matches):
             continue
-        (pa, da), (pb, db) = videos[va], videos[vb]
-        need = min_seconds if min_seconds is not None else min(2 * hop, 0.8 * min(da, db))
-        ra, rb = matches[:, 0].astype(np.int64), matches[:, 1].astype(np.int64)
-        ms = [
-            Match(float(qs), float(qe), float(rs), float(re_), float(sim))
-            for qs, qe, rs, re_, sim in zip(
-                table.start[ra], table.end[ra], table.start[rb], table.end[rb], matches[:, 2]
-            )
-        ]
-        segments = [
-            s
-            for s in align(ms, offset_tolerance=hop, max_gap=clip_s)
-            if s.similarity >= thr and min(s.q_end - s.q_start, s.r_end - s.r_start) >= need - 1e-6
-        ]
+        if n:
+            segments = snap.segments(va, vb, matches[~in_common])
+            shared = snap.aligned(matches[in_common])
+        else:
+            segments = snap.cache[(va, vb)] if (va, vb) in snap.cache else snap.segments(va, vb, matches)
+            shared = []
         if not segments:
             continue
+        decision = snap.decided.get(pair_key(snap.fingerprints[va], snap.fingerprints[vb]))
+        if decision in HIDDEN_VERDICTS and not include_decided:
+            report.hidden += 1
+            continue
         best = segments[0]
+        a_covered, b_covered = snap.covered(va, vb, segments + shared)
+        (pa, da), (pb, db) = snap.videos[va], snap.videos[vb]
         report.pairs.append(
             DuplicatePair(
                 a=pa,
@@ -220,12 +398,26 @@ def find_duplicates(
                 score=best.score,
                 similarity=best.similarity,
                 segments=tuple(segments),
-                a_covered=min(1.0, _covered([(s.q_start, s.q_end) for s in segments]) / da) if da else 0.0,
-                b_covered=min(1.0, _covered([(s.r_start, s.r_end) for s in segments]) / db) if db else 0.0,
+                a_covered=a_covered,
+                b_covered=b_covered,
+                common_segments=tuple(shared),
+                decision=decision,
             )
         )
     report.pairs.sort(key=lambda p: p.score, reverse=True)
     return report
+
+
+def find_common(
+    lib: Library, threshold: float | None = None, min_videos: int = COMMON_MIN_VIDEOS, batch: int = 4096
+) -> CommonReport:
+    """The library's common footage (intros, stings) with where it appears, largest first; the
+    pass that ``find_duplicates`` runs, also stored in the catalog for search."""
+    snap = _Snapshot(lib, threshold, None, batch)
+    appears_in, _, stored = _common_pass(lib, snap, min_videos)
+    paths = {v: p for v, (p, _) in snap.videos.items()}
+    found = common_segments(snap.table, snap.candidates, appears_in, paths, max_gap=snap.clip_s)
+    return CommonReport(snap.threshold, snap.source, min_videos, found, stored)
 
 
 def group_pairs(pairs: list[DuplicatePair]) -> list[DuplicateGroup]:

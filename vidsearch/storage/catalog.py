@@ -4,6 +4,12 @@ Every write of a video (its row, clips, embeddings and status) is one transactio
 bumps the catalog generation, so the FAISS file can say which state it was built from. Reads
 run inside an explicit BEGIN (the pysqlite recipe), so a reader sees one snapshot even while a
 writer commits. Clip ids are AUTOINCREMENT: a vector id always means the same clip.
+
+Schema changes are additive and migrated in place: a writer that opens a catalog made by an
+older vidsearch adds the columns it lacks (``ALTER TABLE ... ADD COLUMN``, nullable, so every
+existing row stays valid and nothing is re-embedded); a reader of such a catalog reads those
+columns as NULL, which is what the migration would put there. Older versions select their
+columns by name, so they still read a migrated catalog.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
+    null,
     select,
     text,
     update,
@@ -98,8 +107,17 @@ class _ClipRow(_Base):
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the frames' pixel spread (media.blank); NULL for clips indexed before it was measured
+    pixel_std: Mapped[float | None] = mapped_column(Float)
+    #: how many videos the clip's footage appears in, set by the last common-footage pass (search
+    #: .duplicates) when it found the clip common; NULL otherwise
+    common_videos: Mapped[int | None] = mapped_column(Integer)
 
     video: Mapped[_Video] = relationship(back_populates="clips")
+
+
+#: Columns added to ``clips`` after the first catalog format: (name, SQL type), for the migration.
+_ADDED_CLIP_COLUMNS = (("pixel_std", "FLOAT"), ("common_videos", "INTEGER"))
 
 
 class _Run(_Base):
@@ -116,6 +134,27 @@ class _Run(_Base):
     clips: Mapped[int] = mapped_column(default=0)
 
 
+class _Decision(_Base):
+    """A user's verdict on a pair of videos, keyed by their content fingerprints (smaller first),
+    so that it outlives paths, video rows and embeddings."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("fingerprint_a", "fingerprint_b"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint_a: Mapped[str] = mapped_column(String(64))
+    fingerprint_b: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    # where the videos were when the verdict was given: named when they are no longer indexed
+    path_a: Mapped[bytes] = mapped_column(LargeBinary)
+    path_b: Mapped[bytes] = mapped_column(LargeBinary)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+#: Tables added after the first catalogs were made: created when first written, absent means empty.
+_LATER_TABLES = {_Decision.__tablename__}
+
+
 class _Meta(_Base):
     __tablename__ = "meta"
 
@@ -125,17 +164,34 @@ class _Meta(_Base):
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """A clip ready to store: times and its unit embedding."""
+    """A clip ready to store: times, its unit embedding and its frames' pixel spread."""
 
     start_s: float
     end_s: float
     embedding: np.ndarray
+    pixel_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.end_s < self.start_s:
             raise ValueError(f"clip ends ({self.end_s}) before it starts ({self.start_s})")
         if self.embedding.ndim != 1:
             raise ValueError(f"embedding must be 1-d, got shape {self.embedding.shape}")
+
+
+#: the columns of a StoredVideo, in its fields' order
+_STORED_COLUMNS = (
+    _Video.id,
+    _Video.path,
+    _Video.size,
+    _Video.mtime_ns,
+    _Video.fingerprint,
+    _Video.status,
+    _Video.duration_s,
+    _Video.error,
+    _Video.fps,
+    _Video.width,
+    _Video.height,
+)
 
 
 @dataclass(frozen=True)
@@ -164,6 +220,9 @@ class StoredVideo:
     status: str
     duration_s: float | None = None
     error: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
     @property
     def display_path(self) -> str:
@@ -171,13 +230,27 @@ class StoredVideo:
 
 
 @dataclass(frozen=True)
+class DecisionRecord:
+    """A stored verdict on the pair of videos with fingerprints ``fingerprints`` (smaller first)."""
+
+    id: int
+    fingerprints: tuple[str, str]
+    verdict: str
+    paths: tuple[bytes, bytes]
+    decided_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ClipTable:
-    """Clips as arrays sorted by clip id: id → (video, start, end)."""
+    """Clips as arrays sorted by clip id: id → (video, start, end, pixel spread (NaN: not
+    measured), videos its footage appears in when common (0: not common))."""
 
     ids: np.ndarray
     video: np.ndarray
     start: np.ndarray
     end: np.ndarray
+    pixel_std: np.ndarray
+    common_videos: np.ndarray
 
     def lookup(self, clip_ids: np.ndarray) -> np.ndarray:
         """Row positions of ``clip_ids`` (-1 for ids not in the table)."""
@@ -252,13 +325,16 @@ class Catalog:
             if create:
                 _Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
-                missing = {t for t in _Base.metadata.tables} - set(
-                    conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
+                missing = (
+                    {t for t in _Base.metadata.tables}
+                    - _LATER_TABLES
+                    - set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars())
                 )
             if missing:
                 raise CorruptCatalogError(f"{self.path} lacks the tables {sorted(missing)}: not a vidsearch catalog")
             if not create and not readonly:
                 self.quick_check()  # a writer writes nothing into a damaged file
+            self._has_added_columns = self._migrate()
         except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
             if create:
@@ -299,6 +375,30 @@ class Catalog:
     def _damaged(self, what: str) -> CorruptCatalogError:
         return CorruptCatalogError(f"{self.path} is damaged ({what}); {_CHECK_IT}")
 
+    def _migrate(self) -> bool:
+        """Add the clip columns an older catalog lacks (a writer); whether the columns exist now."""
+        with self.engine.connect() as conn:
+            have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(clips)")}
+        lacking = [(name, kind) for name, kind in _ADDED_CLIP_COLUMNS if name not in have]
+        if not lacking:
+            return True
+        if self.readonly:
+            return False
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            with conn.begin():
+                for name, kind in lacking:
+                    conn.exec_driver_sql(f"ALTER TABLE clips ADD COLUMN {name} {kind}")
+        log.info(
+            "%s: added the clip columns %s (catalog made by an older vidsearch)", self.path, [n for n, _ in lacking]
+        )
+        return True
+
+    def _added(self, name: str) -> Any:
+        """A column added by a migration, or NULL where this (read-only) catalog predates it."""
+        column = _ClipRow.__table__.c[name]
+        return column if self._has_added_columns else null().label(name)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -319,6 +419,11 @@ class Catalog:
         """One write transaction (BEGIN IMMEDIATE); ``bump`` advances the generation with it."""
         if self.readonly:
             raise RuntimeError("this catalog was opened read-only")
+        with self._transaction(bump) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, bump: bool) -> Iterator[Session]:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = True
@@ -349,25 +454,24 @@ class Catalog:
         self, session: Session, status: str | None = None, ids: Iterable[int] | None = None
     ) -> list[StoredVideo]:
         """Video rows by id: all, those of one ``status``, or those with the given ``ids``."""
-        v = _Video
-        query = select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).order_by(v.id)
+        query = select(*_STORED_COLUMNS).order_by(_Video.id)
         if status is not None:
-            query = query.where(v.status == status)
+            query = query.where(_Video.status == status)
         if ids is None:
             return [self._video(row) for row in session.execute(query)]
         out: list[StoredVideo] = []
         wanted = sorted({int(i) for i in ids})
         for i in range(0, len(wanted), _IN_CHUNK):
-            out += [self._video(row) for row in session.execute(query.where(v.id.in_(wanted[i : i + _IN_CHUNK])))]
+            chunk = wanted[i : i + _IN_CHUNK]
+            out += [self._video(row) for row in session.execute(query.where(_Video.id.in_(chunk)))]
         return sorted(out, key=lambda s: s.id)
 
     def video_by_path(self, session: Session, path: bytes) -> StoredVideo | None:
-        v = _Video
-        row = session.execute(
-            select(v.id, v.path, v.size, v.mtime_ns, v.fingerprint, v.status, v.duration_s, v.error).where(
-                v.path == path
-            )
-        ).first()
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.path == path)).first()
+        return self._video(row) if row is not None else None
+
+    def video_by_id(self, session: Session, video_id: int) -> StoredVideo | None:
+        row = session.execute(select(*_STORED_COLUMNS).where(_Video.id == video_id)).first()
         return self._video(row) if row is not None else None
 
     def _video(self, row: Sequence[Any]) -> StoredVideo:
@@ -389,14 +493,43 @@ class Catalog:
         return session.scalar(select(func.count(_ClipRow.id))) or 0
 
     def clip_table(self, session: Session) -> ClipTable:
-        """Every clip's id, video and times, sorted by id."""
+        """Every clip's id, video, times and marks, sorted by id."""
+        c = _ClipRow
         rows = session.execute(
-            select(_ClipRow.id, _ClipRow.video_id, _ClipRow.start_s, _ClipRow.end_s).order_by(_ClipRow.id)
+            select(
+                c.id,
+                c.video_id,
+                c.start_s,
+                c.end_s,
+                func.coalesce(self._added("pixel_std"), -1.0),
+                func.coalesce(self._added("common_videos"), 0),
+            ).order_by(c.id)
         ).all()
-        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 4)
-        if np.isnan(arr).any():  # an empty (NULL) field reads as NaN
+        arr = np.array([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 6)
+        if np.isnan(arr[:, :4]).any():  # an empty (NULL) field reads as NaN
             raise self._damaged("clip rows with empty fields")
-        return ClipTable(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3])
+        spread = np.where(arr[:, 4] < 0, np.nan, arr[:, 4])  # a spread is never negative: -1 is NULL
+        return ClipTable(
+            arr[:, 0].astype(np.int64),
+            arr[:, 1].astype(np.int64),
+            arr[:, 2],
+            arr[:, 3],
+            spread,
+            arr[:, 5].astype(np.int64),
+        )
+
+    def clip_marks(self, session: Session, clip_ids: Sequence[int]) -> dict[int, tuple[float, int]]:
+        """clip id → (pixel spread, NaN when not measured; videos its footage appears in when
+        common, else 0), for ids that exist."""
+        out: dict[int, tuple[float, int]] = {}
+        ids = sorted({int(i) for i in clip_ids})
+        spread, common = self._added("pixel_std"), self._added("common_videos")
+        for i in range(0, len(ids), _IN_CHUNK):
+            for cid, s, n in session.execute(
+                select(_ClipRow.id, spread, common).where(_ClipRow.id.in_(ids[i : i + _IN_CHUNK]))
+            ):
+                out[cid] = (np.nan if s is None else float(s), int(n or 0))
+        return out
 
     def clips_of(self, session: Session, video_id: int) -> list[tuple[int, float, float]]:
         """A video's clips as (clip id, start_s, end_s), in time order."""
@@ -500,6 +633,33 @@ class Catalog:
             raise self._damaged(f"clips of video {video_id} with empty fields")
         return times, decode_embeddings([r[2] for r in rows], dim)
 
+    def video_pixel_std(self, session: Session, video_id: int) -> np.ndarray:
+        """A video's clips' pixel spreads in the order of ``video_clips`` (NaN: not measured)."""
+        c = _ClipRow
+        query = select(self._added("pixel_std")).where(c.video_id == video_id).order_by(c.start_s, c.id)
+        return np.array([np.nan if s is None else s for s in session.scalars(query)], dtype=np.float64)
+
+    def decisions(self, session: Session) -> list[DecisionRecord]:
+        """Every stored verdict, oldest first (none in a catalog that never stored one)."""
+        if not _has_table(session, _Decision.__tablename__):
+            return []
+        d = _Decision
+        rows = session.execute(
+            select(d.id, d.fingerprint_a, d.fingerprint_b, d.verdict, d.path_a, d.path_b, d.decided_at).order_by(d.id)
+        )
+        return [DecisionRecord(i, (fa, fb), v, (pa, pb), at) for i, fa, fb, v, pa, pb, at in rows]
+
+    def videos_by_fingerprints(self, session: Session, fingerprints: Iterable[str]) -> list[StoredVideo]:
+        """Indexed videos whose content fingerprint is one of ``fingerprints``, by id."""
+        v = _Video
+        wanted = sorted(set(fingerprints))
+        query = select(*_STORED_COLUMNS)
+        out: list[StoredVideo] = []
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = query.where(v.fingerprint.in_(wanted[i : i + _IN_CHUNK]), v.status == STATUS_INDEXED)
+            out += [self._video(row) for row in session.execute(chunk)]
+        return sorted(out, key=lambda s: s.id)
+
     # ---- consistency (verify) ------------------------------------------------------------
 
     def integrity_problems(self, session: Session) -> list[str]:
@@ -578,7 +738,13 @@ class Catalog:
         session.add(video)
         session.flush()
         rows = [
-            _ClipRow(video_id=video.id, start_s=c.start_s, end_s=c.end_s, embedding=encode_embedding(c.embedding))
+            _ClipRow(
+                video_id=video.id,
+                start_s=c.start_s,
+                end_s=c.end_s,
+                embedding=encode_embedding(c.embedding),
+                pixel_std=c.pixel_std,
+            )
             for c in clips
         ]
         session.add_all(rows)
@@ -596,7 +762,7 @@ class Catalog:
             if src is None:
                 raise ValueError(f"no video with id {source_id} to copy")
             clips = [
-                ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE))
+                ClipRecord(c.start_s, c.end_s, np.frombuffer(c.embedding, dtype=EMBEDDING_DTYPE), c.pixel_std)
                 for c in session.scalars(select(_ClipRow).where(_ClipRow.video_id == source_id).order_by(_ClipRow.id))
             ]
             record = VideoRecord(
@@ -629,6 +795,20 @@ class Catalog:
         with self.write() as session:
             return _delete_videos(session, video_ids)
 
+    def set_common(self, counts: dict[int, int]) -> None:
+        """Replace the common-footage marks: clip id → videos its footage appears in; every other
+        clip is not common. The vectors do not change, so neither does the generation."""
+        with self.write(bump=False) as session:
+            session.execute(
+                update(_ClipRow).where(_ClipRow.common_videos.is_not(None)).values(common_videos=None),
+                execution_options={"synchronize_session": False},
+            )
+            if counts:  # a plain executemany: a clip removed since the pass read it matches no row
+                session.connection().execute(
+                    update(_ClipRow).where(_ClipRow.id == bindparam("cid")).values(common_videos=bindparam("n")),
+                    [{"cid": int(i), "n": int(n)} for i, n in counts.items()],
+                )
+
     def start_run(self) -> int:
         with self.write(bump=False) as session:
             run = _Run()
@@ -639,6 +819,37 @@ class Catalog:
     def finish_run(self, run_id: int, status: str, **counts: int) -> None:
         with self.write(bump=False) as session:
             session.execute(update(_Run).where(_Run.id == run_id).values(status=status, finished_at=_now(), **counts))
+
+    # ---- verdicts: the user's notes on pairs, outside what the writer lock guards (clips, the
+    # generation, the vectors file), so any process may write them, an index job running or not;
+    # SQLite serialises the transactions. ----------------------------------------------------
+
+    def store_decision(
+        self,
+        fingerprints: tuple[str, str],
+        verdict: str,
+        paths: tuple[bytes, bytes],
+        decided_at: dt.datetime | None = None,
+    ) -> DecisionRecord:
+        """Store (or replace) the verdict on a pair; ``fingerprints`` and ``paths`` in the same order."""
+        (fa, pa), (fb, pb) = sorted(zip(fingerprints, paths))
+        with self._transaction(bump=False) as session:
+            _Base.metadata.create_all(session.connection(), tables=[_Base.metadata.tables[_Decision.__tablename__]])
+            session.execute(delete(_Decision).where(_Decision.fingerprint_a == fa, _Decision.fingerprint_b == fb))
+            row = _Decision(fingerprint_a=fa, fingerprint_b=fb, verdict=verdict, path_a=pa, path_b=pb)
+            if decided_at is not None:
+                row.decided_at = decided_at
+            session.add(row)
+            session.flush()
+            return DecisionRecord(row.id, (fa, fb), verdict, (pa, pb), row.decided_at)
+
+    def remove_decision(self, decision_id: int) -> DecisionRecord | None:
+        """Delete a stored verdict; returns it (None when there is none with that id)."""
+        with self._transaction(bump=False) as session:
+            found = [d for d in self.decisions(session) if d.id == decision_id]
+            if found:
+                session.execute(delete(_Decision).where(_Decision.id == decision_id))
+            return found[0] if found else None
 
 
 def _delete_videos(session: Session, video_ids: Iterable[int]) -> list[int]:
@@ -714,6 +925,11 @@ def _bump_generation(session: Session) -> None:
         session.add(_Meta(key="generation", value=1))
 
 
+def _has_table(session: Session, name: str) -> bool:
+    query = text("SELECT 1 FROM sqlite_master WHERE type='table' AND name=:name")
+    return session.execute(query, {"name": name}).first() is not None
+
+
 def _is_damage(exc: DatabaseError) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
@@ -723,6 +939,7 @@ __all__ = [
     "Catalog",
     "ClipRecord",
     "ClipTable",
+    "DecisionRecord",
     "EMBEDDING_DTYPE",
     "StoredVideo",
     "VideoRecord",

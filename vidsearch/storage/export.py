@@ -67,7 +67,7 @@ def vsc_video_ids(paths: Iterable[str]) -> dict[str, str]:
     return ids
 
 
-def collect(lib: Library, only: str | os.PathLike | None = None) -> Descriptors:
+def collect(lib: Library, only: str | os.PathLike | None = None, id_by: str = "stem") -> Descriptors:
     """Every indexed clip (optionally of the listed videos), in (video, time) order."""
     wanted = _read_only_list(only) if only else None
     with lib.catalog.read() as session:
@@ -85,7 +85,7 @@ def collect(lib: Library, only: str | os.PathLike | None = None) -> Descriptors:
             feats.append(vectors)
             times.append(clip_times.astype(np.float32))
             paths += [path] * len(clip_times)
-            ids += [vsc_ids[path]] * len(clip_times)
+            ids += [vsc_ids[path] if id_by == "stem" else path] * len(clip_times)
     if wanted is not None and not paths:
         raise VideoNotFoundError(f"none of the videos listed in {only} is indexed")
     dim = lib.manifest.encoder.dim

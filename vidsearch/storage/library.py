@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,6 +169,24 @@ class Library:
         self.catalog.close()
         release_lock(self._lock_fd)
         self._lock_fd = None
+
+    @contextmanager
+    def writing_catalog(self) -> Iterator[Catalog]:
+        """The catalog for one short write of derived data (common-footage marks): a writer's own;
+        for a reader, the catalog opened for writing while this holds the writer lock, so that a
+        reader writes only when no job does. IndexLockedError when another process holds it."""
+        if self.writable:
+            yield self.catalog
+            return
+        lock_fd = acquire_lock(self.root)
+        try:
+            catalog = Catalog(self.root / CATALOG)
+            try:
+                yield catalog
+            finally:
+                catalog.close()
+        finally:
+            release_lock(lock_fd)
 
     def __enter__(self) -> Library:
         return self

@@ -89,6 +89,14 @@ def test_ray_options_need_ray_and_a_path_is_not_an_address(tmp_path, four, vs):
     assert not (tmp_path / "idx").exists()
 
 
+def test_without_the_ray_extra_index_ray_says_how_to_install_it(tmp_path, four, vs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    r = vs("index", four, "--index", tmp_path / "idx", "--model", vs.model, "--ray")
+    assert r.exit_code == 2
+    assert r.output == "Error: --ray needs ray[data], which is not installed: pip install 'vidsearch[ray]'\n"
+    assert not (tmp_path / "idx").exists()
+
+
 @pytest.mark.slow
 def test_embeddings_and_clip_times_are_the_built_in_jobs(tmp_path, four, local_ray, vs):
     r = vs.index(four, tmp_path / "built-in")

@@ -113,6 +113,7 @@ def index_on_ray(
     loads (on its CPU) only names the model and its settings; the actors load their own.
     """
     opts = options or IndexOptions()
+    _ray()  # without the extra, say so before anything is done
     cluster = _Cluster(ray_options or RayOptions())
 
     def run(lib: Library, enc: Encoder, work: list[_Job], o: IndexOptions, summary: IndexSummary) -> None:

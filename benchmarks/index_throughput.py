@@ -8,7 +8,11 @@
 3. the straightforward way, from the model card: decord ``get_batch`` at full resolution per
    clip, transformers' image processor, one clip per forward pass, fp32.
 
-Usage: python benchmarks/index_throughput.py [VIDEO_DIR] [--model PATH] [--skip-naive] [--skip-cli]
+With ``--ray``: also ``vidsearch index --ray`` (``indexer.ray_job.index_on_ray``) on a local Ray
+started by the script, alternating with the built-in job ``--rounds`` times on the same videos
+and model; Ray's start-up is timed apart, the encoder actors' model load is inside each run.
+
+Usage: python benchmarks/index_throughput.py [VIDEO_DIR] [--model PATH] [--skip-naive] [--skip-cli] [--ray]
 Defaults: ../shared/videos when present; a VideoMAE-large-shaped random-init model.
 """
 
@@ -114,6 +118,38 @@ def naive(model_dir: Path, clips) -> tuple[float, np.ndarray]:
     return len(clips) / (time.perf_counter() - t), np.stack(vectors)
 
 
+def built_in_against_ray(videos: Path, tmp: Path, encoder, opts, rounds: int) -> list[tuple[str, float]]:
+    """Built-in job and the job on local Ray, alternating; (name, clips/s) rows, medians."""
+    import ray
+
+    from vidsearch.indexer.job import index_paths
+    from vidsearch.indexer.ray_job import index_on_ray
+
+    t = time.perf_counter()
+    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    startup = time.perf_counter() - t
+    cpus = int(ray.cluster_resources()["CPU"])
+    built_in, on_ray = [], []
+    try:
+        for i in range(rounds):
+            t = time.perf_counter()
+            s = index_paths(tmp / f"idx-built-in-{i}", [videos], opts, encoder=encoder)
+            built_in.append(s.clips / (time.perf_counter() - t))
+            t = time.perf_counter()
+            s = index_on_ray(tmp / f"idx-ray-{i}", [videos], opts, encoder=encoder)
+            assert not s.failed, s.failed
+            on_ray.append(s.clips / (time.perf_counter() - t))
+            print(f"round {i + 1}: built-in {built_in[-1]:.4f} clips/s, --ray {on_ray[-1]:.4f} clips/s", flush=True)
+    finally:
+        ray.shutdown()
+    b, r = float(np.median(built_in)), float(np.median(on_ray))
+    print(f"--ray: local Ray ({cpus} CPUs) started in {startup:.1f}s, not in the rate; --ray / built-in: {r / b:.2f}")
+    return [
+        (f"built-in job, model loaded (median of {rounds}, alternating with --ray)", b),
+        (f"--ray on local Ray, Ray started (median of {rounds}; actor model load included)", r),
+    ]
+
+
 def main() -> None:
     default_dir = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +162,8 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--skip-bf16", action="store_true", help="skip the bf16-vs-fp32 comparison on CPU")
+    ap.add_argument("--ray", action="store_true", help="also the job on local Ray (needs vidsearch[ray])")
+    ap.add_argument("--rounds", type=int, default=1, help="with --ray: built-in and --ray runs, alternating")
     args = ap.parse_args()
 
     import torch
@@ -157,6 +195,9 @@ def main() -> None:
     summary = index_paths(tmp / "idx-api", [args.videos], opts, encoder=encoder)
     e2e = summary.clips / (time.perf_counter() - t)
     rows.append((f"vidsearch end to end, model loaded ({workers} workers)", e2e))
+
+    if args.ray:
+        rows += built_in_against_ray(args.videos, tmp, encoder, opts, args.rounds)
 
     if not args.skip_cli:
         cmd = [

@@ -4,7 +4,11 @@ Writes a 10-second and a 10-minute 1920x1080 H.264 video (textured, moving), ind
 a tiny VideoMAE in a fresh ``vidsearch index`` process, and samples the RSS of the whole process
 tree (the job and its decode workers) every 0.1 s. Prints both peaks and their difference.
 
-Usage: python benchmarks/memory.py [--minutes 10] [--fps 25] [--workdir DIR]
+With ``--ray``, each run is ``vidsearch index --ray`` (a local Ray started by the job), and the
+peaks are also given per role: the job (driver), the encoder actor, the decode task (its Ray
+worker and its decode subprocess), and the rest of Ray (GCS, raylet, agents, idle workers).
+
+Usage: python benchmarks/memory.py [--minutes 10] [--fps 25] [--workdir DIR] [--ray]
 """
 
 from __future__ import annotations
@@ -44,6 +48,48 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+def _role(pid: int, root: int, parents: dict[int, int], titles: dict[int, str]) -> str:
+    """What a process of the job's tree is, from its (Ray-set) title or its parent's."""
+    if pid == root:
+        return "job"
+    title = titles.get(pid, "")
+    if "ClipEncoder" in title:
+        return "encoder actor"
+    if "decode" in title or "decode" in titles.get(parents.get(pid, 0), ""):
+        return "decode task"
+    return "rest of Ray"
+
+
+def roles_rss_mb(root: int) -> dict[str, float]:
+    """RSS of ``root``'s process tree by role (see _role), from /proc."""
+    parents: dict[int, int] = {}
+    titles: dict[int, str] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                titles[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    children: dict[int, list[int]] = {}
+    for p, parent in parents.items():
+        children.setdefault(parent, []).append(p)
+    out: dict[str, float] = {}
+    stack = [root]
+    while stack:
+        p = stack.pop()
+        role = _role(p, root, parents, titles)
+        out[role] = out.get(role, 0.0) + rss.get(p, 0) / 2**20
+        stack += children.get(p, [])
+    return out
+
+
 def write_1080p(path: Path, seconds: float, fps: int) -> None:
     import av
 
@@ -66,7 +112,7 @@ def write_1080p(path: Path, seconds: float, fps: int) -> None:
             c.mux(p)
 
 
-def peak_index_rss(video: Path, model: Path, index: Path) -> tuple[float, float]:
+def peak_index_rss(video: Path, model: Path, index: Path, on_ray: bool = False) -> tuple[float, float, dict]:
     cmd = [
         sys.executable,
         "-m",
@@ -78,18 +124,24 @@ def peak_index_rss(video: Path, model: Path, index: Path) -> tuple[float, float]
         str(index),
         "--model",
         str(model),
-        "--workers",
-        "1",
+        *(["--ray"] if on_ray else ["--workers", "1"]),
     ]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd)
     peak = 0.0
+    roles: dict[str, float] = {}
     while proc.poll() is None:
-        peak = max(peak, tree_rss_mb(proc.pid))
+        if on_ray:
+            now = roles_rss_mb(proc.pid)
+            peak = max(peak, sum(now.values()))
+            for role, mb in now.items():
+                roles[role] = max(roles.get(role, 0.0), mb)
+        else:
+            peak = max(peak, tree_rss_mb(proc.pid))
         time.sleep(0.1)
     if proc.returncode:
         raise SystemExit(f"index failed ({proc.returncode}) on {video}")
-    return peak, time.perf_counter() - t
+    return peak, time.perf_counter() - t, roles
 
 
 def main() -> None:
@@ -98,6 +150,7 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--videos", type=Path, default=None, help="reuse short.mp4 and long.mp4 written by an earlier run")
+    ap.add_argument("--ray", action="store_true", help="index with --ray (needs vidsearch[ray]); peaks per role")
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -116,12 +169,16 @@ def main() -> None:
             f"wrote 10 s and {args.minutes:g} min of 1920x1080 at {args.fps} fps in {time.perf_counter() - t:.0f}s "
             f"({long.stat().st_size / 1e6:.0f} MB)"
         )
-    p_short, t_short = peak_index_rss(short, model, tmp / "idx-short")
-    p_long, t_long = peak_index_rss(long, model, tmp / "idx-long")
+    p_short, t_short, r_short = peak_index_rss(short, model, tmp / "idx-short", args.ray)
+    p_long, t_long, r_long = peak_index_rss(long, model, tmp / "idx-long", args.ray)
+    what = "local Ray" if args.ray else "decode worker"
     print(
-        f"peak RSS, job + decode worker: 10 s video {p_short:.0f} MB ({t_short:.0f}s); "
+        f"peak RSS, job + {what}: 10 s video {p_short:.0f} MB ({t_short:.0f}s); "
         f"{args.minutes:g} min video {p_long:.0f} MB ({t_long:.0f}s); difference {p_long - p_short:+.0f} MB"
     )
+    for role in sorted(r_long):
+        short_mb, long_mb = r_short.get(role, 0.0), r_long[role]
+        print(f"  {role}: {short_mb:.0f} MB / {long_mb:.0f} MB, difference {long_mb - short_mb:+.0f} MB")
 
 
 if __name__ == "__main__":

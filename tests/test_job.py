@@ -11,6 +11,7 @@ import sys
 import time
 from contextlib import closing
 
+import numpy as np
 import pytest
 from harness import ENV, assert_faiss_matches_catalog, catalog_state
 from helpers import write_video, write_videos
@@ -349,3 +350,50 @@ def test_decord_failing_part_way_is_said_at_v_by_the_job(tmp_path, tiny_model):
         assert r.stderr.splitlines().count(said) == times
         _, clips = catalog_state(idx)
         assert [len(c) for c in clips.values()] == [2]
+
+
+def test_consume_commits_from_repeated_out_of_order_messages_and_fails_what_never_finished(tmp_path, lib):
+    from records import unit
+
+    from vidsearch.indexer.job import Embedded, IndexOptions, IndexSummary, _Job, consume
+    from vidsearch.indexer.workers import Done, Failed, Info
+    from vidsearch.media.discover import VideoFile
+    from vidsearch.media.readers import Clip, VideoInfo
+
+    work = []
+    for name in "abcd":
+        p = tmp_path / f"{name}.mp4"
+        p.write_bytes(name.encode() * 100)
+        work.append(_Job(VideoFile(str(p), p.stat().st_size, p.stat().st_mtime_ns, f"fp-{name}"), None))
+    info = VideoInfo(str(p), 100, 25.0, 4.0, 64, 64, 0, "h264", "pyav")
+    vectors = unit(np.random.default_rng(0), 2)
+    no_frames = np.zeros((0, 1, 1, 3), np.uint8)
+
+    def clip(token, i):
+        return Embedded(token, Clip(i, 2.0 * i, 2.0 * i + 2, no_frames), 30.0 + i, vectors[i])
+
+    stream = [
+        *(clip(0, 1), Done(0, 2, []), Info(0, info, 2), clip(0, 0)),  # any order: committed when all is in
+        *(clip(0, 1), Done(0, 2, [])),  # repeated by a retried task: dropped
+        *(Info(1, info, 2), clip(1, 0), clip(1, 0), Done(1, 2, [])),  # its second clip never comes
+        *(Info(2, info, 2), Failed(2, "decoder crashed (signal 11)"), clip(2, 0)),
+        *(Info(3, info, 2), clip(3, 0)),  # no final row
+    ]
+    lib.vectors()
+    summary = IndexSummary()
+    consume(lib, work, iter(stream), IndexOptions(), summary)
+    lost = "its decode or embedding was lost ({} came back); --retry-failed tries it again"
+    assert summary.indexed == 1 and summary.clips == 2
+    assert summary.failed == [
+        (work[2].file.path, "decoder crashed (signal 11)"),
+        (work[1].file.path, lost.format("1 of 2 clips")),
+        (work[3].file.path, lost.format("1 of 2 clips")),
+    ]
+    with lib.catalog.read() as s:
+        rows = {os.fsdecode(v.path): v for v in lib.catalog.videos(s)}
+        times, stored = lib.catalog.video_clips(s, rows[work[0].file.path].id, 8)
+        table = lib.catalog.clip_table(s)
+    assert [rows[j.file.path].status for j in work] == ["indexed", "failed", "failed", "failed"]
+    assert times.tolist() == [[0.0, 2.0], [2.0, 4.0]]
+    assert np.allclose(stored, vectors, atol=1e-3)  # float16 in the catalog
+    assert table.pixel_std.tolist() == [30.0, 31.0]

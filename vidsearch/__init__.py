@@ -11,6 +11,8 @@ _API = {
     "IndexOptions": "vidsearch.indexer.job",
     "IndexSummary": "vidsearch.indexer.job",
     "remove_paths": "vidsearch.indexer.job",
+    "index_on_ray": "vidsearch.indexer.ray_job",
+    "RayOptions": "vidsearch.indexer.ray_job",
     "search_video": "vidsearch.search.query",
     "SearchResult": "vidsearch.search.query",
     "library_stats": "vidsearch.storage.stats",

@@ -226,6 +226,31 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 @click.option("--retry-failed", is_flag=True, help="Try again the videos that failed before.")
 @click.option("--prune", is_flag=True, help="Remove indexed videos whose files are gone.")
 @click.option("--faiss-spec", default=None, help="Pin a FAISS index type (factory string), e.g. 'IDMap2,Flat'.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Decode and embed on a Ray cluster (needs vidsearch[ray]): ADDRESS, else RAY_ADDRESS, else a new local "
+    "Ray. Put it after PATHS, or write --ray=ADDRESS.",
+)
+@click.option(
+    "--ray-actors", type=click.IntRange(1), default=None, help="Encoder actors [default: one per GPU, else 1]."
+)
+@click.option(
+    "--ray-gpus-per-actor",
+    type=FiniteFloatRange(min=0),
+    default=None,
+    help="GPUs each encoder actor holds [default: 1 where the cluster has GPUs, else 0].",
+)
+@click.option(
+    "--ray-decode-cpus",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=None,
+    help="CPUs each decode task holds [default: 1].",
+)
 @click.pass_context
 def index_cmd(
     ctx,
@@ -244,9 +269,15 @@ def index_cmd(
     retry_failed,
     prune,
     faiss_spec,
+    ray_address,
+    ray_actors,
+    ray_gpus_per_actor,
+    ray_decode_cpus,
 ):
     """Index the videos under PATHS (files or folders, recursive). Incremental and resumable."""
     from vidsearch.indexer.job import DEFAULT_MAX_DECODE_MB, IndexOptions, default_workers, index_paths
+
+    ray_options = _ray_options(ray_address, ray_actors, ray_gpus_per_actor, ray_decode_cpus, workers)
 
     quiet = ctx.obj["quiet"]
     opts = IndexOptions(
@@ -265,7 +296,12 @@ def index_cmd(
         max_decode_mb=max_decode_mb or DEFAULT_MAX_DECODE_MB,
         progress=not quiet and sys.stderr.isatty(),
     )
-    summary = index_paths(index_dir, paths, opts)
+    if ray_options is None:
+        summary = index_paths(index_dir, paths, opts)
+    else:
+        from vidsearch.indexer.ray_job import index_on_ray
+
+        summary = index_on_ray(index_dir, paths, opts, ray_options)
     click.echo(render.index_summary(summary), err=quiet)
     for path, reason in summary.failed:
         click.echo(f"failed: {path}: {reason}", err=True)
@@ -278,6 +314,26 @@ def index_cmd(
         ctx.exit(_interrupt_exit_code(summary.terminated))
     if summary.failed:
         ctx.exit(VideosFailedError.exit_code)
+
+
+def _ray_options(address, actors, gpus_per_actor, decode_cpus, workers):
+    """RayOptions for ``index --ray``, or None without it (the other --ray-* options need it)."""
+    if address is None:
+        named = (("actors", actors), ("gpus-per-actor", gpus_per_actor), ("decode-cpus", decode_cpus))
+        given = [name for name, value in named if value is not None]
+        if given:
+            raise click.UsageError(f"--ray-{given[0]} needs --ray")
+        return None
+    if address and os.path.exists(address):  # `--ray PATH`: click took a path for the address
+        raise click.BadParameter(
+            f"{address!r} is a path, not a Ray address: put PATHS before --ray, or write --ray=ADDRESS",
+            param_hint="--ray",
+        )
+    if workers is not None:
+        raise click.UsageError("--workers is for the built-in job: with --ray, decode tasks take --ray-decode-cpus")
+    from vidsearch.indexer.ray_job import RayOptions
+
+    return RayOptions(address or None, actors, gpus_per_actor, 1.0 if decode_cpus is None else decode_cpus)
 
 
 @cli.command("search")

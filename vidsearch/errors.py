@@ -84,6 +84,13 @@ class MissingExtraError(VidsearchError):
         super().__init__(f"{what} needs {module}, which is not installed: pip install 'vidsearch[{extra}]'")
 
 
+class ClusterError(VidsearchError):
+    """The Ray cluster cannot run the job (a node cannot see the library, too few resources, a
+    pipeline failure); what was committed before is kept."""
+
+    exit_code = 1
+
+
 class VideosFailedError(VidsearchError):
     """Some videos could not be indexed; the others were."""
 

@@ -13,7 +13,8 @@ every decode worker take S seconds more to start, as on a busy machine.
 ``VIDSEARCH_FAULT_DECORD=NAME:POSITION`` makes decord fail while reading clip POSITION of the
 file named NAME, as it does part-way through some valid files.
 
-Unset, each costs one dict lookup.
+Unset, each costs one dict lookup. ``environment()`` hands them to processes that do not inherit
+this one's environment (a Ray cluster's workers).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ import time
 
 _counts: dict[str, int] = {}
 WORKER_FAULTS = ("hang", "crash", "crash_sending", "alloc")
+_VARIABLES = ("VIDSEARCH_FAULT", "VIDSEARCH_FAULT_WORKER", "VIDSEARCH_FAULT_DECORD")
+
+
+def environment() -> dict[str, str]:
+    """The fault variables set in this process."""
+    return {name: os.environ[name] for name in _VARIABLES if os.environ.get(name)}
 
 
 def fault(point: str) -> None:

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -224,16 +224,22 @@ def _fail(lib: Library, f: VideoFile, reason: str, summary: IndexSummary) -> Non
     summary.failed.append((f.path, reason))
 
 
+#: Decodes, embeds and commits the planned videos: ``_run`` here, ``indexer.ray_job`` on a Ray cluster.
+Runner = Callable[[Library, Encoder, "list[_Job]", IndexOptions, IndexSummary], None]
+
+
 def index_paths(
     index_dir: str | os.PathLike,
     paths: Sequence[str | os.PathLike],
     options: IndexOptions | None = None,
     encoder: Encoder | None = None,
+    runner: Runner | None = None,
 ) -> IndexSummary:
     """Index the videos under ``paths`` into ``index_dir`` (created on first use).
 
     Unchanged files are skipped, changed ones re-indexed, moved ones keep their embeddings.
     Failed videos are recorded with their reason; the job goes on. Returns a summary.
+    ``runner`` replaces the built-in decode-and-embed loop; planning and commits stay here.
     """
     opts = options or IndexOptions()
     t0 = time.monotonic()
@@ -251,7 +257,7 @@ def index_paths(
         deferred: list[VideoFile] = []
         work = _plan_work(lib, paths, files, opts, summary, deferred)
         while work:
-            _run(lib, encoder, work, opts, summary)
+            (runner or _run)(lib, encoder, work, opts, summary)
             again, deferred = deferred, []
             work = _plan_work(lib, [], again, replace(opts, prune=False), summary, deferred)
         completed = True
@@ -279,10 +285,11 @@ def index_paths(
     return summary
 
 
-def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, summary: IndexSummary) -> None:
+def decode_settings(lib: Library, opts: IndexOptions) -> DecodeSettings:
+    """What a decode worker needs to cut and resize this index's clips."""
     m = lib.manifest
     pp = m.encoder.preprocessing
-    settings = DecodeSettings(
+    return DecodeSettings(
         short_edge=pp.shortest_edge if pp.do_resize else None,
         resample=pp.resample,
         num_frames=m.encoder.num_frames,
@@ -292,6 +299,11 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
         log_level=logging.getLogger("vidsearch").getEffectiveLevel(),
         max_memory_mb=opts.max_decode_mb,
     )
+
+
+def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, summary: IndexSummary) -> None:
+    m = lib.manifest
+    settings = decode_settings(lib, opts)
     batch_size = opts.batch_size or default_batch_size(encoder.device)
     jobs = {i: job for i, job in enumerate(work)}
     todo = deque(jobs)
@@ -363,6 +375,76 @@ def _run(lib: Library, encoder: Encoder, work: list[_Job], opts: IndexOptions, s
                 last_save = time.monotonic()
     finally:
         pool.close()
+        bar.close()
+        progress.close()
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A clip embedded outside the job's loop (by a Ray encoder actor): ClipMsg's clip (its frames
+    let go) and pixel spread, and its unit vector."""
+
+    token: int
+    clip: Clip
+    pixel_std: float
+    vector: np.ndarray
+
+
+def consume(
+    lib: Library,
+    work: list[_Job],
+    stream: Iterable[Info | Embedded | Switched | Done | Failed],
+    opts: IndexOptions,
+    summary: IndexSummary,
+) -> None:
+    """Commit ``work`` from a stream of messages about it whose clips come embedded (``token``:
+    the video's place in ``work``). Messages may come in any order and more than once: clips are
+    keyed by (token, position), and a video is committed once, when its info, its final message
+    and all its clips are in. A video still open when the stream ends is failed."""
+    jobs = dict(enumerate(work))
+    bar = _progress(len(work), opts.progress)
+    progress = ProgressFile(lib.root, len(work))
+    last_save = time.monotonic()
+
+    def finish(token: int, reason: str | None = None) -> None:
+        job = jobs.pop(token)
+        if reason is None:
+            _commit(lib, job, summary)
+        else:
+            _fail(lib, job.file, reason, summary)
+        bar.update(1)
+        progress.update(len(work) - len(jobs), summary.clips)
+
+    try:
+        for msg in stream:
+            job = jobs.get(msg.token)
+            if job is None:  # committed or failed already: a repeat from a retried task
+                continue
+            match msg:
+                case Info(_, info, planned):
+                    job.info, job.planned = info, planned
+                    for note in info.notes:
+                        log.info("%s: %s", job.file.path, note)
+                case Embedded(_, clip, spread, vector):
+                    job.clips[clip.position], job.pixel_std[clip.position] = clip, spread
+                    job.embeddings[clip.position] = vector
+                case Switched(_, switch):
+                    log.info("%s: %s", job.file.path, switch)
+                case Done(_, decoded, warnings):
+                    job.done, job.warnings = decoded, warnings
+                    fault("after_decode")
+                case Failed(_, reason):
+                    finish(msg.token, reason)
+                    continue
+            if job.info is not None and job.done is not None and len(job.embeddings) == job.done:
+                finish(msg.token)
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                lib.save_vectors()
+                last_save = time.monotonic()
+        for token, job in list(jobs.items()):
+            got = f"{len(job.embeddings)} of {job.done if job.done is not None else job.planned or '?'} clips"
+            finish(token, f"its decode or embedding was lost ({got} came back); --retry-failed tries it again")
+    finally:
         bar.close()
         progress.close()
 

@@ -60,6 +60,15 @@ def test_open_video_info_and_frame_sizes(videos, name, backend):
         assert clip.frames.dtype == np.uint8
 
 
+@pytest.mark.parametrize(("size", "backend"), [((1280, 720), "pyav"), ((720, 1280), "pyav"), ((1278, 718), "decord")])
+def test_auto_reads_720p_and_up_with_pyav_which_decodes_it_for_half_the_cpu(tmp_path, size, backend):
+    path = write_video(tmp_path / "hd.mp4", seconds=2.0, fps=25, size=size, seed=2)
+    with open_video(path) as reader:
+        assert reader.info.backend == backend
+        clips = list(iter_clips(reader, plan_clips(reader.frame_times)))
+    assert len(clips) == 1 and clips[0].frames.shape[0] == 16
+
+
 @pytest.mark.parametrize("name", list(SPECS))
 def test_auto_picks_decord_for_what_decord_reads(videos, name):
     with open_video(videos / name) as reader:
@@ -446,3 +455,38 @@ def test_a_stream_whose_picture_changes_size_part_way_is_read_at_the_first_size(
     assert len(clips) == 4 and all(c.frames.shape == (16, 64, 106, 3) for c in clips)
     want = resize_frames(np.stack([later[i - 50] for i in plans[3].frame_indices]), (64, 106))
     np.testing.assert_array_equal(clips[3].frames, want)
+
+
+def test_a_pyav_whose_open_takes_no_metadata_errors_still_reads(tmp_path, monkeypatch):
+    """PyAV 19 dropped ``av.open(metadata_errors=...)``: every read failed with a TypeError there
+    (found on a GPU machine that installed av 19). Readers fall back to the plain call; a TypeError
+    about anything else is not swallowed."""
+    import av
+
+    from vidsearch.media import readers
+
+    real = av.open
+    plain_calls = []
+
+    def open_19(file, mode="r", **kwargs):
+        if "metadata_errors" in kwargs:
+            raise TypeError("open() got an unexpected keyword argument 'metadata_errors'")
+        plain_calls.append(file)
+        return real(file, mode, **kwargs)
+
+    monkeypatch.setattr(av, "open", open_19)
+    monkeypatch.setattr(readers, "_METADATA_ERRORS_ARG", True)
+    path = write_video(tmp_path / "a.mp4", seconds=2, seed=3)
+    for backend in ("pyav", "auto"):
+        with open_video(path, FrameSize(64), backend=backend) as r:
+            assert len(list(iter_clips(r, plan_clips(r.frame_times)))) == 1
+    assert readers._METADATA_ERRORS_ARG is False
+    assert plain_calls and all(c == str(path) for c in plain_calls)
+
+    def broken(file, mode="r", **kwargs):
+        raise TypeError("something else")
+
+    monkeypatch.setattr(av, "open", broken)
+    monkeypatch.setattr(readers, "_METADATA_ERRORS_ARG", True)
+    with pytest.raises(TypeError, match="something else"):
+        readers.open_container(path)

@@ -359,12 +359,12 @@ class WorkerPool:
 
 
 def _durations_main(conn, paths: list[str]) -> None:
-    import av
+    from vidsearch.media.readers import open_container
 
     total = 0.0
     for path in paths:
         try:
-            with av.open(path, metadata_errors="ignore") as c:
+            with open_container(path) as c:
                 total += (c.duration or 0) / 1e6
         except Exception:  # unreadable files fail later, in a worker, with their reason
             continue

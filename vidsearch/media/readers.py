@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 
 #: Codecs decord cannot decode (its bundled FFmpeg predates them); PyAV reads these.
 DECORD_UNSUPPORTED_CODECS = frozenset({"av1", "libdav1d", "libaom-av1"})
-#: decord holds several decoded RGB frames at once: above 4K (8K: 100 MB a frame) PyAV is used.
-DECORD_MAX_PIXELS = 3840 * 2160
+#: From 720p up PyAV decodes a clip for half the CPU time decord takes, which is what limits an
+#: index job on a GPU (benchmarks/RESULTS.md, "GPU"): per CPU-second, 12.6 against 7.1 clips at
+#: 720p and 6.8 against 3.5 at 1080p here; end to end on an H200 with 16 decode workers, 20.7
+#: against 13.4 clips/s at 1080p. Below it decord is as fast or faster (360p: 22 against 17 clips/s
+#: wall on one process) and stays the reader. Above 4K decord would also hold several 100 MB frames.
+PYAV_FROM_PIXELS = 1280 * 720
 #: decord's memory swings by hundreds of MB over a long 1080p video even when reset after every
 #: window (measured: 518 → 992 MB over 120 clips, PyAV flat at 280 MB and 6% faster): long
 #: videos are read with PyAV.
@@ -92,6 +96,29 @@ class Clip:
 
 
 #: Decoded pixels held at once while resizing (about 50 MB of RGB: eight 1080p frames, one 8K).
+#: whether this PyAV's ``av.open`` takes ``metadata_errors`` (PyAV 19 dropped it)
+_METADATA_ERRORS_ARG = True
+
+
+def open_container(path: str | os.PathLike) -> Any:
+    """``av.open`` for reading, on every PyAV this package supports.
+
+    Before PyAV 19, metadata that is not UTF-8 (common in files from cameras and old tools)
+    raised unless ``metadata_errors="ignore"`` was given; PyAV 19 no longer takes the argument.
+    """
+    global _METADATA_ERRORS_ARG
+    import av
+
+    if _METADATA_ERRORS_ARG:
+        try:
+            return av.open(os.fspath(path), metadata_errors="ignore")
+        except TypeError as exc:
+            if "metadata_errors" not in str(exc):
+                raise
+            _METADATA_ERRORS_ARG = False
+    return av.open(os.fspath(path))
+
+
 _PIXEL_BUDGET = 17_000_000
 
 
@@ -244,7 +271,7 @@ def _probe_header(path: str) -> _Header:
     if size == 0:
         raise DecodeError(path, "file is empty")
     try:
-        with av.open(path, metadata_errors="ignore") as container:
+        with open_container(path) as container:
             if not container.streams.video:
                 raise DecodeError(path, "no video stream (audio-only or not a video)")
             demuxer = container.format.name
@@ -373,7 +400,7 @@ class PyAVReader(VideoReader):
         super().__init__(path, header, frame_size, num_threads)
         self._stream_index = header.stream_index
         try:
-            with av.open(path, metadata_errors="ignore") as container:
+            with open_container(path) as container:
                 stream: Any = container.streams[header.stream_index]
                 tb = float(stream.time_base)
                 packets = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.size > 0]
@@ -430,7 +457,7 @@ class PyAVReader(VideoReader):
         last_needed = order[-1].frame_indices[-1]
         prev = -1
         try:
-            with av.open(self.path, metadata_errors="ignore") as container:
+            with open_container(self.path) as container:
                 stream: Any = container.streams[self._stream_index]  # PyAV's stubs lack thread_type
                 stream.thread_type = "AUTO"
                 stream.codec_context.thread_count = self.num_threads
@@ -557,7 +584,7 @@ def open_video(
         and header.video_streams == 1  # decord reads the stream it thinks best, not the one probed
         and header.format not in DECORD_MISSEEKS_FORMATS
         and not header.rotation % 360
-        and header.width * header.height <= DECORD_MAX_PIXELS
+        and header.width * header.height < PYAV_FROM_PIXELS
         and (header.declared_s or 0) <= DECORD_MAX_SECONDS
         and _utf8(path)  # decord's C API takes UTF-8 names only; PyAV takes any file name
         and _decord_available()

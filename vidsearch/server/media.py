@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vidsearch.errors import DecodeError
-from vidsearch.media.readers import iter_clips, open_video
+from vidsearch.media.readers import iter_clips, open_container, open_video
 from vidsearch.media.windows import ClipPlan
 from vidsearch.settings import FrameSize
 
@@ -47,7 +47,7 @@ def video_codec(path: str) -> str | None:
     import av
 
     try:
-        with av.open(path, metadata_errors="ignore") as c:
+        with open_container(path) as c:
             return c.streams.video[0].codec_context.name if c.streams.video else None
     except (av.error.FFmpegError, OSError, ValueError):
         return None
@@ -103,7 +103,7 @@ def _transcode(path: str, start: float, end: float, out_path: Path) -> None:
     import av
 
     try:
-        with av.open(path, metadata_errors="ignore") as src:
+        with open_container(path) as src:
             if not src.streams.video:
                 raise DecodeError(path, "no video stream")
             stream = src.streams.video[0]

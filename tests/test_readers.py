@@ -490,3 +490,18 @@ def test_a_pyav_whose_open_takes_no_metadata_errors_still_reads(tmp_path, monkey
     monkeypatch.setattr(readers, "_METADATA_ERRORS_ARG", True)
     with pytest.raises(TypeError, match="something else"):
         readers.open_container(path)
+
+
+def test_a_still_image_reads_without_torch_warning_of_a_read_only_array(tmp_path):
+    """PIL's array view is read-only; torch.from_numpy warned on every query image (and may not write to it)."""
+    import warnings
+
+    from PIL import Image
+
+    path = tmp_path / "still.png"
+    Image.fromarray(_smooth_noise(np.random.default_rng(4), 90, 160, 4)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_video(path, FrameSize(64), still_seconds=2.0) as reader:
+            clips = list(iter_clips(reader, plan_clips(reader.frame_times)))
+    assert len(clips) == 1 and clips[0].frames.shape == (16, 64, 113, 3)

@@ -212,7 +212,8 @@ class StillReader(VideoReader):
         try:
             with Image.open(path) as image:
                 codec = (image.format or "image").lower()
-                self._frame = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+                # a writable copy: torch warns about (and may not write to) a read-only array
+                self._frame = np.array(ImageOps.exif_transpose(image).convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DecodeError(path, f"not a readable image ({first_line(exc)})") from exc
         h, w = self._frame.shape[:2]

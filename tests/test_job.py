@@ -290,6 +290,9 @@ def test_signals_held_during_a_commit_are_delivered_after_it():
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
+    # Python's own Ctrl-C handler, whatever this process started with (a job started in the
+    # background by a shell without job control starts with SIGINT ignored)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     done = []
     try:
         with pytest.raises(Terminated):
@@ -303,6 +306,7 @@ def test_signals_held_during_a_commit_are_delivered_after_it():
         assert not isinstance(err.value, Terminated)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     assert done == ["after the signal", "after Ctrl-C"]
 
 

@@ -4,9 +4,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from harness import Cli  # noqa: E402
-from helpers import make_checkpoint, write_video  # noqa: E402
+from helpers import make_checkpoint, scene_frames, transcode, write_video  # noqa: E402
 from planting import planted_library  # noqa: E402
 
 
@@ -54,6 +55,29 @@ def library_videos(tmp_path_factory):
     write_video(d / "b.mp4", seconds=6, fps=30, size=(128, 128), seed=2)
     write_video(d / "c.mkv", seconds=5, fps=24, size=(176, 144), seed=3, codec="mpeg4")
     return d
+
+
+@pytest.fixture(scope="session")
+def series_library(tmp_path_factory, vs):
+    """An index of 12 unrelated episodes: the same 4 s intro, 4 s of their own, 3 s of black; a
+    re-encoded, resized copy of episode 3; and the intro on its own, outside the library, as a
+    query: (index, videos folder, query). Common-footage marks are whatever the last pass stored
+    (at ``helpers.SERIES_THRESHOLD`` when every user passes it)."""
+    width, height, fps = 128, 96, 25
+    root = tmp_path_factory.mktemp("series")
+    videos = root / "videos"
+    videos.mkdir()
+    intro = [f for _, f in scene_frames(100, 4, fps, width, height)]
+    black = [np.zeros((height, width, 3), np.uint8)] * (3 * fps)
+    for i in range(12):
+        own = [f for _, f in scene_frames(i + 1, 4, fps, width, height)]
+        write_video(videos / f"ep{i:02d}.mp4", fps=fps, size=(width, height), frames=intro + own + black)
+    transcode(videos / "ep03.mp4", videos / "ep03-copy.mp4", size=(112, 84))
+    query = write_video(root / "intro.mp4", fps=fps, size=(width, height), frames=intro)
+    idx = root / "idx"
+    r = vs.index(videos, idx)
+    assert r.exit_code == 0, r.output
+    return idx, videos, query
 
 
 @pytest.fixture

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 TINY_SIZE = 64
+#: the duplicate threshold for the ``series_library`` fixture (conftest.py): the tiny random model puts
+#: unrelated synthetic clips up to 0.95 apart; copies and the shared intro are above 0.99
+SERIES_THRESHOLD = 0.97
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import scene_frames, transcode, write_video
+from helpers import SERIES_THRESHOLD
 from planting import DIM, Planter, store
 
 from vidsearch.search.duplicates import find_common, find_duplicates
@@ -128,48 +128,24 @@ def test_calibration_takes_no_negatives_from_blank_or_common_clips(series):
 
 
 # ---- synthetic videos through the CLI -----------------------------------------------------------
-
-W, H, FPS = 128, 96, 25
-#: the tiny random model puts unrelated synthetic clips up to 0.95 apart; copies and the shared
-#: intro are above 0.99
-THRESHOLD = "0.97"
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory, vs):
-    """12 unrelated episodes: the same 4 s intro, 4 s of their own, 3 s of black; a re-encoded,
-    resized copy of episode 3; and the intro on its own, outside the library, as a query."""
-    root = tmp_path_factory.mktemp("series")
-    videos = root / "videos"
-    videos.mkdir()
-    intro = [f for _, f in scene_frames(100, 4, FPS, W, H)]
-    black = [np.zeros((H, W, 3), np.uint8)] * (3 * FPS)
-    for i in range(12):
-        own = [f for _, f in scene_frames(i + 1, 4, FPS, W, H)]
-        write_video(videos / f"ep{i:02d}.mp4", fps=FPS, size=(W, H), frames=intro + own + black)
-    transcode(videos / "ep03.mp4", videos / "ep03-copy.mp4", size=(112, 84))
-    query = write_video(root / "intro.mp4", fps=FPS, size=(W, H), frames=intro)
-    idx = root / "idx"
-    r = vs.index(videos, idx)
-    assert r.exit_code == 0, r.output
-    return idx, videos, query
+# (the `series_library` fixture, in conftest.py, is shared with the web app's tests)
 
 
 def all_videos(videos):
     return sorted(str(videos / n) for n in os.listdir(videos))
 
 
-def test_black_clips_are_flagged_blank_at_index_time(library):
-    idx, _, _ = library
+def test_black_clips_are_flagged_blank_at_index_time(series_library):
+    idx, _, _ = series_library
     with Library.open(idx) as lib, lib.catalog.read() as s:
         t = lib.catalog.clip_table(s)
     black = t.start >= 8.0  # the windows over the last 3 s
     assert black.sum() == 13 * 2 and (t.pixel_std[black] < 1).all() and (t.pixel_std[~black] > 30).all()
 
 
-def test_dupes_reports_exactly_the_real_copy(library, vs):
-    idx, videos, _ = library
-    r = vs("dupes", "--index", idx, "--threshold", THRESHOLD, "--min-seconds", 3, "--format", "json")
+def test_dupes_reports_exactly_the_real_copy(series_library, vs):
+    idx, videos, _ = series_library
+    r = vs("dupes", "--index", idx, "--threshold", SERIES_THRESHOLD, "--min-seconds", 3, "--format", "json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert [sorted((p["a"], p["b"])) for p in out["pairs"]] == [
@@ -180,30 +156,29 @@ def test_dupes_reports_exactly_the_real_copy(library, vs):
     assert [(s["a_start"], s["b_start"]) for s in pair["segments"]] == [(4.0, 4.0)]  # its own footage
     assert [(s["a_start"], s["b_start"]) for s in pair["common_segments"]] == [(0.0, 0.0)]  # the intro
     assert pair["relation"] == "same"
-    text = vs("dupes", "--index", idx, "--threshold", THRESHOLD, "--min-seconds", 3).output
+    text = vs("dupes", "--index", idx, "--threshold", SERIES_THRESHOLD, "--min-seconds", 3).output
     assert text.startswith("1 duplicate pair(s)") and "common footage" in text
 
 
-def test_common_reports_the_intro_in_every_video(library, vs):
-    idx, videos, _ = library
-    r = vs("common", "--index", idx, "--threshold", THRESHOLD, "--format", "json")
+def test_common_reports_the_intro_in_every_video(series_library, vs):
+    idx, videos, _ = series_library
+    r = vs("common", "--index", idx, "--threshold", SERIES_THRESHOLD, "--format", "json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["stored"] and out["common_min_videos"] == 5
     [intro] = out["segments"]
     assert intro["videos"] == 13 and sorted(o["path"] for o in intro["occurrences"]) == all_videos(videos)
     assert all(o["start"] == 0.0 and abs(o["end"] - 4.0) <= 0.01 for o in intro["occurrences"])
-    rows = list(
-        csv.DictReader(io.StringIO(vs("common", "--index", idx, "--threshold", THRESHOLD, "--format", "csv").output))
-    )
+    as_csv = vs("common", "--index", idx, "--threshold", SERIES_THRESHOLD, "--format", "csv").output
+    rows = list(csv.DictReader(io.StringIO(as_csv)))
     assert len(rows) == 13 and {row["segment"] for row in rows} == {"1"}
-    text = vs("common", "--index", idx, "--threshold", THRESHOLD).output
+    text = vs("common", "--index", idx, "--threshold", SERIES_THRESHOLD).output
     assert text.splitlines()[1].startswith("1. 4.0s in 13 videos")  # a clip ends where its window ends
 
 
-def test_search_marks_the_intro_results_common_unless_kept(library, vs):
-    idx, videos, query = library
-    assert vs("common", "--index", idx, "--threshold", THRESHOLD).exit_code == 0  # stores the marks
+def test_search_marks_the_intro_results_common_unless_kept(series_library, vs):
+    idx, videos, query = series_library
+    assert vs("common", "--index", idx, "--threshold", SERIES_THRESHOLD).exit_code == 0  # stores the marks
     results = json.loads(vs("search", query, "--index", idx, "-k", 20, "--json").output)["queries"][0]["results"]
     assert sorted(x["path"] for x in results) == all_videos(videos)
     assert all(x["common"] and x["appears_in"] == 13 for x in results)
@@ -216,9 +191,9 @@ def test_search_marks_the_intro_results_common_unless_kept(library, vs):
     assert all(x["segments"][0]["library_start"] == 0.0 for x in kept_results)
 
 
-def test_keep_common_brings_back_every_pair_that_shares_the_intro(library, vs):
-    idx, videos, _ = library
-    args = ("dupes", "--index", idx, "--threshold", THRESHOLD, "--min-seconds", 3, "--format", "json")
+def test_keep_common_brings_back_every_pair_that_shares_the_intro(series_library, vs):
+    idx, videos, _ = series_library
+    args = ("dupes", "--index", idx, "--threshold", SERIES_THRESHOLD, "--min-seconds", 3, "--format", "json")
     pairs = json.loads(vs(*args, "--keep-common").output)["pairs"]
     assert len(pairs) == 13 * 12 // 2
     copy = [str(videos / "ep03-copy.mp4"), str(videos / "ep03.mp4")]

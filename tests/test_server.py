@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import transcode, write_video
+from helpers import SERIES_THRESHOLD, transcode, write_video
 
 pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -235,6 +235,39 @@ def test_dupes_gives_pairs_and_groups_with_ids(served):
     assert [sorted(v["id"] for v in g["videos"]) for g in doc["groups"]] == [sorted((ids["a.mp4"], ids["a-copy.mp4"]))]
     assert {v["codec"] for v in doc["groups"][0]["videos"]} == {"h264"}
     assert client.get("/api/dupes", params={"threshold": 2}).status_code == 422
+
+
+def test_common_footage_is_marked_in_search_and_listed_apart_in_dupes(series_library, vs):
+    """12 unrelated episodes open with one intro: the dupes pass stores it as common, search marks
+    matches on it and keeps them last, and each common segment can be previewed like any other."""
+    idx, _, query = series_library
+    with TestClient(create_app(idx, model=str(vs.model)), base_url="http://127.0.0.1:8765") as client:
+        ids = {os.path.basename(v["path"]): v["id"] for v in client.get("/api/videos").json()["videos"]}
+        doc = client.get("/api/dupes", params={"threshold": SERIES_THRESHOLD}).json()
+        with open(query, "rb") as f:
+            intro = client.post("/api/search", files={"file": ("intro.mp4", f, "video/mp4")}, data={"k": "20"}).json()
+        mixed = client.post("/api/search", json={"video_id": ids["ep03.mp4"], "start": 2, "end": 8, "k": 20}).json()
+    assert (doc["common_min_videos"], doc["common_clips"]) == (5, 13 * 2)
+    [pair] = doc["pairs"]
+    assert {pair["a_id"], pair["b_id"]} == {ids["ep03.mp4"], ids["ep03-copy.mp4"]}
+    assert [(s["a_start"], s["a_end"], s["b_start"], s["b_end"]) for s in pair["segments"]] == [(4.0, 8.0, 4.0, 8.0)]
+    assert [(s["a_start"], s["a_end"], s["b_start"], s["b_end"]) for s in pair["common_segments"]] == [
+        (0.0, 4.0, 0.0, 4.0)
+    ]
+    assert sorted(m["video_id"] for m in intro["results"]) == sorted(ids.values())
+    for m in intro["results"]:
+        assert m["common"] and m["appears_in"] == 13, m
+        first, vid = m["common_segments"][0], m["video_id"]
+        assert (first["library_start"], first["library_end"]) == (0.0, 4.0)
+        assert first["thumbnail"] == f"/api/videos/{vid}/thumbnail?t=0.0"
+        assert first["preview"] == f"/api/videos/{vid}/preview?start=0.0&end=4.0"
+    # the query's own footage makes the copy an ordinary match, first; its intro is listed apart
+    copy = mixed["results"][0]
+    assert copy["video_id"] == ids["ep03-copy.mp4"] and not copy["common"] and copy["appears_in"] == 13
+    assert copy["segments"][0]["library_start"] <= 4.0 and copy["segments"][0]["library_end"] == 8.0
+    assert (copy["common_segments"][0]["library_start"], copy["common_segments"][0]["library_end"]) == (0.0, 4.0)
+    flags = [m["common"] for m in mixed["results"]]
+    assert flags == sorted(flags) and flags[-1], "a common match ranked above an ordinary one"
 
 
 def test_metrics_count_requests_per_route(served):

@@ -1,9 +1,11 @@
 """The web app in a real browser (Debian's chromium, driven by Selenium): upload a query, see
 results with thumbnails, open the viewer at the match, seek one video and watch the other follow,
-and review duplicates. Screenshots of each page are saved under the test's temporary folder."""
+and review duplicates; on a library whose episodes share an intro, see common footage marked.
+Screenshots of each page are saved under the test's temporary folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -12,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import transcode, write_video
+from helpers import SERIES_THRESHOLD, transcode, write_video
 
 pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -30,10 +32,6 @@ SHOTS = Path(os.environ.get("VIDSEARCH_SCREENSHOTS", "")) if os.environ.get("VID
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, vs):
-    import uvicorn
-
-    from vidsearch.server.app import create_app
-
     root = tmp_path_factory.mktemp("browser")
     videos = root / "videos"
     videos.mkdir()
@@ -43,20 +41,33 @@ def server(tmp_path_factory, vs):
     transcode(videos / "beach.mp4", videos / "beach-small.mp4", size=(192, 112))
     idx = root / "idx"
     assert vs.index(videos, idx).exit_code == 0
+    query = transcode(videos / "beach.mp4", root / "query.mp4", start_s=3.3, end_s=8.3, size=(240, 144))
+    with serving(idx, vs.model) as url:
+        yield url, query, root
+
+
+@contextlib.contextmanager
+def serving(idx: Path, model: Path):
+    """The app over ``idx`` on a free loopback port, in a thread: its URL."""
+    import uvicorn
+
+    from vidsearch.server.app import create_app
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(idx, model=str(vs.model))
+    app = create_app(idx, model=str(model))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    query = transcode(videos / "beach.mp4", root / "query.mp4", start_s=3.3, end_s=8.3, size=(240, 144))
-    yield f"http://127.0.0.1:{port}", query, root
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +182,40 @@ def test_search_viewer_and_duplicates_in_a_real_browser(server, browser):
     wait_for(browser, "document.querySelector('#library-stats').textContent.includes('videos indexed')")
     assert "4" in browser.find_element("id", "library-stats").text
     shot(browser, root, "library")
+
+
+def test_common_footage_is_marked_in_a_real_browser(series_library, vs, browser):
+    idx, videos, _ = series_library
+    with serving(idx, vs.model) as url:
+        # the duplicates pass stores the shared intro as common; the one real pair lists it apart
+        browser.get(url + "/#search")
+        browser.execute_script(
+            f"document.querySelector('#dupes-threshold').value = '{SERIES_THRESHOLD}'; location.hash = '#dupes'"
+        )
+        wait_for(browser, "document.querySelectorAll('.group').length === 1", what="the duplicate group")
+        assert (
+            "common footage 0:00–0:04 here ↔ 0:00–0:04 in the keeper"
+            in browser.find_element("css selector", ".group .common-segments").text
+        )
+        shot(browser, idx.parent, "dupes-common")
+
+        # search by episode 3 from 2 s: its copy matches on the episode's own footage, first and
+        # unmarked, its intro listed apart; the other episodes match on the intro alone, after it
+        wait_for(browser, "document.querySelectorAll('#video-list option').length === 13", what="the video list")
+        browser.execute_script("location.hash = '#search'")
+        browser.find_element("id", "range-video").send_keys(str(videos / "ep03.mp4"))
+        browser.find_element("id", "range-start").send_keys("2")
+        browser.find_element("id", "range-end").send_keys("8")
+        browser.find_element("id", "range-go").click()
+        wait_for(browser, "document.querySelectorAll('.result').length === 10", what="results")
+        mark = "common footage: appears in 13 videos"
+        cards = browser.find_elements("css selector", ".result")
+        first, last = (c.find_element("css selector", "h3").text for c in (cards[0], cards[-1]))
+        assert first == f"1. {videos / 'ep03-copy.mp4'}"
+        assert mark in cards[0].find_element("css selector", ".common-segments").text
+        assert last.startswith("10. ") and last.endswith(f".mp4 {mark}")
+        flags = browser.execute_script(
+            "return [...document.querySelectorAll('.result')].map((c) => c.classList.contains('common'))"
+        )
+        assert flags == sorted(flags) and flags[-1], flags
+        shot(browser, idx.parent, "search-common")

@@ -347,7 +347,7 @@ def create_app(
             vid = match["video_id"]
             match["duration_s"] = durations.get(vid)
             match["thumbnail"] = f"/api/videos/{vid}/thumbnail"
-            for seg in match["segments"]:
+            for seg in match["segments"] + match["common_segments"]:
                 seg["thumbnail"] = f"/api/videos/{vid}/thumbnail?t={seg['library_start']}"
                 seg["preview"] = f"/api/videos/{vid}/preview?start={seg['library_start']}&end={seg['library_end']}"
         return body(doc)

@@ -103,29 +103,46 @@ async function runSearch(call) {
   }
 }
 
-function timeline(duration, segments, startKey, endKey) {
-  const bar = el("div", { class: "timeline", title: "matched ranges on the library video" });
-  for (const s of segments) {
-    const left = (100 * s[startKey]) / duration, width = Math.max(0.8, (100 * (s[endKey] - s[startKey])) / duration);
-    bar.append(el("div", { class: "seg", style: `left:${left}%;width:${width}%` }));
+function timeline(duration, segments, startKey, endKey, common = []) {
+  const bar = el("div", { class: "timeline", title: "matched ranges on the library video (common footage in grey)" });
+  for (const [list, cls] of [[segments, "seg"], [common, "seg common"]]) {
+    for (const s of list) {
+      const left = (100 * s[startKey]) / duration, width = Math.max(0.8, (100 * (s[endKey] - s[startKey])) / duration);
+      bar.append(el("div", { class: cls, style: `left:${left}%;width:${width}%` }));
+    }
   }
   return bar;
 }
 
+// what `vidsearch search` prints for footage that many unrelated videos share
+const commonMark = (r) => `common footage: appears in ${r.appears_in} videos`;
+
+function segmentLines(r, segments, label) {
+  return segments.map((s, i) => el("div", { class: "row segment-line" },
+    el("span", {}, `query ${clock(s.query_start)}–${clock(s.query_end)} ↔ library ${clock(s.library_start)}–${clock(s.library_end)}`),
+    el("span", { class: "muted" }, `similarity ${s.similarity.toFixed(3)} · ${s.clips} clips · score ${s.score.toFixed(2)}`),
+    label ? el("span", { class: "badge common" }, label) : [],
+    el("button", { class: "plain open-viewer", onclick: () => openViewer(lastQuery, { kind: "video", id: r.video_id, name: r.path }, segments, i) }, "Open in viewer")));
+}
+
+// A common match (its best footage is common) is marked and lists its common segments first;
+// an ordinary one lists them after its own, each marked. The server sends common matches last.
 function resultCard(r, rank) {
-  const duration = r.duration_s || Math.max(...r.segments.map((s) => s.library_end));
-  const thumbs = r.segments.flatMap((s) => {
+  const common = r.common_segments;
+  const shown = r.common ? [...common, ...r.segments] : [...r.segments, ...common];
+  const duration = r.duration_s || Math.max(...shown.map((s) => s.library_end));
+  const thumbs = shown.flatMap((s) => {
     const n = Math.min(4, Math.max(1, Math.round((s.library_end - s.library_start) / 2)));
     return Array.from({ length: n }, (_, i) => s.library_start + ((s.library_end - s.library_start) * i) / n);
   }).slice(0, 8);
-  return el("article", { class: "card result", "data-video-id": r.video_id },
-    el("h3", {}, `${rank + 1}. ${r.path}`),
+  const plain = el("div", { class: "segments" }, segmentLines(r, r.segments, null));
+  const shared = common.length ? el("div", { class: "segments common-segments" },
+    segmentLines(r, common, r.common ? "common footage" : commonMark(r))) : [];
+  return el("article", { class: r.common ? "card result common" : "card result", "data-video-id": r.video_id },
+    el("h3", {}, `${rank + 1}. ${r.path}`, r.common ? [" ", el("span", { class: "badge common" }, commonMark(r))] : []),
     el("div", { class: "strip" }, thumbs.map((t) => el("img", { src: `/api/videos/${r.video_id}/thumbnail?t=${t.toFixed(1)}`, alt: `frame at ${clock(t)}`, loading: "lazy" }))),
-    timeline(duration, r.segments, "library_start", "library_end"),
-    r.segments.map((s, i) => el("div", { class: "row segment-line" },
-      el("span", {}, `query ${clock(s.query_start)}–${clock(s.query_end)} ↔ library ${clock(s.library_start)}–${clock(s.library_end)}`),
-      el("span", { class: "muted" }, `similarity ${s.similarity.toFixed(3)} · ${s.clips} clips · score ${s.score.toFixed(2)}`),
-      el("button", { class: "plain open-viewer", onclick: () => openViewer(lastQuery, { kind: "video", id: r.video_id, name: r.path }, r.segments, i) }, "Open in viewer"))),
+    timeline(duration, r.segments, "library_start", "library_end", common),
+    r.common ? [shared, plain] : [plain, shared],
   );
 }
 
@@ -238,7 +255,8 @@ async function loadDupes() {
     });
     groups.sort((x, y) => $("#dupes-sort").value === "space" ? y.freed - x.freed : y.score - x.score);
     const hidden = report.hidden_by_decisions ? `, ${report.hidden_by_decisions} decided pairs hidden` : "";
-    $("#dupes-status").textContent = `${groups.length} groups, ${report.pairs.length} pairs at threshold ${report.threshold.toFixed(4)} (${report.threshold_source})${hidden}`;
+    const common = report.common_clips ? `; ${report.common_clips} clips of footage in more than ${report.common_min_videos} unrelated videos are common, not evidence` : "";
+    $("#dupes-status").textContent = `${groups.length} groups, ${report.pairs.length} pairs at threshold ${report.threshold.toFixed(4)} (${report.threshold_source})${hidden}${common}`;
     $("#dupes").replaceChildren(...groups.map(groupCard));
   } catch (err) {
     $("#dupes-status").textContent = `failed: ${err.message}`;
@@ -250,6 +268,14 @@ function relationTo(keeper, v, pairs) {
   if (!p) return { text: "via another copy", pair: null };
   const swap = { contains: "inside", inside: "contains" };
   return { text: p.a_id === keeper.id ? p.relation : (swap[p.relation] || p.relation), pair: p };
+}
+
+// The footage a pair shares with many unrelated videos (an intro): listed, but not evidence.
+function commonParts(p, v) {
+  const [here, there] = p.a_id === v.id ? ["a", "b"] : ["b", "a"];
+  return el("div", { class: "common-segments" }, p.common_segments.map((s) => el("div", { class: "segment-line muted" },
+    el("span", { class: "badge common" }, "common footage"),
+    ` ${clock(s[here + "_start"])}–${clock(s[here + "_end"])} here ↔ ${clock(s[there + "_start"])}–${clock(s[there + "_end"])} in the keeper`)));
 }
 
 function groupCard(g) {
@@ -266,7 +292,8 @@ function groupCard(g) {
     ] : [];
     return el("tr", { "data-video-id": v.id },
       el("td", {}, el("img", { src: v.thumbnail + "?t=1", alt: "", height: 48, loading: "lazy" })),
-      el("td", { class: "path" }, v.path, el("br"), el("span", { class: i === 0 ? "badge keep" : "badge" }, rel.text)),
+      el("td", { class: "path" }, v.path, el("br"), el("span", { class: i === 0 ? "badge keep" : "badge" }, rel.text),
+        p?.common_segments.length ? commonParts(p, v) : []),
       el("td", {}, clock(v.duration_s)), el("td", {}, v.width ? `${v.width}×${v.height}` : "?"), el("td", {}, v.codec || "?"),
       el("td", {}, bytes(v.size_bytes || 0)), el("td", {}, actions));
   });

@@ -214,7 +214,7 @@ def main() -> None:
     ap.add_argument("--dupes", action="store_true", help="also time find_duplicates with planted copies")
     ap.add_argument("--dupes-threshold", type=float, default=0.95)
     ap.add_argument("--stale", action="store_true", help="also time opening an index one video behind")
-    ap.add_argument("--dir", type=Path, default=None, help="where to put the test index (needs ~2.2 GB per 1M clips)")
+    ap.add_argument("--dir", type=Path, default=None, help="where to put the test index (needs ~4.2 GB per 1M clips)")
     args = ap.parse_args()
 
     import faiss

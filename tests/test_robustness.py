@@ -474,7 +474,8 @@ def test_damaged_catalog_pages_give_one_line_and_exit_5(tmp_path, library_videos
     idx = tmp_path / "idx"
     assert vs.index(library_videos, idx).exit_code == 0
     data = bytearray((idx / "catalog.sqlite").read_bytes())
-    data[4096 : 4096 + 8192] = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
+    page = int.from_bytes(data[16:18], "big")  # the header's page size: pages 2 and 3 get noise
+    data[page : 3 * page] = np.random.default_rng(0).integers(0, 256, 2 * page, dtype=np.uint8).tobytes()
     (idx / "catalog.sqlite").write_bytes(bytes(data))
     for cmd in (["stats"], ["dupes"], ["verify"]):
         r = vs(*cmd, "--index", idx)

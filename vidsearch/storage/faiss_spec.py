@@ -20,6 +20,8 @@ neighbouring clips drifting; ``benchmarks/search_scale.py``, figures in ``benchm
   of it in the first groups (64-d vectors along the axes, PQ16x4fs, 10 × k re-ranked: recall@10
   0.71 without it, 0.91 with it).
   4-bit codes train in a minute or two where 8-bit ones took ten (IVF448,PQ64, 100k samples).
+  Measured at 10M hard clips (RR1024,IVF4096_HNSW32,PQ512x4fs, tuned to nprobe 256 and 40 × k
+  re-ranked): recall@10 0.979, 17.5 ms a query (p50), a 2.6 GB index, built in 42 minutes.
 """
 
 from __future__ import annotations

@@ -95,6 +95,20 @@ def main() -> None:
     def save() -> None:
         args.out.write_text(json.dumps(out, indent=2))
 
+    def rate_of(enc, batch, reps: int) -> tuple[float, float]:
+        """(clips/s over ``reps`` calls after a first one, seconds the first call took)."""
+        t = time.perf_counter()
+        enc.embed_pixels(batch)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(reps):
+            enc.embed_pixels(batch)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return reps * len(batch) / (time.perf_counter() - t), first
+
     def section(name, fn) -> None:
         t = time.perf_counter()
         try:
@@ -132,16 +146,7 @@ def main() -> None:
         rows = []
         for bs in [1, 2] if args.smoke else [1, 8, 32, 64]:
             batch = px.unsqueeze(0).repeat(bs, 1, 1, 1, 1)
-            enc.embed_pixels(batch)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            reps = 2 if args.smoke else max(4, 320 // bs)
-            t = time.perf_counter()
-            for _ in range(reps):
-                enc.embed_pixels(batch)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            rate = reps * bs / (time.perf_counter() - t)
+            rate, _ = rate_of(enc, batch, 2 if args.smoke else max(4, 320 // bs))
             rows.append({"batch": bs, "clips_per_s": rate, "mfu": rate * FLOP_PER_CLIP / (args.peak_tflops * 1e12)})
             print(f"model-only {enc.dtype} batch {bs}: {rate:.1f} clips/s, MFU {rows[-1]['mfu']:.1%}", flush=True)
         out["model_only"] = rows
@@ -149,18 +154,10 @@ def main() -> None:
             ref = load_encoder(str(model_dir), device, "float32")
             state["fp32"] = ref
             bs = 2 if args.smoke else 32
-            batch = px.unsqueeze(0).repeat(bs, 1, 1, 1, 1)
-            ref.embed_pixels(batch)
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(4):
-                ref.embed_pixels(batch)
-            torch.cuda.synchronize()
-            rate = 4 * bs / (time.perf_counter() - t)
+            rate, _ = rate_of(ref, px.unsqueeze(0).repeat(bs, 1, 1, 1, 1), 4)
             out["model_only_fp32"] = {"batch": bs, "clips_per_s": rate}
             print(f"model-only float32 batch {bs}: {rate:.1f} clips/s", flush=True)
-            if device == "cuda":
-                out["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            out["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
     def correctness() -> None:
         if "fp32" in state:
@@ -229,18 +226,7 @@ def main() -> None:
         eager = enc.model
         enc.model = torch.compile(eager)
         try:
-            t = time.perf_counter()
-            enc.embed_pixels(batch)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            warm = time.perf_counter() - t
-            reps = 2 if args.smoke else 8
-            t = time.perf_counter()
-            for _ in range(reps):
-                enc.embed_pixels(batch)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            rate = reps * bs / (time.perf_counter() - t)
+            rate, warm = rate_of(enc, batch, 2 if args.smoke else 8)
         finally:
             enc.model = eager
         mfu = rate * FLOP_PER_CLIP / (args.peak_tflops * 1e12)

@@ -26,26 +26,44 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
+def _processes(titles: bool = False) -> tuple[dict[int, int], dict[int, int], dict[int, str]]:
+    """Every process's parent and RSS in bytes (and command line, with ``titles``), from /proc."""
+    parents: dict[int, int] = {}
     rss: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            if titles:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdlines[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry)] = int(fields[1])
             rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
-    total, stack = 0, [pid]
+    return parents, rss, cmdlines
+
+
+def _tree(root: int, parents: dict[int, int]) -> list[int]:
+    """``root`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for p, parent in parents.items():
+        children.setdefault(parent, []).append(p)
+    found, stack = [], [root]
     while stack:
         p = stack.pop()
-        total += rss.get(p, 0)
+        found.append(p)
         stack += children.get(p, [])
-    return total / 2**20
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants, from /proc."""
+    parents, rss, _ = _processes()
+    return sum(rss.get(p, 0) for p in _tree(pid, parents)) / 2**20
 
 
 def _role(pid: int, root: int, parents: dict[int, int], titles: dict[int, str]) -> str:
@@ -62,31 +80,11 @@ def _role(pid: int, root: int, parents: dict[int, int], titles: dict[int, str]) 
 
 def roles_rss_mb(root: int) -> dict[str, float]:
     """RSS of ``root``'s process tree by role (see _role), from /proc."""
-    parents: dict[int, int] = {}
-    titles: dict[int, str] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                titles[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(entry)] = int(fields[1])
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    children: dict[int, list[int]] = {}
-    for p, parent in parents.items():
-        children.setdefault(parent, []).append(p)
+    parents, rss, titles = _processes(titles=True)
     out: dict[str, float] = {}
-    stack = [root]
-    while stack:
-        p = stack.pop()
+    for p in _tree(root, parents):
         role = _role(p, root, parents, titles)
         out[role] = out.get(role, 0.0) + rss.get(p, 0) / 2**20
-        stack += children.get(p, [])
     return out
 
 

@@ -31,25 +31,15 @@ class Cli:
         """``vidsearch index FOLDER --index IDX`` with the tiny model and two workers."""
         return self("index", folder, "--index", idx, "--model", self.model, "--workers", 2, *extra, env=env)
 
+    def argv(self, *args) -> list[str]:
+        """The argv of ``vidsearch -q ARGS`` as a separate process."""
+        return [sys.executable, "-m", "vidsearch.cli", "-q", *map(str, args)]
+
     def job(self, folder, idx, *extra) -> list[str]:
         """The argv of ``vidsearch index`` as a separate process (to be killed): two workers, one clip a batch."""
-        return [
-            sys.executable,
-            "-m",
-            "vidsearch.cli",
-            "-q",
-            "index",
-            str(folder),
-            "--index",
-            str(idx),
-            "--model",
-            str(self.model),
-            "--workers",
-            "2",
-            "--batch-size",
-            "1",
-            *map(str, extra),
-        ]
+        return self.argv(
+            "index", folder, "--index", idx, "--model", self.model, "--workers", 2, "--batch-size", 1, *extra
+        )
 
 
 def catalog_state(idx):

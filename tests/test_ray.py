@@ -63,20 +63,7 @@ def pixel_spreads(idx):
 
 def ray_job(vs, folder, idx, address, *extra):
     """The argv of ``vidsearch index --ray ADDRESS`` as a separate process."""
-    return [
-        sys.executable,
-        "-m",
-        "vidsearch.cli",
-        "-q",
-        "index",
-        str(folder),
-        "--index",
-        str(idx),
-        "--model",
-        str(vs.model),
-        f"--ray={address}",
-        *map(str, extra),
-    ]
+    return vs.argv("index", folder, "--index", idx, "--model", vs.model, f"--ray={address}", *extra)
 
 
 def test_ray_options_need_ray_and_a_path_is_not_an_address(tmp_path, four, vs):

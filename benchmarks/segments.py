@@ -17,8 +17,13 @@ the median of each is summed over the queries, and the refinement step is timed 
 Run with an older vidsearch on PYTHONPATH (one
 without ``refine_segments``) to measure it as it was: then there is one way, "before".
 
+``--dupes`` also indexes the cuts beside the library and runs ``find_duplicates`` with its
+refinement off and on: each cut's pair with its source gives the same four errors (both sides
+are stored clips at the index's hop, where search embeds its query every half hop), and the
+two passes are timed. ``--dupes-hop`` sets that index's hop (e.g. 1: windows overlap by half).
+
 Usage: python benchmarks/segments.py [--cuts 20] [--seed 0] [--videos ../shared/videos]
-                                     [--dtype float32] [--repeat 3] [--workdir DIR]
+                                     [--dtype float32] [--repeat 3] [--workdir DIR] [--dupes] [--dupes-hop S]
 """
 
 from __future__ import annotations
@@ -126,6 +131,63 @@ def errors(result, cut: Cut) -> tuple[bool, list[float], list[float]]:
     )
 
 
+def dupes_errors(report, cut: Cut) -> tuple[bool, list[float], list[float]] | None:
+    """(found, cut-side errors, source-side errors) of the cut's pair with its source's best segment."""
+    q, src = os.path.realpath(cut.query), os.path.realpath(cut.source)
+    for pair in report.pairs:
+        a, b = os.path.realpath(pair.a), os.path.realpath(pair.b)
+        if {a, b} == {q, src}:
+            seg = pair.segments[0]
+            (qs, qe), (rs, re_) = ((seg.q_start, seg.q_end), (seg.r_start, seg.r_end))
+            if a != q:
+                (qs, qe), (rs, re_) = (rs, re_), (qs, qe)
+            return True, [abs(qs - 0.0), abs(qe - cut.length)], [abs(rs - cut.start), abs(re_ - cut.end)]
+    return False, [], []
+
+
+def report_common(report) -> str:
+    return f"{report.common_clips} clips in more than {report.common_min_videos} unrelated videos"
+
+
+def measure_dupes(
+    root: Path, index_name: str, library: list[Path], cuts: list[Cut], model: Path, dtype: str, hop: float | None
+) -> None:
+    import vidsearch
+    from vidsearch.search.duplicates import find_duplicates
+
+    index = root / f"{index_name}-dupes{'' if hop is None else f'-hop{hop:g}'}"
+    opts = vidsearch.IndexOptions(model=str(model), dtype=dtype, hop_seconds=hop)
+    vidsearch.index_paths(index, library + [c.query for c in cuts], opts)
+    print(f"\ndupes index: the library and the cuts, {'the default hop' if hop is None else f'hop {hop:g} s'}")
+    found, seconds = {}, {}
+    with vidsearch.open_library(index) as lib:
+        find_duplicates(lib)  # warm up, and the common pass stores its marks once
+        print(f"clips found common (no evidence, and not grown over): {report_common(find_duplicates(lib))}")
+        # the random model finds much of this library common: --keep-common shows refinement without that
+        for way, on, keep in 2 * (("off", False, False), ("on", True, False)) + (
+            ("off, --keep-common", False, True),
+            ("on, --keep-common", True, True),
+        ):
+            t = time.perf_counter()
+            report = find_duplicates(lib, refine_segments=on, keep_common=keep)
+            seconds.setdefault(way, []).append(time.perf_counter() - t)
+            found[way] = [dupes_errors(report, c) for c in cuts]
+    for group, real in (("scene-video cuts", False), ("real-video cuts", True)):
+        rows = [i for i, c in enumerate(cuts) if c.real == real]
+        if not rows:
+            continue
+        print(f"\ndupes, {group}: {len(rows)}; boundary errors of each cut's pair with its source")
+        print("| refinement | pair found | cut-side |error| (s) | source-side |error| (s) |")
+        print("| --- | --- | --- | --- |")
+        for way, res in found.items():
+            res = [res[i] for i in rows]
+            q = [e for ok, qs, _ in res if ok for e in qs]
+            r = [e for ok, _, rs in res if ok for e in rs]
+            print(f"| {way} | {sum(ok for ok, _, _ in res)}/{len(res)} | {summary(q)} | {summary(r)} |")
+    off, on = min(seconds["off"]), min(seconds["on"])  # the default ways ran twice
+    print(f"dupes time (best of 2, interleaved): off {off:.3f} s, on {on:.3f} s (on / off {on / off:.3f})")
+
+
 def summary(values: list[float]) -> str:
     a = np.asarray(values)
     return f"median {np.median(a):.3f}  max {a.max():.3f}" if len(a) else "-"
@@ -141,6 +203,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--details", action="store_true", help="one line per cut")
+    ap.add_argument("--dupes", action="store_true", help="also measure dupes' segments, the cuts indexed")
+    ap.add_argument("--dupes-hop", type=float, default=None, help="the hop of --dupes' index [the default]")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from helpers import make_checkpoint
@@ -240,6 +304,8 @@ def main() -> None:
             f"  the refinement step itself: {wall * 1000:.1f} ms wall, {used * 1000:.1f} ms CPU a query "
             f"({share:.1%} / {share_cpu:.1%} of an unrefined search)"
         )
+    if args.dupes:
+        measure_dupes(root, index.name, library, cuts, model, args.dtype, args.dupes_hop)
 
 
 if __name__ == "__main__":

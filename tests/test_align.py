@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidsearch.search.align import Match, Segment, align, refine
+from vidsearch.search.align import Match, Segment, align, extend, place, refine
 
 HOP = 2.0
 
@@ -135,3 +135,74 @@ def test_refine_ends_a_segment_where_the_library_video_ends():
     assert coarse.q_end > 4.5
     assert seg.r_end == 30.0
     assert (seg.q_start, seg.q_end, seg.r_start) == pytest.approx((0.0, 4.0, 26.0), abs=0.15)
+
+
+def stored_pair(start, length, source_is_a, noise_seed=1):
+    """A source (30 s) and a copy of its [start, start + length], both stored on the 2-second grid
+    (as dupes compares them), their matches at 0.9 aligned; (a, b, coarse segment, truth)."""
+    src = footage(0)
+    s_times, c_times = windows(30.0, 2.0), windows(length, 2.0)
+    rng = np.random.default_rng(noise_seed)
+    c_vectors = src(start + c_times[:, 0]) + 0.01 * rng.standard_normal((len(c_times), 32))
+    c_vectors /= np.linalg.norm(c_vectors, axis=1, keepdims=True)
+    source = (s_times, src(s_times[:, 0]), np.ones(len(s_times), bool), 30.0)
+    copy = (c_times, c_vectors, np.ones(len(c_times), bool), length)
+    a, b = (source, copy) if source_is_a else (copy, source)
+    truth = (start, start + length, 0.0, length) if source_is_a else (0.0, length, start, start + length)
+    sims = a[1] @ b[1].T
+    matches = [
+        Match(*a[0][i], *b[0][j], float(sims[i, j])) for i, j in zip(*np.nonzero(sims >= 0.9)) if sims[i, j] >= 0.9
+    ]
+    return a, b, align(matches, offset_tolerance=HOP, max_gap=2.0)[0], truth
+
+
+def ends(seg):
+    return np.array([seg.q_start, seg.q_end, seg.r_start, seg.r_end])
+
+
+@pytest.mark.parametrize("source_is_a", [True, False])
+@pytest.mark.parametrize("start, length", [(7.37, 6.3), (3.0, 5.0), (2.0, 5.0), (11.71, 8.46), (5.5, 9.3)])
+def test_place_finds_a_stored_copy_s_ends_on_both_grids(start, length, source_is_a):
+    a, b, coarse, truth = stored_pair(start, length, source_is_a)
+    seg = place(coarse, a, b, 0.9, search_s=1.5, reach_s=6.0)
+    assert np.abs(ends(seg) - truth).max() <= 0.3, (ends(coarse), ends(seg), truth)
+    assert (seg.similarity, seg.matches) == (coarse.similarity, coarse.matches)
+
+
+def test_extend_is_what_reaches_the_ends_that_the_matches_miss():
+    # the copy's first and last windows straddle the source's: below 0.9, they matched nothing
+    for source_is_a in (True, False):
+        a, b, coarse, truth = stored_pair(5.5, 9.3, source_is_a)
+        refined = refine(coarse, a[0], a[1], b[0], b[1], b[3], search_s=1.5)
+        assert np.abs(ends(refined) - truth).max() > 1.0
+        assert np.abs(ends(extend(refined, a, b, 0.9)) - truth).max() <= 0.15
+
+
+def test_place_stops_where_other_footage_begins():
+    src, other = footage(0), footage(7)
+    s_times = windows(30.0, 2.0)
+    source = (s_times, src(s_times[:, 0]), np.ones(len(s_times), bool), 30.0)
+    # b: 4 s of other footage, the source's [9.9, 17.9], 3 s of other footage (by whole windows)
+    b_times = windows(15.0, 2.0)
+    t = b_times[:, 0]
+    inside = (t >= 4.0 - 1e-9) & (t + 2.0 <= 12.0 + 1e-9)
+    b_vectors = np.where(inside[:, None], src(t + 5.9), other(t))
+    b = (b_times, b_vectors, np.ones(len(b_times), bool), 15.0)
+    sims = source[1] @ b_vectors.T
+    matches = [Match(*s_times[i], *b_times[j], float(sims[i, j])) for i, j in zip(*np.nonzero(sims >= 0.9))]
+    coarse = align(matches, offset_tolerance=HOP, max_gap=2.0)[0]
+    seg = place(coarse, source, b, 0.9, search_s=1.5, reach_s=6.0)
+    assert np.abs(ends(seg) - (9.9, 17.9, 4.0, 12.0)).max() <= 0.15, (ends(coarse), ends(seg))
+
+
+def test_extend_does_not_grow_over_clips_that_are_no_evidence():
+    # the copy of [5.5, 14.8]: growing reaches 5.5 (test above) unless the source's clip at 6 s is
+    # unusable (blank, or common), when neither side grows over it
+    a, b, coarse, truth = stored_pair(5.5, 9.3, source_is_a=True)
+    refined = refine(coarse, a[0], a[1], b[0], b[1], b[3], search_s=1.5)
+    assert extend(refined, a, b, 0.9).q_start == pytest.approx(5.5, abs=0.15)
+    held = (a[0], a[1], a[0][:, 0] != 6.0, a[3])
+    assert extend(refined, held, b, 0.9).q_start >= 7.5
+    # and the same held on the copy's side, on its clip over the source's 6 s
+    b_held = (b[0], b[1], b[0][:, 0] != 0.0, b[3])
+    assert extend(refined, a, b_held, 0.9).q_start >= 7.5

@@ -104,3 +104,28 @@ def test_a_catalog_from_before_the_clip_marks_is_read_as_unmarked_and_migrated_b
         t = writer.clip_table(s)
         assert np.isnan(t.pixel_std[:2]).all() and t.pixel_std[2] == 3.0 and t.common_videos.tolist() == [9, 0, 0]
     writer.close()
+
+
+@pytest.mark.parametrize(
+    "message, damaged",
+    [("disk I/O error", False), ("database disk image is malformed", True), ("database or disk is full", False)],
+)
+def test_a_write_s_io_error_is_a_storage_error_not_damage(lib, message, damaged):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from vidsearch.errors import CorruptCatalogError, StorageError
+
+    lib.catalog.store_video(record("/kept.mp4"), clips(np.random.default_rng(0), 2))
+    with pytest.raises(StorageError if not damaged else CorruptCatalogError) as info:
+        with lib.catalog.write() as session:
+            session.connection()  # in the transaction, then SQLite fails a statement
+            raise OperationalError("INSERT ...", {}, sqlite3.OperationalError(message))
+    assert isinstance(info.value, CorruptCatalogError) == damaged
+    text = str(info.value)
+    assert str(lib.catalog.path) in text and message in text
+    if not damaged:
+        assert "everything committed before is kept" in text
+    with lib.catalog.read() as session:
+        assert [v.path for v in lib.catalog.videos(session)] == [b"/kept.mp4"]

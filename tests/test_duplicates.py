@@ -1,10 +1,13 @@
-"""Near-duplicate pairs and groups on planted embeddings (exact answers known), and the export."""
+"""Near-duplicate pairs and groups on planted embeddings (exact answers known), and the export;
+one trimmed copy of real decoded footage for where its segment is placed."""
 
+import os
 import sqlite3
 from contextlib import closing
 
 import numpy as np
 import pytest
+from helpers import scene_frames, transcode, write_video
 from planting import DIM, Planter
 
 from vidsearch.search.duplicates import DuplicatePair, find_duplicates, group_pairs
@@ -16,7 +19,8 @@ def by_names(report):
 
 
 def test_planted_pairs_exactly(planted):
-    report = find_duplicates(planted, threshold=0.9)
+    # the matched clips' own times: planted vectors are random, not footage that refinement can place
+    report = find_duplicates(planted, threshold=0.9, refine_segments=False)
     pairs = by_names(report)
     assert set(pairs) == {
         ("/orig.mp4", "/trim.mp4"),
@@ -187,3 +191,33 @@ def test_no_indexed_video_gives_no_pairs(planted, vs):
     assert r.exit_code == 0 and json.loads(r.stdout)["pairs"] == []
     r = vs("dupes", "--index", planted.root, "--groups", "--format", "csv")
     assert r.exit_code == 0 and r.stdout.splitlines() == ["group,path,duration,original"]
+
+
+@pytest.mark.parametrize("cut_first", [True, False])
+def test_a_trimmed_copy_s_segment_is_placed_beyond_the_clip_grid(tmp_path, tiny_model, cut_first):
+    # a re-encoded, resized copy of [3.7, 9.2] of a 20 s video: the copy's 2-second windows
+    # straddle the source's, so the matched clips alone put its source side at [4, 8]. Indexed
+    # first, a video is the pair's a (the query's part in refinement): both ways are placed
+    import vidsearch
+
+    src = write_video(
+        tmp_path / "src.mp4", fps=25, frames=(f for _, f in scene_frames(5, 20, 25, 160, 96, scene_seconds=3.0))
+    )
+    other = write_video(tmp_path / "other.mp4", seconds=12, seed=9)
+    cut = transcode(src, tmp_path / "cut.mp4", start_s=3.7, end_s=9.2, size=(128, 80))
+    opts = vidsearch.IndexOptions(model=str(tiny_model))
+    for batch in ([cut], [src, other]) if cut_first else ([src, other], [cut]):
+        vidsearch.index_paths(tmp_path / "idx", batch, opts)
+    truth = np.array([0.0, 5.48, 3.72, 9.2])  # cut side, then source side (the cut's last frame ends at 5.48)
+    with vidsearch.open_library(tmp_path / "idx") as lib:
+        found = {}
+        for refined in (False, True):
+            [pair] = find_duplicates(lib, refine_segments=refined).pairs
+            assert (os.path.basename(pair.a) == "cut.mp4") == cut_first
+            s = pair.segments[0]
+            found[refined] = np.array(
+                [s.q_start, s.q_end, s.r_start, s.r_end] if cut_first else [s.r_start, s.r_end, s.q_start, s.q_end]
+            )
+    assert np.abs(found[False] - truth).max() >= 1.0, found[False]
+    assert np.abs(found[True] - truth).max() <= 0.3, found[True]
+    assert pair.relation == ("a in b" if cut_first else "b in a")

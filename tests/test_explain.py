@@ -45,7 +45,9 @@ def test_the_segments_are_those_dupes_finds(planted):
     def spans(segments):
         return sorted((s.q_start, s.q_end, s.r_start, s.r_end, s.matches) for s in segments)
 
-    assert spans(x.segment for x in e.segments) == spans(pair.segments) == [(0, 6, 4, 10, 3), (14, 20, 16, 22, 3)]
+    # both placed beyond the clip grid alike (refinement moves the planted pair's by 0.01 s)
+    assert spans(x.segment for x in e.segments) == spans(pair.segments)
+    assert np.allclose(spans(pair.segments), [(0, 6, 4, 10, 3), (14, 20, 16, 22, 3)], atol=0.011)
     # dupes compares the float16 the catalog keeps; explain its float32 decoding
     assert sorted(x.segment.similarity for x in e.segments) == pytest.approx(
         sorted(s.similarity for s in pair.segments), abs=1e-3

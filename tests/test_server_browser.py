@@ -199,6 +199,22 @@ def test_common_footage_is_marked_in_a_real_browser(series_library, vs, browser)
         )
         shot(browser, idx.parent, "dupes-common")
 
+        # the pair's viewer draws the intro in grey on both scrubbers, apart from the matched footage
+        browser.find_element("xpath", "//article[contains(@class,'group')]//button[text()='Open']").click()
+        wait_for(browser, "!document.querySelector('#page-viewer').hidden", what="the viewer for the pair")
+        wait_for(browser, "document.querySelectorAll('#right-scrub .seg').length >= 2", what="the scrubbers")
+        for side in ("left", "right"):
+            marks = browser.execute_script(
+                f"return [...document.querySelectorAll('#{side}-scrub .seg')]"
+                ".map((m) => [m.classList.contains('common'), parseFloat(m.style.left)])"
+            )
+            assert [left for common, left in marks if common] == [0.0], (side, marks)
+            assert [left for common, left in marks if not common] and all(
+                left > 0 for common, left in marks if not common
+            ), (side, marks)
+        assert "common footage 0:00–0:04 ↔ 0:00–0:04" in browser.find_element("id", "viewer-title").text
+        shot(browser, idx.parent, "viewer-common")
+
         # search by episode 3 from 2 s: its copy matches on the episode's own footage, first and
         # unmarked, its intro listed apart; the other episodes match on the intro alone, after it
         wait_for(browser, "document.querySelectorAll('#video-list option').length === 13", what="the video list")

@@ -225,3 +225,103 @@ def _on_curve(starts: np.ndarray, vectors: np.ndarray, at: np.ndarray, sims: np.
     norm = np.sqrt(np.maximum((1 - lam) ** 2 + lam**2 + 2 * lam * (1 - lam) * adjacent[k], 1e-12))
     cols = np.arange(at.shape[1])[None, :]
     return ((1 - lam) * sims[k, cols] + lam * sims[k + 1, cols]) / norm - _BEYOND_END_PER_S * beyond
+
+
+def extend(
+    segment: Segment,
+    a: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+    b: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+    level: float,
+    offset: float | None = None,
+) -> Segment:
+    """``segment`` as matched, at ``offset`` (default: its own), over both sides' matched clips
+    and grown over the clips next to them that still match: two stored videos' segment (as in
+    dupes), whose ends the matched clips alone place only to a window.
+
+    ``a`` and ``b`` are the query's and the library's (times, vectors, usable, end): each video's
+    clips (all, or those around the segment) as (N, 2) times in time order and unit vectors,
+    which of them may count as evidence (blank and common clips may not: nor may a clip that
+    lies mostly over one of them on the other side), and where the video ends. Where a copy's
+    windows straddle the source's, the clips at its ends fall below the threshold and each side's
+    matched clips stop short of the footage's ends by up to a window or two, not always on the
+    same side. So each side's clips are scored against the other side's curve at the offset (as
+    refine scores them); a side's extent grows clip by clip, outwards from its matched clips,
+    while the next one is usable, scores ``level`` or more and lies within the other video; the
+    segment is the union of both sides' extents (in a's time), cut to where either video begins
+    and ends.
+    """
+    (a_times, a_vectors, a_usable, a_end), (b_times, b_vectors, b_usable, b_end) = a, b
+    offset = segment.r_start - segment.q_start if offset is None else offset
+    a_rows, b_rows = np.nonzero(_distinct(a_times[:, 0]))[0], np.nonzero(_distinct(b_times[:, 0]))[0]
+    if len(a_rows) < 2 or len(b_rows) < 2:
+        return segment
+    a_start, a_vec, a_stop = a_times[a_rows, 0], a_vectors[a_rows], a_times[a_rows, 1]
+    b_start, b_vec, b_stop = b_times[b_rows, 0], b_vectors[b_rows], b_times[b_rows, 1]
+    sims = a_vec @ b_vec.T
+    # each a clip on b's curve where it falls there, and each b clip on a's (in a's time)
+    a_score = _on_curve(b_start, b_vec, (a_start + offset)[None, :], sims.T)[0]
+    b_score = _on_curve(a_start, a_vec, (b_start - offset)[None, :], sims)[0]
+    # in a's time: each side's clips, whether they count, its matched extent, its scores, and
+    # where the other video lets them lie
+    a_side = (a_start, a_stop, a_usable[a_rows])
+    b_side = (b_start - offset, b_stop - offset, b_usable[b_rows])
+    sides = (
+        (a_side, (segment.q_start, segment.q_end), b_side, a_score, (-offset, b_end - offset)),
+        (b_side, (segment.r_start - offset, segment.r_end - offset), a_side, b_score, (0.0, a_end)),
+    )
+    lo, hi = np.inf, -np.inf
+    for (starts, stops, usable), (m_lo, m_hi), other, score, within in sides:
+        lo, hi = min(lo, m_lo), max(hi, m_hi)
+        matched = np.nonzero((starts >= m_lo - _EPS) & (stops <= m_hi + _EPS))[0]
+        if not len(matched):
+            continue
+        good = usable & ~_over_unusable(starts, stops, *other) & (score >= level)
+        good &= (starts >= within[0] - _EPS) & (stops <= within[1] + _EPS)
+        first, last = int(matched[0]), int(matched[-1])
+        while first > 0 and good[first - 1]:
+            first -= 1
+        while last < len(starts) - 1 and good[last + 1]:
+            last += 1
+        lo, hi = min(lo, float(starts[first])), max(hi, float(stops[last]))
+    lo, hi = max(lo, 0.0, -offset), min(hi, a_end, b_end - offset)
+    if hi <= lo:
+        return segment
+    return replace(
+        segment, q_start=round(lo, 3), q_end=round(hi, 3), r_start=round(lo + offset, 3), r_end=round(hi + offset, 3)
+    )
+
+
+def _over_unusable(
+    starts: np.ndarray, stops: np.ndarray, o_starts: np.ndarray, o_stops: np.ndarray, o_usable: np.ndarray
+) -> np.ndarray:
+    """Which clips lie for half their length or more over one of the other side's unusable clips."""
+    if o_usable.all():
+        return np.zeros(len(starts), bool)
+    bad_s, bad_e = o_starts[~o_usable], o_stops[~o_usable]
+    overlap = np.minimum(stops[:, None], bad_e[None, :]) - np.maximum(starts[:, None], bad_s[None, :])
+    return (overlap >= 0.5 * (stops - starts)[:, None] - _EPS).any(axis=1)
+
+
+def place(
+    segment: Segment,
+    a: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+    b: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+    level: float,
+    search_s: float,
+    reach_s: float,
+) -> Segment:
+    """A segment between two stored videos (``a`` and ``b`` as for extend) placed beyond their
+    clip grid: its offset refined (``refine``, a taking the query's part), then its extent taken
+    from both sides' matched clips at that offset and grown (``extend``) by at most ``reach_s``.
+    Only the clips within ``reach_s`` of the segment take part, so that a pair of long videos
+    costs what its segment does. Similarity, clips matched and confidence stay as matched."""
+
+    def near(side: tuple[np.ndarray, np.ndarray, np.ndarray, float], lo: float, hi: float):
+        times, vectors, usable, end = side
+        keep = (times[:, 1] >= lo - reach_s - _EPS) & (times[:, 0] <= hi + reach_s + _EPS)
+        return times[keep], vectors[keep], usable[keep], end
+
+    a = near(a, segment.q_start, segment.q_end)
+    b = near(b, segment.r_start - search_s, segment.r_end + search_s)
+    refined = refine(segment, a[0], a[1], b[0], b[1], b[3], search_s=search_s)
+    return extend(segment, a, b, level, offset=refined.r_start - refined.q_start)

@@ -26,7 +26,7 @@ import numpy as np
 
 from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
 from vidsearch.media.blank import is_blank
-from vidsearch.search.align import Match, Segment, align, covered_seconds
+from vidsearch.search.align import Match, Segment, align, covered_seconds, place
 from vidsearch.search.common import CommonSegment, common_segments, mark_common, spreads, suspects, touched
 from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
@@ -260,6 +260,8 @@ class _Snapshot:
         self.longest_clip = float((self.table.end - self.table.start).max()) if len(self.table.ids) else 0.0
         #: a pair's segments from all its matches, kept by the common pass for the report
         self.cache: dict[tuple[int, int], list[Segment]] = {}
+        #: the table's rows ordered by video, and their videos: a video's rows, found for refinement
+        self.by_video: tuple[np.ndarray, np.ndarray] | None = None
 
     def pairs(self):
         """(video a, video b, matches) of the candidate pairs whose videos are both indexed."""
@@ -307,6 +309,54 @@ class _Snapshot:
         if (t.end[ua] - t.start[ua]).sum() < share_a and (t.end[ub] - t.start[ub]).sum() < share_b:
             return False
         return max(self.covered(va, vb, self.segments(va, vb, matches))) >= CONTAINED_SHARE
+
+    def refined(
+        self, lib: Library, va: int, vb: int, segments: list[Segment], no_evidence: np.ndarray
+    ) -> list[Segment]:
+        """``segments`` placed beyond the clip grid (align.place, at the threshold): the offset
+        refined, a's stored clips taking the query's part, then the ends grown over the clips
+        next to them that still match at that offset and are evidence (not a ``no_evidence`` row:
+        blank or common). Only the clips around each segment are read. Similarity and confidence
+        stay as matched."""
+        search, reach = 0.75 * self.hop, 3 * self.hop
+        a_end, b_end = self.videos[va][1], self.videos[vb][1]
+        out = []
+        with lib.catalog.read() as session:
+            for s in segments:
+                a = self.clips_near(lib, session, va, s.q_start - reach, s.q_end + reach)
+                b = self.clips_near(lib, session, vb, s.r_start - reach - search, s.r_end + reach + search)
+                if len(a[0]) < 2 or len(b[0]) < 2 or not a_end or not b_end:  # removed since the snapshot
+                    out.append(s)
+                    continue
+                out.append(
+                    place(
+                        s,
+                        (a[1], a[2], ~no_evidence[a[0]], a_end),
+                        (b[1], b[2], ~no_evidence[b[0]], b_end),
+                        self.threshold,
+                        search_s=search,
+                        reach_s=reach,
+                    )
+                )
+        return out
+
+    def clips_near(
+        self, lib: Library, session, video: int, lo: float, hi: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One video's clips of the snapshot that overlap [lo, hi], in time order: their table
+        rows, (N, 2) times and unit vectors (those still in the catalog)."""
+        if self.by_video is None:
+            order = np.argsort(self.table.video, kind="stable")
+            self.by_video = (order, self.table.video[order])
+        order, videos = self.by_video
+        rows = order[np.searchsorted(videos, video, "left") : np.searchsorted(videos, video, "right")]
+        rows = rows[(self.table.end[rows] >= lo) & (self.table.start[rows] <= hi)]
+        ids, vectors = lib.catalog.embeddings_by_ids(session, self.table.ids[rows].tolist(), lib.manifest.encoder.dim)
+        rows = np.sort(rows)  # by id, as the vectors are
+        rows = rows[np.isin(self.table.ids[rows], ids)]
+        times = np.stack([self.table.start[rows], self.table.end[rows]], axis=1).astype(np.float64)
+        by_time = np.argsort(times[:, 0], kind="stable")
+        return rows[by_time], times[by_time], vectors[by_time]
 
     def related(self, suspect: np.ndarray, videos: set[int]) -> set[tuple[int, int]]:
         """The pairs among ``videos`` that share a duplicate's segment of footage that is not
@@ -367,6 +417,7 @@ def find_duplicates(
     common_min_videos: int = COMMON_MIN_VIDEOS,
     keep_common: bool = False,
     include_decided: bool = False,
+    refine_segments: bool = True,
 ) -> DuplicateReport:
     """Near-duplicate video pairs of the whole library, best first.
 
@@ -375,7 +426,9 @@ def find_duplicates(
     and the clips found common are stored in the catalog for search. ``keep_common`` skips that
     pass: every match but a blank clip's counts, as before common footage was told apart.
     Pairs the user judged ``not_a_match`` or ``keep_both`` are left out (and counted in
-    ``hidden``) unless ``include_decided``.
+    ``hidden``) unless ``include_decided``. With ``refine_segments`` a reported pair's segments
+    are placed beyond the clip grid (align.place, on both videos' stored clips), as search's are
+    (align.refine); which pairs are reported, and their scores, do not change.
     """
     snap = _Snapshot(lib, threshold, min_seconds, batch)
     report = DuplicateReport(
@@ -390,6 +443,7 @@ def find_duplicates(
         appears_in, report.common_seconds, _ = _common_pass(lib, snap, common_min_videos)
         common = appears_in > 0
         report.common_min_videos, report.common_clips = common_min_videos, int(common.sum())
+    no_evidence = common | is_blank(snap.table.pixel_std)
     pairs = list(snap.pairs())
     for (va, vb, matches), n, in_common in zip(pairs, *_flag_matches(pairs, common)):
         if n == len(matches):
@@ -407,6 +461,8 @@ def find_duplicates(
             report.hidden += 1
             continue
         best = segments[0]
+        if refine_segments:
+            segments = snap.refined(lib, va, vb, segments, no_evidence)
         a_covered, b_covered = snap.covered(va, vb, segments + shared)
         (pa, da), (pb, db) = snap.videos[va], snap.videos[vb]
         report.pairs.append(

@@ -3,8 +3,9 @@
 Video a is an indexed video (its stored clips, as ``dupes`` compares them) or a video file
 (embedded as ``search`` embeds a query: windows every half hop); video b is an indexed video.
 Every pair of clips at or above the clip-similarity threshold is a match, and the matches are
-aligned exactly as ``dupes`` aligns a pair. In the matrix a copy is a diagonal line, a static
-scene a block.
+aligned exactly as ``dupes`` aligns a pair; the segments are then placed beyond the clip grid as
+``dupes`` places a pair's (a indexed) or ``search`` a query's (a file). In the matrix a copy is
+a diagonal line, a static scene a block.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from vidsearch.errors import VideoNotFoundError
+from vidsearch.media.blank import is_blank
 from vidsearch.model.encoder import Encoder
-from vidsearch.search.align import Match, Segment, align
+from vidsearch.search.align import Match, Segment, align, place, refine
 from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.search.duplicates import resolve_threshold
 from vidsearch.search.query import QueryEmbedding, embed_query
@@ -115,6 +117,14 @@ def explain_pair(
         for s in align(matches, offset_tolerance=hop, max_gap=clip_s)
         if s.similarity >= thr
     ]
+    # placed beyond the clip grid as dupes places a pair's (a stored) or search a query's (a file)
+    b_end = float(ref.times[-1, 1]) if len(ref.times) else 0.0
+    if stored and len(query.times):
+        a_side = (query.times, query.vectors, ~is_blank(query.pixel_std), float(query.times[-1, 1]))
+        b_side = (ref.times, ref.vectors, ~is_blank(ref.pixel_std), b_end)
+        segments = [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
+    else:
+        segments = [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
     return Explanation(
         a=path_a,
         b=path_b,

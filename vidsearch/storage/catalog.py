@@ -436,7 +436,9 @@ class Catalog:
                 finally:
                     conn.info["write"] = False
         except DBAPIError as exc:
-            if isinstance(exc, DatabaseError) and _is_damage(exc):
+            # a write's I/O error is the disk's or the filesystem's (EIO, a lost network mount), and
+            # SQLite rolls the transaction back: nothing committed is damaged by it
+            if isinstance(exc, DatabaseError) and _is_damage(exc, io_errors=False):
                 raise self._damaged(first_line(exc)) from exc
             raise StorageError(
                 f"{self.path}: cannot write ({first_line(exc)}); everything committed before is kept"
@@ -934,9 +936,13 @@ def _has_table(session: Session, name: str) -> bool:
     return session.execute(query, {"name": name}).first() is not None
 
 
-def _is_damage(exc: DatabaseError) -> bool:
+def _is_damage(exc: DatabaseError, io_errors: bool = True) -> bool:
+    """Whether SQLite's error says the file is damaged; ``io_errors``: count a disk I/O error
+    (reading back what was written can fail so on a damaged file)."""
     text = str(getattr(exc, "orig", exc)).lower()
-    return any(w in text for w in ("malformed", "not a database", "corrupt", "disk i/o error"))
+    return any(w in text for w in ("malformed", "not a database", "corrupt")) or (
+        io_errors and "disk i/o error" in text
+    )
 
 
 __all__ = [

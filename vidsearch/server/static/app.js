@@ -122,7 +122,7 @@ function segmentLines(r, segments, label) {
     el("span", {}, `query ${clock(s.query_start)}–${clock(s.query_end)} ↔ library ${clock(s.library_start)}–${clock(s.library_end)}`),
     el("span", { class: "muted" }, `similarity ${s.similarity.toFixed(3)} · ${s.clips} clips · score ${s.score.toFixed(2)}`),
     label ? el("span", { class: "badge common" }, label) : [],
-    el("button", { class: "plain open-viewer", onclick: () => openViewer(lastQuery, { kind: "video", id: r.video_id, name: r.path }, segments, i) }, "Open in viewer")));
+    el("button", { class: "plain open-viewer", onclick: () => openViewer(lastQuery, { kind: "video", id: r.video_id, name: r.path }, s, r.segments, r.common_segments) }, "Open in viewer")));
 }
 
 // A common match (its best footage is common) is marked and lists its common segments first;
@@ -159,17 +159,20 @@ async function sideSource(side, from) {
   return { src: `${meta.preview}?start=${base.toFixed(3)}&end=${(base + 120).toFixed(3)}`, base, duration: meta.duration_s };
 }
 
-async function openViewer(leftSide, rightSide, segments, which = 0, names = ["query", "library"]) {
-  const seg = segments[which];
+// Opens two videos side by side at ``seg`` (one of ``segments``, or of ``common``: the footage
+// they share with many unrelated videos, drawn in grey on the scrubbers and named in the title).
+async function openViewer(leftSide, rightSide, seg, segments, common = [], names = ["query", "library"]) {
   const [qs, rs] = [seg.query_start ?? seg.a_start, seg.library_start ?? seg.b_start];
   location.hash = "#viewer";
   const [ls, rsrc] = await Promise.all([sideSource(leftSide, qs), sideSource(rightSide, rs)]);
-  view = { leftSide, rightSide, segments, offset: rs - qs, left: ls, right: rsrc, start: { left: qs, right: rs },
+  view = { leftSide, rightSide, segments, common, offset: rs - qs, left: ls, right: rsrc, start: { left: qs, right: rs },
            keys: seg.query_start !== undefined ? ["query", "library"] : ["a", "b"] };
   window.vidsearchView = view;  // for the browser test and for the curious
   $("#left-caption").textContent = `${names[0]}: ${leftSide.name}`;
   $("#right-caption").textContent = `${names[1]}: ${rightSide.name}`;
-  $("#viewer-title").textContent = segments.map((s) => `${clock(s[view.keys[0] + "_start"])}–${clock(s[view.keys[0] + "_end"])} ↔ ${clock(s[view.keys[1] + "_start"])}–${clock(s[view.keys[1] + "_end"])}`).join(", ");
+  const span = (s) => `${clock(s[view.keys[0] + "_start"])}–${clock(s[view.keys[0] + "_end"])} ↔ ${clock(s[view.keys[1] + "_start"])}–${clock(s[view.keys[1] + "_end"])}`;
+  $("#viewer-title").textContent = [segments.map(span).join(", "), common.length ? `common footage ${common.map(span).join(", ")}` : ""]
+    .filter(Boolean).join("; ");
   const canDecide = leftSide.kind === "video" && rightSide.kind === "video";
   $("#verdict-same").disabled = $("#verdict-not").disabled = !canDecide;
   $("#verdict-status").textContent = canDecide ? "" : "verdicts are for two indexed videos";
@@ -207,8 +210,11 @@ function drawScrubbers() {
   for (const [video, scrub, side, key] of [[left, "#left-scrub", view.left, view.keys[0]], [right, "#right-scrub", view.right, view.keys[1]]]) {
     const duration = side.duration || (video.duration + side.base) || 1;
     const bar = $(scrub);
+    const mark = (cls, title) => (s) => el("div", { class: cls, title,
+      style: `left:${(100 * s[key + "_start"]) / duration}%;width:${Math.max(0.5, (100 * (s[key + "_end"] - s[key + "_start"])) / duration)}%` });
     bar.replaceChildren(
-      ...view.segments.map((s) => el("div", { class: "seg", style: `left:${(100 * s[key + "_start"]) / duration}%;width:${Math.max(0.5, (100 * (s[key + "_end"] - s[key + "_start"])) / duration)}%` })),
+      ...view.segments.map(mark("seg", "matched footage")),
+      ...view.common.map(mark("seg common", "common footage: many unrelated videos share it")),
       el("div", { class: "head", style: `left:${(100 * origTime(video)) / duration}%` }));
     bar.onclick = (e) => {
       const t = ((e.offsetX / bar.clientWidth) * duration) - side.base;
@@ -285,7 +291,7 @@ function groupCard(g) {
     const actions = p ? [
       el("button", { class: "plain", onclick: () => {
         const [a, b] = p.a_id === g.keeper.id ? [g.keeper, v] : [v, g.keeper];
-        openViewer({ kind: "video", id: a.id, name: a.path }, { kind: "video", id: b.id, name: b.path }, p.segments, 0, ["a", "b"]);
+        openViewer({ kind: "video", id: a.id, name: a.path }, { kind: "video", id: b.id, name: b.path }, p.segments[0], p.segments, p.common_segments, ["a", "b"]);
       } }, "Open"),
       el("button", { class: "plain", onclick: async () => { if (await decide("not_a_match", p.a_id, p.b_id)) loadDupes(); } }, "Not a match"),
       el("button", { class: "plain", onclick: async () => { if (await decide("keep_both", p.a_id, p.b_id)) loadDupes(); } }, "Keep both"),

@@ -236,3 +236,16 @@ class Tmpfs:
         import subprocess
 
         subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """The files under ``folder`` this process holds open (a deleted one as ``PATH (deleted)``)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the fd listdir itself used, closed since
+            continue
+        if target.startswith(f"{folder}/"):
+            held.append(target)
+    return sorted(held)

@@ -2,6 +2,7 @@
 and `vidsearch verify`. Nothing already indexed may be lost or corrupted."""
 
 import errno
+import gc
 import json
 import os
 import random
@@ -16,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from harness import ENV, assert_faiss_matches_catalog, catalog_state
-from helpers import write_video, write_videos
+from helpers import open_files_under, write_video, write_videos
 
 
 def write_audio_only(path):
@@ -584,6 +585,33 @@ def test_disk_full_at_any_point_of_the_first_run_is_exit_9_and_the_rerun_goes_on
     assert all(f.count("\n") == 1 for f in failures), failures  # one line each
     assert_faiss_matches_catalog(idx)
     assert vs("verify", "--index", idx).exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_first_run_stopped_by_a_full_disk_leaves_no_file_open_under_the_index(library_videos, tmpfs, vs):
+    """Each way a first run can fail on a full disk (the catalog's first page, its tables, SQLite's
+    -shm, the manifest, a commit, the FAISS file) closes every file it opened under the index
+    without waiting for the garbage collector, so that a long-lived process (a server, this
+    harness) keeps no deleted catalog taking room; and every rerun, given 4 KiB more, gets further."""
+    fs = tmpfs("4k")
+    idx = fs.path / "idx"
+    outputs = []
+    gc.disable()  # what only the cycle collector would close stays open until it runs: not closed
+    try:
+        for kib in range(4, 1024, 4):
+            r = vs.index(library_videos, idx)
+            assert (r.exit_code, open_files_under(idx)) in ((0, []), (9, [])), (kib, r.output, outputs)
+            if r.exit_code == 0:
+                break
+            outputs.append(r.output)
+            fs.remount(f"size={kib + 4}k")
+    finally:
+        gc.enable()
+    assert r.exit_code == 0, outputs
+    videos, _ = catalog_state(idx)
+    assert sorted(status for _, status in videos.values()) == ["indexed"] * 3
+    assert any("cannot create an index in" in o for o in outputs), outputs
+    assert any("catalog.sqlite: cannot write" in o for o in outputs), outputs  # a commit, after the creation
 
 
 def test_full_disk_at_job_start_is_exit_9_naming_the_lock(tmp_path, library_videos, tmpfs, vs):

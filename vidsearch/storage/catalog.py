@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,19 +303,20 @@ class Catalog:
         def _on_connect(dbapi_conn, _record):
             # take transaction control from pysqlite so BEGIN is explicit (SQLAlchemy's recipe)
             dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            if not readonly:
-                mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    log.warning(
-                        "%s: SQLite WAL mode unavailable (journal_mode=%s); is it on a network filesystem?",
-                        self.path,
-                        mode,
-                    )
-                cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
+            # closed even when a statement fails (a full disk): a cursor left to the traceback
+            # keeps its statement, and SQLite then keeps the file open after the connection closes
+            with closing(dbapi_conn.cursor()) as cur:
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                if not readonly:
+                    mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        log.warning(
+                            "%s: SQLite WAL mode unavailable (journal_mode=%s); is it on a network filesystem?",
+                            self.path,
+                            mode,
+                        )
+                    cur.execute("PRAGMA synchronous=NORMAL")
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn):
@@ -324,6 +325,7 @@ class Catalog:
         try:
             if create:
                 _Base.metadata.create_all(self.engine)
+                self._checkpoint()
             with self.engine.connect() as conn:  # reading the schema catches a damaged header cheaply
                 missing = (
                     {t for t in _Base.metadata.tables}
@@ -347,6 +349,21 @@ class Catalog:
         except CorruptCatalogError:
             self.engine.dispose()
             raise
+
+    def _checkpoint(self) -> None:
+        """Move the WAL's pages into the database file and empty the WAL.
+
+        A new catalog's tables are first written to the WAL. Left there, moving them needs room
+        for a second copy in the database file, and until it is found the WAL cannot be emptied
+        and every later commit (each rerun's ``runs`` row) is appended to it: on a full disk
+        freed a page at a time, reruns of a first run never got further. Done at creation, a
+        failure here (the disk full) fails the creation, which clears what it made."""
+        raw = self.engine.raw_connection()
+        con: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]  # pysqlite's
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+        finally:
+            raw.close()
 
     def quick_check(self, seconds: float = QUICK_CHECK_SECONDS) -> None:
         """SQLite's ``quick_check`` (every page and record, not the indexes' contents), stopped

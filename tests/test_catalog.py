@@ -1,10 +1,12 @@
 """The catalog: transactional stores, clip ids, float16 embeddings, read snapshots."""
 
 import os
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
-from records import DIM, clips, record, unit
+from records import DIM, clips, record, settings, unit
 
 from vidsearch.storage.catalog import ClipRecord
 
@@ -129,3 +131,51 @@ def test_a_write_s_io_error_is_a_storage_error_not_damage(lib, message, damaged)
         assert "everything committed before is kept" in text
     with lib.catalog.read() as session:
         assert [v.path for v in lib.catalog.videos(session)] == [b"/kept.mp4"]
+
+
+def _page_size(path):
+    with closing(sqlite3.connect(path)) as con:
+        return con.execute("PRAGMA page_size").fetchone()[0]
+
+
+def test_a_new_catalog_has_8_kb_pages_and_its_tables_in_its_file(lib):
+    """8 KB pages hold three 1024-d clip rows where 4 KB ones held one. The tables are moved out of
+    the WAL at creation: a WAL that cannot be emptied (the disk full) grows with every commit."""
+    path = lib.root / "catalog.sqlite"
+    assert _page_size(path) == 8192
+    assert int.from_bytes(path.read_bytes()[16:18], "big") == 8192  # the header's page size
+    assert (lib.root / "catalog.sqlite-wal").stat().st_size == 0
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as con:  # the file alone, no WAL
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"videos", "clips", "runs", "decisions", "meta"} <= tables
+
+
+def test_a_catalog_with_4_kb_pages_keeps_them_and_works(tmp_path, monkeypatch):
+    """Catalogs made before 8 KB pages keep their 4 KB ones (SQLite cannot change the page size of
+    a WAL database): they open, read and write as before."""
+    import vidsearch.storage.catalog as catalog
+    from vidsearch.storage.library import Library
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "idx"
+    monkeypatch.setattr(catalog, "PAGE_SIZE", 4096)  # as vidsearch made catalogs before
+    with Library.create(root, settings()) as lib:
+        lib.catalog.store_video(record("a.mp4", "fa"), clips(rng, 3))
+    monkeypatch.undo()
+    path = root / "catalog.sqlite"
+    assert _page_size(path) == 4096
+    with Library.open(root, writable=True) as lib:
+        lib.catalog.store_video(record("b.mp4", "fb"), clips(rng, 400))  # new pages, of the old size
+        lib.catalog.remove_videos([1])
+        lib.rebuild_vectors()
+    with Library.open(root) as lib:
+        with lib.catalog.read() as s:
+            assert [v.display_path for v in lib.catalog.videos(s)] == ["b.mp4"]
+            assert lib.catalog.clip_count(s) == 400
+            ids, vecs = next(lib.catalog.iter_embeddings(s, DIM))
+        assert ids.tolist() == list(range(4, 404)) and vecs.shape == (400, DIM)
+        assert lib.vectors().ntotal == 400
+    assert _page_size(path) == 4096
+    with closing(sqlite3.connect(path)) as con:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert con.execute("PRAGMA page_count").fetchone()[0] * 4096 == path.stat().st_size

@@ -699,10 +699,16 @@ def test_read_only_index_folder_serves_readers_and_writers_say_it_is_read_only(t
     assert {p: sorted(q.name for q in p.iterdir()) for p in (ro, ro_wal)} == before
 
 
+def _page_size(db):
+    return int.from_bytes(db.read_bytes()[16:18], "big")  # the header's (8 KB, or 4 KB in older catalogs)
+
+
 def _zero_span(db, page):
-    """Zeroes over 3 KB inside one page, as a bad sector or a torn write leaves them."""
+    """Zeroes over 3 KB inside one page, as a bad sector or a torn write leaves them: at its end,
+    where SQLite keeps a page's cells (the start of a mostly empty 8 KB page holds none)."""
     data = bytearray(db.read_bytes())
-    data[4096 * page + 100 : 4096 * page + 100 + 3072] = bytes(3072)
+    end = _page_size(db) * (page + 1) - 100
+    data[end - 3072 : end] = bytes(3072)
     db.write_bytes(bytes(data))
 
 
@@ -771,7 +777,7 @@ def test_each_damaged_catalog_page_refuses_writers_and_never_crashes_readers(tmp
 
     intact = {name: run(name, argv, None)[0] for name, argv in readers.items()}
     assert all(r.exit_code == 0 for r in intact.values())
-    pages = (pristine / "catalog.sqlite").stat().st_size // 4096
+    pages = (pristine / "catalog.sqlite").stat().st_size // _page_size(pristine / "catalog.sqlite")
     assert pages >= 10
     damaged_pages = 0
     for page in range(pages):

@@ -56,6 +56,11 @@ EMBEDDING_DTYPE = np.float16
 
 STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
+#: The page size of new catalogs. A clip row (a 2 KB float16 1024-d vector and its fields) does
+#: not fit twice in SQLite's default 4 KB page, so it took a page alone (4.1 KB a clip); 8 KB
+#: pages hold three (2.7 KB a clip). SQLite fixes the size with the first table: catalogs made
+#: before keep their 4 KB pages and work as they did.
+PAGE_SIZE = 8192
 #: Ids per ``IN (...)`` list, under SQLite's variable limit.
 _IN_CHUNK = 30_000
 #: How long a writer's integrity check (``PRAGMA quick_check``) may run before the writer's first
@@ -308,6 +313,8 @@ class Catalog:
             with closing(dbapi_conn.cursor()) as cur:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA busy_timeout=30000")
+                if create:  # before the first table (and before WAL mode) or not at all
+                    cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 if not readonly:
                     mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                     if str(mode).lower() != "wal":

@@ -58,7 +58,7 @@ STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
 #: The page size of new catalogs. A clip row (a 2 KB float16 1024-d vector and its fields) does
 #: not fit twice in SQLite's default 4 KB page, so it took a page alone (4.1 KB a clip); 8 KB
-#: pages hold three (2.7 KB a clip). SQLite fixes the size with the first table: catalogs made
+#: pages hold three (2.8 KB a clip). SQLite fixes the size with the first table: catalogs made
 #: before keep their 4 KB pages and work as they did.
 PAGE_SIZE = 8192
 #: Ids per ``IN (...)`` list, under SQLite's variable limit.

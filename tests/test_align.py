@@ -206,3 +206,13 @@ def test_extend_does_not_grow_over_clips_that_are_no_evidence():
     # and the same held on the copy's side, on its clip over the source's 6 s
     b_held = (b[0], b[1], b[0][:, 0] != 0.0, b[3])
     assert extend(refined, a, b_held, 0.9).q_start >= 7.5
+
+
+def test_refine_keeps_the_best_pair_s_offset_where_neither_side_has_a_curve():
+    # a 2-second query (one window) against a 1.52-second video (one clip): no curve to score
+    # offsets on, so the best pair's offset (0) stands, the segment cut to where the video ends.
+    # It took the first offset searched (-1.5 s) and put the query's 1.5-2 s on the video's 0-0.5 s
+    v = footage(0)(np.array([0.0]))
+    coarse = Segment(0.0, 2.0, 0.0, 1.52, 0.99, 1)
+    seg = refine(coarse, np.array([[0.0, 2.0]]), v, np.array([[0.0, 1.52]]), v, 1.52, search_s=1.5)
+    assert ends(seg).tolist() == [0.0, 1.52, 0.0, 1.52]

@@ -155,7 +155,7 @@ def refine(
     much of each lies within the segment); the same done the other way round (the query's windows
     on the library's curve) counts a tenth, to break ties. Curves are held at their first and
     last window beyond their ends, less a little for each second beyond, so that every offset
-    is scored on the same clips.
+    is scored on the same clips. With one clip a side there is no curve: the best pair's offset stands.
 
     Clips are (N, 2) start and end times, in time order, and unit vectors: the query's clips
     inside the segment are used, and all the library clips given (those around the segment). The query side
@@ -184,13 +184,15 @@ def refine(
     )
     cols = np.nonzero(inside_share > 0)[0]
     score = np.zeros(len(offsets))
-    if len(q_start) > 1 and len(cols):
+    query_curve, library_curve = len(q_start) > 1 and len(cols) > 0, len(r_start) > 1
+    if query_curve:
         on_query = _on_curve(q_start, q_vec, r_start[cols][None, :] - offsets[:, None], sims[:, cols])
         score += on_query @ inside_share[cols] / inside_share[cols].sum()
-    if len(r_start) > 1:
+    if library_curve:
         on_library = _on_curve(r_start, r_vec, q_start[None, :] + offsets[:, None], sims.T)
         score += _LIBRARY_CURVE_WEIGHT * on_library.mean(axis=1)
-    offset = float(offsets[int(np.argmax(score))])
+    if query_curve or library_curve:  # else every offset scores 0, and the first searched is no answer
+        offset = float(offsets[int(np.argmax(score))])
     lo = max(float(segment.q_start), -offset)
     hi = min(float(segment.q_end), library_end - offset)
     if hi <= lo:

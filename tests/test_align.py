@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from planting import footage, windows
 
 from vidsearch.search.align import Match, Segment, align, extend, place, refine
 
@@ -68,28 +69,6 @@ def test_empty_and_invalid():
         align([], -1.0, 2.0)
     with pytest.raises(ValueError):
         Match(2.0, 1.0, 0.0, 1.0, 0.5)
-
-
-def footage(seed, dim=32):
-    """Clip vectors of synthetic footage that changes gradually: a window's vector is the mean of a
-    smooth random path at its 16 sampled times (as mean-pooled tokens are), unit length."""
-    rng = np.random.default_rng(seed)
-    freqs, phases = rng.uniform(0.2, 1.5, (8, dim)), rng.uniform(0, 2 * np.pi, (8, dim))
-
-    def clips(starts, length=2.0):
-        t = np.asarray(starts)[:, None] + np.arange(16) * length / 16
-        v = np.sin(freqs * t[..., None, None] + phases).sum(axis=2).mean(axis=1)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    return clips
-
-
-def windows(duration, hop):
-    """Clip times as the windows are planned: every ``hop``, the last moved back to end at the end."""
-    starts = list(np.arange(0.0, duration - 2.0 + 1e-9, hop))
-    if starts[-1] + 2.0 < duration - 0.05:
-        starts.append(duration - 2.0)
-    return np.array([(s, s + 2.0) for s in starts])
 
 
 def coarse_and_refined(query_times, query_vectors, library_times, library_vectors, library_end):
@@ -216,3 +195,24 @@ def test_refine_keeps_the_best_pair_s_offset_where_neither_side_has_a_curve():
     coarse = Segment(0.0, 2.0, 0.0, 1.52, 0.99, 1)
     seg = refine(coarse, np.array([[0.0, 2.0]]), v, np.array([[0.0, 1.52]]), v, 1.52, search_s=1.5)
     assert ends(seg).tolist() == [0.0, 1.52, 0.0, 1.52]
+
+
+@pytest.mark.parametrize("source_is_a", [True, False])
+@pytest.mark.parametrize("start, within", [(0.0, 0.0), (9.9, 0.2)])
+def test_place_gives_a_one_clip_copy_its_own_length(start, within, source_is_a):
+    # a 1.5 s copy (one clip, shorter than a window) of the source's [start, start + 1.5]: it
+    # matched one whole window of the source, and was left so, longer on the source's side than
+    # the copy is; placed, both sides are as long as the copy, at the refined offset
+    src = footage(0)
+    s_times = windows(30.0, 2.0)
+    source = (s_times, src(s_times[:, 0]), np.ones(len(s_times), bool), 30.0)
+    copy = (np.array([[0.0, 1.5]]), src(np.array([start]), length=1.5), np.ones(1, bool), 1.5)
+    a, b = (source, copy) if source_is_a else (copy, source)
+    sims = a[1] @ b[1].T
+    matches = [Match(*a[0][i], *b[0][j], float(sims[i, j])) for i, j in zip(*np.nonzero(sims >= 0.9))]
+    coarse = align(matches, offset_tolerance=HOP, max_gap=2.0)[0]
+    seg = place(coarse, a, b, 0.9, search_s=1.5, reach_s=6.0)
+    truth = (start, start + 1.5, 0.0, 1.5) if source_is_a else (0.0, 1.5, start, start + 1.5)
+    assert seg.q_end - seg.q_start == pytest.approx(1.5) and seg.r_end - seg.r_start == pytest.approx(1.5)
+    assert np.abs(ends(seg) - truth).max() <= within + 1e-9, (ends(coarse), ends(seg))
+    assert (seg.similarity, seg.matches) == (coarse.similarity, coarse.matches)

@@ -221,3 +221,36 @@ def test_a_trimmed_copy_s_segment_is_placed_beyond_the_clip_grid(tmp_path, tiny_
     assert np.abs(found[False] - truth).max() >= 1.0, found[False]
     assert np.abs(found[True] - truth).max() <= 0.3, found[True]
     assert pair.relation == ("a in b" if cut_first else "b in a")
+
+
+def footage_library(root, videos):
+    """A library of synthetic footage (planting.footage): ``videos`` maps a path to (clip times,
+    vectors, duration_s)."""
+    from vidsearch.settings import EncoderSettings, Preprocessing
+    from vidsearch.storage.library import Library
+
+    lib = Library.create(root, EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
+    for path, (times, vectors, duration) in videos.items():
+        clips = [ClipRecord(float(s), float(e), v, 30.0) for (s, e), v in zip(times, vectors)]
+        lib.catalog.store_video(VideoRecord(path.encode(), 1, 1, path, duration_s=duration), clips)
+    return lib
+
+
+def test_a_one_clip_copy_is_placed_to_its_own_length(tmp_path):
+    # a 1.5 s copy of a 30 s video's first 1.5 s: one clip, which matched the source's first
+    # window; the pair's segment was [0, 2] <-> [0, 1.5], longer than the copy on the source's side
+    from planting import footage, windows
+
+    src = footage(0)
+    times = windows(30.0, 2.0)
+    lib = footage_library(
+        tmp_path / "idx",
+        {"/src.mp4": (times, src(times[:, 0]), 30.0), "/copy.mp4": ([(0.0, 1.5)], src([0.0], length=1.5), 1.5)},
+    )
+    [pair] = find_duplicates(lib, threshold=0.9).pairs
+    [seg] = pair.segments
+    assert (pair.a, pair.b, seg.q_start, seg.q_end, seg.r_start, seg.r_end) == ("/src.mp4", "/copy.mp4", 0, 1.5, 0, 1.5)
+    assert (pair.relation, pair.b_covered, pair.a_covered) == ("b in a", 1.0, pytest.approx(0.05))
+    [unplaced] = find_duplicates(lib, threshold=0.9, refine_segments=False).pairs
+    assert (unplaced.score, unplaced.similarity, unplaced.confidence) == (pair.score, pair.similarity, pair.confidence)
+    lib.close()

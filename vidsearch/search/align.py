@@ -250,19 +250,23 @@ def extend(
     refine scores them); a side's extent grows clip by clip, outwards from its matched clips,
     while the next one is usable, scores ``level`` or more and lies within the other video; the
     segment is the union of both sides' extents (in a's time), cut to where either video begins
-    and ends.
+    and ends. Where a video has one clip (it is shorter than a window) there is no curve, and
+    neither side grows.
     """
     (a_times, a_vectors, a_usable, a_end), (b_times, b_vectors, b_usable, b_end) = a, b
     offset = segment.r_start - segment.q_start if offset is None else offset
     a_rows, b_rows = np.nonzero(_distinct(a_times[:, 0]))[0], np.nonzero(_distinct(b_times[:, 0]))[0]
-    if len(a_rows) < 2 or len(b_rows) < 2:
+    if not len(a_rows) or not len(b_rows):
         return segment
     a_start, a_vec, a_stop = a_times[a_rows, 0], a_vectors[a_rows], a_times[a_rows, 1]
     b_start, b_vec, b_stop = b_times[b_rows, 0], b_vectors[b_rows], b_times[b_rows, 1]
-    sims = a_vec @ b_vec.T
-    # each a clip on b's curve where it falls there, and each b clip on a's (in a's time)
-    a_score = _on_curve(b_start, b_vec, (a_start + offset)[None, :], sims.T)[0]
-    b_score = _on_curve(a_start, a_vec, (b_start - offset)[None, :], sims)[0]
+    if len(a_rows) > 1 and len(b_rows) > 1:
+        sims = a_vec @ b_vec.T
+        # each a clip on b's curve where it falls there, and each b clip on a's (in a's time)
+        a_score = _on_curve(b_start, b_vec, (a_start + offset)[None, :], sims.T)[0]
+        b_score = _on_curve(a_start, a_vec, (b_start - offset)[None, :], sims)[0]
+    else:  # a video of one clip has no curve and nothing to grow over: the matched clips at the offset
+        a_score, b_score = np.full(len(a_rows), -np.inf), np.full(len(b_rows), -np.inf)
     # in a's time: each side's clips, whether they count, its matched extent, its scores, and
     # where the other video lets them lie
     a_side = (a_start, a_stop, a_usable[a_rows])

@@ -325,7 +325,7 @@ class _Snapshot:
             for s in segments:
                 a = self.clips_near(lib, session, va, s.q_start - reach, s.q_end + reach)
                 b = self.clips_near(lib, session, vb, s.r_start - reach - search, s.r_end + reach + search)
-                if len(a[0]) < 2 or len(b[0]) < 2 or not a_end or not b_end:  # removed since the snapshot
+                if not len(a[0]) or not len(b[0]) or not a_end or not b_end:  # removed since the snapshot
                     out.append(s)
                     continue
                 out.append(

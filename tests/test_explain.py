@@ -144,3 +144,30 @@ def test_a_one_window_file_against_a_one_clip_video_keeps_its_offset(tmp_path, t
     s = x.segment
     assert (s.q_start, s.q_end, s.r_start, s.r_end) == (0.0, 1.52, 0.0, 1.52)
     assert len(x.clips) == 1
+
+
+def test_a_segment_shorter_than_a_clip_still_lists_its_clip(tmp_path):
+    # a 1 s copy (one clip) of a 30 s video's [2.1, 3.1], placed within a clip of the source's
+    # window (at about 1.6-2.6 s: refine aligns the clips' starts), where no window's middle lies
+    from planting import DIM, footage, windows
+
+    from vidsearch.settings import EncoderSettings, Preprocessing
+    from vidsearch.storage.catalog import ClipRecord, VideoRecord
+    from vidsearch.storage.library import Library
+
+    src = footage(0)
+    times = windows(30.0, 2.0)
+    lib = Library.create(tmp_path / "idx", EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
+    lib.catalog.store_video(
+        VideoRecord(b"/src.mp4", 1, 1, "src", duration_s=30.0),
+        [ClipRecord(s, e, v) for (s, e), v in zip(times, src(times[:, 0]))],
+    )
+    lib.catalog.store_video(
+        VideoRecord(b"/copy.mp4", 1, 1, "copy", duration_s=1.0), [ClipRecord(0.0, 1.0, src([2.1], length=1.0)[0])]
+    )
+    e = explain_pair(lib, None, "/copy.mp4", "/src.mp4", threshold=0.9)
+    [x] = e.segments
+    s = x.segment
+    assert (s.q_start, s.q_end) == (0.0, 1.0) and 1.5 < s.r_start < 2.1 and s.r_end == pytest.approx(s.r_start + 1)
+    assert [(c.a_start, c.a_end, c.b_start, c.b_end) for c in x.clips] == [(0.0, 1.0, 2.0, 4.0)]
+    lib.close()

@@ -29,6 +29,13 @@ class Planter:
         noise = unit(noise)
         return unit(sim * vecs + np.sqrt(1 - sim**2) * noise)
 
+    def scene(self, n, step_sim=0.93):
+        """``n`` clips of a slowly changing scene: each at cosine ``step_sim`` from the one before."""
+        clips = [self.random(1)[0]]
+        for _ in range(n - 1):
+            clips.append(self.noisy(clips[-1][None], step_sim)[0])
+        return np.array(clips)
+
 
 def store(lib, name, vecs, duration=None, starts=None, pixel_std=None):
     n = len(vecs)

@@ -254,3 +254,30 @@ def test_a_one_clip_copy_is_placed_to_its_own_length(tmp_path):
     [unplaced] = find_duplicates(lib, threshold=0.9, refine_segments=False).pairs
     assert (unplaced.score, unplaced.similarity, unplaced.confidence) == (pair.score, pair.similarity, pair.confidence)
     lib.close()
+
+
+def test_a_slow_scene_s_copy_is_one_segment_once_placed(tmp_path):
+    # a scene whose 2 s clips are each 0.93 like the next, and a copy: besides the copy's own
+    # diagonal, each clip matches its copy's neighbours, a second segment a window off. Placed, it
+    # moves onto the copy's diagonal and is the same segment again: it was reported twice
+    from planting import store
+
+    from vidsearch.search.explain import explain_pair
+    from vidsearch.settings import EncoderSettings, Preprocessing
+    from vidsearch.storage.library import Library
+
+    lib = Library.create(tmp_path / "idx", EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
+    p = Planter(0)
+    scene = p.scene(6)
+    store(lib, "/scene.mp4", scene)
+    store(lib, "/copy.mp4", p.noisy(scene, 0.99))
+    [unplaced] = find_duplicates(lib, threshold=0.9, refine_segments=False).pairs
+    assert [(s.q_start, s.r_start, s.matches) for s in unplaced.segments] == [(0, 0, 6), (0, 2, 5)]
+    [pair] = find_duplicates(lib, threshold=0.9).pairs
+    assert [(s.q_start, s.q_end, s.r_start, s.r_end, s.matches) for s in pair.segments] == [(0, 12, 0, 12, 6)]
+    assert (pair.score, pair.similarity, pair.confidence) == (unplaced.score, unplaced.similarity, unplaced.confidence)
+    e = explain_pair(lib, None, "/scene.mp4", "/copy.mp4", threshold=0.9)
+    assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
+        (0, 12, 0, 12)
+    ]
+    lib.close()

@@ -331,3 +331,26 @@ def place(
     b = near(b, segment.r_start - search_s, segment.r_end + search_s)
     refined = refine(segment, a[0], a[1], b[0], b[1], b[3], search_s=search_s)
     return extend(segment, a, b, level, offset=refined.r_start - refined.q_start)
+
+
+def without_repeats(segments: Sequence[Segment]) -> list[Segment]:
+    """Placed ``segments`` (best first) less each that lies within one before it, at its offset
+    (to the millisecond) and no more confident: the same footage again. Placing does that to a
+    segment that matched a slowly changing scene a window off its copy (each clip like its
+    neighbours): it moves onto the copy's own, whose footage it shadowed."""
+    kept: list[Segment] = []
+    for s in segments:
+        if not any(_repeats(s, k) for k in kept):
+            kept.append(s)
+    return kept
+
+
+def _repeats(s: Segment, k: Segment) -> bool:
+    return (
+        abs((s.r_start - s.q_start) - (k.r_start - k.q_start)) <= _EPS
+        and k.q_start - _EPS <= s.q_start
+        and s.q_end <= k.q_end + _EPS
+        and k.r_start - _EPS <= s.r_start
+        and s.r_end <= k.r_end + _EPS
+        and (s.confidence or 0.0) <= (k.confidence or 0.0)
+    )

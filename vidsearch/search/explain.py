@@ -18,7 +18,7 @@ import numpy as np
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.media.blank import is_blank
 from vidsearch.model.encoder import Encoder
-from vidsearch.search.align import Match, Segment, align, place, refine
+from vidsearch.search.align import Match, Segment, align, place, refine, without_repeats
 from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.search.duplicates import resolve_threshold
 from vidsearch.search.query import QueryEmbedding, embed_query
@@ -122,7 +122,9 @@ def explain_pair(
     if stored and len(query.times):
         a_side = (query.times, query.vectors, ~is_blank(query.pixel_std), float(query.times[-1, 1]))
         b_side = (ref.times, ref.vectors, ~is_blank(ref.pixel_std), b_end)
-        segments = [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
+        segments = without_repeats(
+            [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
+        )
     else:
         segments = [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
     return Explanation(

@@ -216,3 +216,50 @@ def test_place_gives_a_one_clip_copy_its_own_length(start, within, source_is_a):
     assert seg.q_end - seg.q_start == pytest.approx(1.5) and seg.r_end - seg.r_start == pytest.approx(1.5)
     assert np.abs(ends(seg) - truth).max() <= within + 1e-9, (ends(coarse), ends(seg))
     assert (seg.similarity, seg.matches) == (coarse.similarity, coarse.matches)
+
+
+def seeded_copy(seed):
+    """A random re-encoded copy of a random part of a random source (either of them shorter than a
+    window, at the source's very start or end, or all of it), both stored on the 2-second grid:
+    (a, b, the aligned segments, truth)."""
+    rng = np.random.default_rng(seed)
+    src_len = float(rng.choice([30.0, rng.uniform(1.2, 30.0)]))
+    length = float(rng.uniform(1.0, src_len))
+    start = float(rng.choice([0.0, src_len - length, rng.uniform(0, src_len - length)], p=[0.2, 0.2, 0.6]))
+    if rng.random() < 0.1:
+        start, length = 0.0, src_len
+
+    def grid(duration):
+        return windows(duration, 2.0) if duration > 2.0 else np.array([[0.0, duration]])
+
+    src, s_times, c_times = footage(seed % 50), grid(src_len), grid(length)
+    c_vectors = src(start + c_times[:, 0], length=min(length, 2.0))
+    c_vectors += rng.uniform(0.0, 0.06) * rng.standard_normal(c_vectors.shape)
+    c_vectors /= np.linalg.norm(c_vectors, axis=1, keepdims=True)
+    source = (s_times, src(s_times[:, 0], length=min(src_len, 2.0)), np.ones(len(s_times), bool), src_len)
+    copy = (c_times, c_vectors, np.ones(len(c_times), bool), length)
+    a, b = (source, copy) if rng.random() < 0.5 else (copy, source)
+    truth = (start, start + length, 0.0, length) if a is source else (0.0, length, start, start + length)
+    sims = a[1] @ b[1].T
+    matches = [Match(*a[0][i], *b[0][j], float(sims[i, j])) for i, j in zip(*np.nonzero(sims >= 0.9))]
+    return a, b, align(matches, offset_tolerance=HOP, max_gap=2.0), np.array(truth)
+
+
+def test_placed_segments_keep_their_bounds_over_many_seeded_copies():
+    from vidsearch.search.explain import _segment_clips
+
+    placed = 0
+    for seed in range(300):
+        a, b, segments, truth = seeded_copy(seed)
+        for k, coarse in enumerate(segments):
+            seg = place(coarse, a, b, 0.9, search_s=1.5, reach_s=6.0)
+            e, why = ends(seg), (seed, k, ends(coarse), ends(seg), truth)
+            assert 0 <= e[0] < e[1] <= a[3] + 1e-3 and 0 <= e[2] < e[3] <= b[3] + 1e-3, why
+            assert e[1] - e[0] == pytest.approx(e[3] - e[2], abs=2e-3), why
+            assert e[1] - e[0] <= min(a[3], b[3]) + 1e-3, why
+            assert (seg.similarity, seg.matches, seg.confidence) == (coarse.similarity, coarse.matches, None), why
+            assert _segment_clips(seg, a[0], b[0], a[1] @ b[1].T, HOP), why
+            if k == 0:
+                assert np.abs(e - truth).max() <= np.abs(ends(coarse) - truth).max() + HOP, why
+            placed += 1
+    assert placed > 250  # most seeds give one segment, some more

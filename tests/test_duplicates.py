@@ -225,13 +225,17 @@ def test_a_trimmed_copy_s_segment_is_placed_beyond_the_clip_grid(tmp_path, tiny_
 
 def footage_library(root, videos):
     """A library of synthetic footage (planting.footage): ``videos`` maps a path to (clip times,
-    vectors, duration_s)."""
+    vectors, duration_s[, pixel spreads: NaN never measured; default 30, not blank])."""
     from vidsearch.settings import EncoderSettings, Preprocessing
     from vidsearch.storage.library import Library
 
     lib = Library.create(root, EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
-    for path, (times, vectors, duration) in videos.items():
-        clips = [ClipRecord(float(s), float(e), v, 30.0) for (s, e), v in zip(times, vectors)]
+    for path, (times, vectors, duration, *spread) in videos.items():
+        spreads = spread[0] if spread and spread[0] is not None else np.full(len(times), 30.0)
+        clips = [
+            ClipRecord(float(s), float(e), v, None if np.isnan(d) else float(d))
+            for (s, e), v, d in zip(times, vectors, spreads)
+        ]
         lib.catalog.store_video(VideoRecord(path.encode(), 1, 1, path, duration_s=duration), clips)
     return lib
 
@@ -280,4 +284,73 @@ def test_a_slow_scene_s_copy_is_one_segment_once_placed(tmp_path):
     assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
         (0, 12, 0, 12)
     ]
+    lib.close()
+
+
+def seeded_library(root, seed):
+    """Three sources of synthetic footage (planting.footage), some shorter than a window, one
+    with a blank clip, or clips whose spread was never measured, or no duration in the catalog,
+    and one or two re-encoded copies of a random part (or all) of each."""
+    from planting import footage, windows
+
+    def grid(duration):
+        return windows(duration, 2.0) if duration > 2.0 else np.array([[0.0, duration]])
+
+    rng = np.random.default_rng(seed)
+    videos = {}
+    for k in range(3):
+        src, length = footage(seed * 10 + k), float(rng.uniform(1.0, 25.0))
+        times = grid(length)
+        spread = np.full(len(times), 30.0)
+        if rng.random() < 0.3:
+            spread[rng.integers(len(times))] = 1.0  # blank
+        if rng.random() < 0.1:
+            spread[:] = np.nan
+        duration = length if rng.random() > 0.15 else [None, 0.0][int(rng.integers(2))]
+        videos[f"/src{k}.mp4"] = (times, src(times[:, 0], length=min(length, 2.0)), duration, spread)
+        for c in range(int(rng.integers(1, 3))):
+            part = float(rng.uniform(1.0, length))
+            start = float(rng.uniform(0, length - part)) if rng.random() > 0.25 else 0.0
+            part = part if start or rng.random() > 0.5 else length  # some whole copies
+            times = grid(part)
+            vectors = src(start + times[:, 0], length=min(part, 2.0))
+            vectors += rng.uniform(0, 0.04) * rng.standard_normal(vectors.shape)
+            videos[f"/src{k}-c{c}.mp4"] = (times, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), part, None)
+    return footage_library(root, videos)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_placing_moves_only_times_over_seeded_libraries(tmp_path, seed):
+    import json
+
+    from vidsearch.render import dupes_body, dupes_csv
+    from vidsearch.search.vsc import duplicate_matches
+
+    lib = seeded_library(tmp_path / "idx", seed)
+    off = find_duplicates(lib, threshold=0.9, refine_segments=False)
+    on = find_duplicates(lib, threshold=0.9)
+    assert [(p.a, p.b) for p in on.pairs] == [(p.a, p.b) for p in off.pairs] and on.pairs
+    for p, q in zip(on.pairs, off.pairs):
+        same = (p.score, p.similarity, p.confidence, p.a_duration, p.b_duration, p.common_segments, p.decision)
+        assert same == (q.score, q.similarity, q.confidence, q.a_duration, q.b_duration, q.common_segments, q.decision)
+        assert 0 <= p.a_covered <= 1 and 0 <= p.b_covered <= 1
+        assert [(s.similarity, s.matches, s.confidence) for s in p.segments] == [
+            (s.similarity, s.matches, s.confidence) for s in q.segments
+        ]
+        if not (p.a_duration and p.b_duration):  # no duration to place it within: as matched
+            assert p.segments == q.segments
+            continue
+        for s in p.segments:
+            assert 0 <= s.q_start < s.q_end <= p.a_duration + 1e-3 and 0 <= s.r_start < s.r_end <= p.b_duration + 1e-3
+            assert s.q_end - s.q_start == pytest.approx(s.r_end - s.r_start, abs=2e-3)
+    # the outputs' shapes: the same keys, rows and columns
+    body_on, body_off = json.loads(json.dumps(dupes_body(on, False))), json.loads(json.dumps(dupes_body(off, False)))
+    assert [sorted(p) for p in body_on["pairs"]] == [sorted(p) for p in body_off["pairs"]]
+    assert [[sorted(s) for s in p["segments"]] for p in body_on["pairs"]] == [
+        [sorted(s) for s in p["segments"]] for p in body_off["pairs"]
+    ]
+    rows_on, rows_off = dupes_csv(on, False).splitlines(), dupes_csv(off, False).splitlines()
+    assert rows_on[0] == rows_off[0] and len(rows_on) == len(rows_off)
+    assert [r.count(",") for r in rows_on] == [r.count(",") for r in rows_off]
+    assert len(duplicate_matches(lib, on)) == len(duplicate_matches(lib, off))
     lib.close()

@@ -8,7 +8,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 from helpers import scene_frames, transcode, write_video
-from planting import DIM, Planter
+from planting import DIM, Planter, footage, store, windows
 
 from vidsearch.search.duplicates import DuplicatePair, find_duplicates, group_pairs
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
@@ -243,7 +243,6 @@ def footage_library(root, videos):
 def test_a_one_clip_copy_is_placed_to_its_own_length(tmp_path):
     # a 1.5 s copy of a 30 s video's first 1.5 s: one clip, which matched the source's first
     # window; the pair's segment was [0, 2] <-> [0, 1.5], longer than the copy on the source's side
-    from planting import footage, windows
 
     src = footage(0)
     times = windows(30.0, 2.0)
@@ -264,8 +263,6 @@ def test_a_slow_scene_s_copy_is_one_segment_once_placed(tmp_path):
     # a scene whose 2 s clips are each 0.93 like the next, and a copy: besides the copy's own
     # diagonal, each clip matches its copy's neighbours, a second segment a window off. Placed, it
     # moves onto the copy's diagonal and is the same segment again: it was reported twice
-    from planting import store
-
     from vidsearch.search.explain import explain_pair
     from vidsearch.settings import EncoderSettings, Preprocessing
     from vidsearch.storage.library import Library
@@ -291,7 +288,6 @@ def seeded_library(root, seed):
     """Three sources of synthetic footage (planting.footage), some shorter than a window, one
     with a blank clip, or clips whose spread was never measured, or no duration in the catalog,
     and one or two re-encoded copies of a random part (or all) of each."""
-    from planting import footage, windows
 
     def grid(duration):
         return windows(duration, 2.0) if duration > 2.0 else np.array([[0.0, duration]])
@@ -353,4 +349,38 @@ def test_placing_moves_only_times_over_seeded_libraries(tmp_path, seed):
     assert rows_on[0] == rows_off[0] and len(rows_on) == len(rows_off)
     assert [r.count(",") for r in rows_on] == [r.count(",") for r in rows_off]
     assert len(duplicate_matches(lib, on)) == len(duplicate_matches(lib, off))
+    lib.close()
+
+
+def test_a_video_removed_before_its_segments_are_placed_keeps_them_as_matched(tmp_path, monkeypatch):
+    # the pairs come from one snapshot; placing reads the clips again, and an index job may have
+    # removed a video in between: its pair is reported from the snapshot, as matched
+    import vidsearch.search.duplicates as dup
+
+    src = footage(0)
+    times, cut = windows(30.0, 2.0), windows(9.3, 2.0)
+    lib = footage_library(
+        tmp_path / "idx",
+        {
+            "/src.mp4": (times, src(times[:, 0]), 30.0),
+            "/gone.mp4": (cut, src(5.5 + cut[:, 0]), 9.3),
+            "/kept.mp4": (cut, src(15.5 + cut[:, 0]), 9.3),
+        },
+    )
+    unplaced = {p.b: p for p in find_duplicates(lib, threshold=0.9, refine_segments=False).pairs}
+    refined = dup._Snapshot.refined
+
+    def removing(self, lib, va, vb, segments, no_evidence):
+        with lib.catalog.read() as s:
+            gone = lib.catalog.video_by_path(s, b"/gone.mp4")
+        if gone is not None:
+            lib.catalog.remove_videos([gone.id])
+        return refined(self, lib, va, vb, segments, no_evidence)
+
+    monkeypatch.setattr(dup._Snapshot, "refined", removing)
+    pairs = {p.b: p for p in find_duplicates(lib, threshold=0.9).pairs}
+    assert set(pairs) == {"/gone.mp4", "/kept.mp4"}
+    assert pairs["/gone.mp4"].segments == unplaced["/gone.mp4"].segments
+    s = pairs["/kept.mp4"].segments[0]
+    assert np.abs(np.array([s.q_start, s.q_end, s.r_start, s.r_end]) - (15.5, 24.8, 0, 9.3)).max() <= 0.15
     lib.close()

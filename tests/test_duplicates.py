@@ -384,3 +384,30 @@ def test_a_video_removed_before_its_segments_are_placed_keeps_them_as_matched(tm
     s = pairs["/kept.mp4"].segments[0]
     assert np.abs(np.array([s.q_start, s.q_end, s.r_start, s.r_end]) - (15.5, 24.8, 0, 9.3)).max() <= 0.15
     lib.close()
+
+
+@pytest.mark.slow
+def test_re_encoded_whole_copies_stay_whole(tmp_path, tiny_model):
+    # a 9.12 s video of 3 s scenes and a 1.52 s one (one clip), each with a re-encoded, resized
+    # copy: each pair is [0, duration] on both sides, once (the 9.12 s pair's clips also match a
+    # window off within a scene, a second segment that placing moved onto the first)
+    import vidsearch
+    from vidsearch.search.explain import explain_pair
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name, seconds, seed in (("long", 9.12, 6), ("short", 1.52, 8)):
+        frames = (f for _, f in scene_frames(seed, seconds, 25, 160, 96, scene_seconds=3.0))
+        src = write_video(videos / f"{name}.mp4", fps=25, frames=frames)
+        transcode(src, videos / f"{name}-copy.mp4", size=(128, 80))
+    vidsearch.index_paths(tmp_path / "idx", [videos], vidsearch.IndexOptions(model=str(tiny_model)))
+    with vidsearch.open_library(tmp_path / "idx") as lib:
+        pairs = {tuple(sorted(os.path.basename(v) for v in (p.a, p.b))): p for p in find_duplicates(lib).pairs}
+        for name, d in (("long", 9.12), ("short", 1.52)):
+            p = pairs[(f"{name}-copy.mp4", f"{name}.mp4")]
+            assert [(s.q_start, s.q_end, s.r_start, s.r_end) for s in p.segments] == [(0, d, 0, d)], name
+            assert p.relation == "same" and (p.a_covered, p.b_covered) == (1.0, 1.0)
+            e = explain_pair(lib, None, videos / f"{name}.mp4", videos / f"{name}-copy.mp4")
+            assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
+                (0, d, 0, d)
+            ], name

@@ -29,6 +29,13 @@ class Planter:
         noise = unit(noise)
         return unit(sim * vecs + np.sqrt(1 - sim**2) * noise)
 
+    def scene(self, n, step_sim=0.93):
+        """``n`` clips of a slowly changing scene: each at cosine ``step_sim`` from the one before."""
+        clips = [self.random(1)[0]]
+        for _ in range(n - 1):
+            clips.append(self.noisy(clips[-1][None], step_sim)[0])
+        return np.array(clips)
+
 
 def store(lib, name, vecs, duration=None, starts=None, pixel_std=None):
     n = len(vecs)
@@ -59,3 +66,25 @@ def planted_library(root):
     store(lib, "/s1.mp4", s1, duration=3.0, starts=[0.0, 1.0])  # 3-second videos: clips [0,2) and [1,3)
     store(lib, "/s2.mp4", p.noisy(s1), duration=3.0, starts=[0.0, 1.0])
     return lib
+
+
+def footage(seed, dim=32):
+    """Clip vectors of synthetic footage that changes gradually: a window's vector is the mean of a
+    smooth random path at its 16 sampled times (as mean-pooled tokens are), unit length."""
+    rng = np.random.default_rng(seed)
+    freqs, phases = rng.uniform(0.2, 1.5, (8, dim)), rng.uniform(0, 2 * np.pi, (8, dim))
+
+    def clips(starts, length=2.0):
+        t = np.asarray(starts)[:, None] + np.arange(16) * length / 16
+        v = np.sin(freqs * t[..., None, None] + phases).sum(axis=2).mean(axis=1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return clips
+
+
+def windows(duration, hop):
+    """Clip times as the windows are planned: every ``hop``, the last moved back to end at the end."""
+    starts = list(np.arange(0.0, duration - 2.0 + 1e-9, hop))
+    if starts[-1] + 2.0 < duration - 0.05:
+        starts.append(duration - 2.0)
+    return np.array([(s, s + 2.0) for s in starts])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from planting import footage, windows
 
 from vidsearch.search.align import Match, Segment, align, extend, place, refine
 
@@ -68,28 +69,6 @@ def test_empty_and_invalid():
         align([], -1.0, 2.0)
     with pytest.raises(ValueError):
         Match(2.0, 1.0, 0.0, 1.0, 0.5)
-
-
-def footage(seed, dim=32):
-    """Clip vectors of synthetic footage that changes gradually: a window's vector is the mean of a
-    smooth random path at its 16 sampled times (as mean-pooled tokens are), unit length."""
-    rng = np.random.default_rng(seed)
-    freqs, phases = rng.uniform(0.2, 1.5, (8, dim)), rng.uniform(0, 2 * np.pi, (8, dim))
-
-    def clips(starts, length=2.0):
-        t = np.asarray(starts)[:, None] + np.arange(16) * length / 16
-        v = np.sin(freqs * t[..., None, None] + phases).sum(axis=2).mean(axis=1)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    return clips
-
-
-def windows(duration, hop):
-    """Clip times as the windows are planned: every ``hop``, the last moved back to end at the end."""
-    starts = list(np.arange(0.0, duration - 2.0 + 1e-9, hop))
-    if starts[-1] + 2.0 < duration - 0.05:
-        starts.append(duration - 2.0)
-    return np.array([(s, s + 2.0) for s in starts])
 
 
 def coarse_and_refined(query_times, query_vectors, library_times, library_vectors, library_end):
@@ -206,3 +185,81 @@ def test_extend_does_not_grow_over_clips_that_are_no_evidence():
     # and the same held on the copy's side, on its clip over the source's 6 s
     b_held = (b[0], b[1], b[0][:, 0] != 0.0, b[3])
     assert extend(refined, a, b_held, 0.9).q_start >= 7.5
+
+
+def test_refine_keeps_the_best_pair_s_offset_where_neither_side_has_a_curve():
+    # a 2-second query (one window) against a 1.52-second video (one clip): no curve to score
+    # offsets on, so the best pair's offset (0) stands, the segment cut to where the video ends.
+    # It took the first offset searched (-1.5 s) and put the query's 1.5-2 s on the video's 0-0.5 s
+    v = footage(0)(np.array([0.0]))
+    coarse = Segment(0.0, 2.0, 0.0, 1.52, 0.99, 1)
+    seg = refine(coarse, np.array([[0.0, 2.0]]), v, np.array([[0.0, 1.52]]), v, 1.52, search_s=1.5)
+    assert ends(seg).tolist() == [0.0, 1.52, 0.0, 1.52]
+
+
+@pytest.mark.parametrize("source_is_a", [True, False])
+@pytest.mark.parametrize("start, within", [(0.0, 0.0), (9.9, 0.2)])
+def test_place_gives_a_one_clip_copy_its_own_length(start, within, source_is_a):
+    # a 1.5 s copy (one clip, shorter than a window) of the source's [start, start + 1.5]: it
+    # matched one whole window of the source, and was left so, longer on the source's side than
+    # the copy is; placed, both sides are as long as the copy, at the refined offset
+    src = footage(0)
+    s_times = windows(30.0, 2.0)
+    source = (s_times, src(s_times[:, 0]), np.ones(len(s_times), bool), 30.0)
+    copy = (np.array([[0.0, 1.5]]), src(np.array([start]), length=1.5), np.ones(1, bool), 1.5)
+    a, b = (source, copy) if source_is_a else (copy, source)
+    sims = a[1] @ b[1].T
+    matches = [Match(*a[0][i], *b[0][j], float(sims[i, j])) for i, j in zip(*np.nonzero(sims >= 0.9))]
+    coarse = align(matches, offset_tolerance=HOP, max_gap=2.0)[0]
+    seg = place(coarse, a, b, 0.9, search_s=1.5, reach_s=6.0)
+    truth = (start, start + 1.5, 0.0, 1.5) if source_is_a else (0.0, 1.5, start, start + 1.5)
+    assert seg.q_end - seg.q_start == pytest.approx(1.5) and seg.r_end - seg.r_start == pytest.approx(1.5)
+    assert np.abs(ends(seg) - truth).max() <= within + 1e-9, (ends(coarse), ends(seg))
+    assert (seg.similarity, seg.matches) == (coarse.similarity, coarse.matches)
+
+
+def seeded_copy(seed):
+    """A random re-encoded copy of a random part of a random source (either of them shorter than a
+    window, at the source's very start or end, or all of it), both stored on the 2-second grid:
+    (a, b, the aligned segments, truth)."""
+    rng = np.random.default_rng(seed)
+    src_len = float(rng.choice([30.0, rng.uniform(1.2, 30.0)]))
+    length = float(rng.uniform(1.0, src_len))
+    start = float(rng.choice([0.0, src_len - length, rng.uniform(0, src_len - length)], p=[0.2, 0.2, 0.6]))
+    if rng.random() < 0.1:
+        start, length = 0.0, src_len
+
+    def grid(duration):
+        return windows(duration, 2.0) if duration > 2.0 else np.array([[0.0, duration]])
+
+    src, s_times, c_times = footage(seed % 50), grid(src_len), grid(length)
+    c_vectors = src(start + c_times[:, 0], length=min(length, 2.0))
+    c_vectors += rng.uniform(0.0, 0.06) * rng.standard_normal(c_vectors.shape)
+    c_vectors /= np.linalg.norm(c_vectors, axis=1, keepdims=True)
+    source = (s_times, src(s_times[:, 0], length=min(src_len, 2.0)), np.ones(len(s_times), bool), src_len)
+    copy = (c_times, c_vectors, np.ones(len(c_times), bool), length)
+    a, b = (source, copy) if rng.random() < 0.5 else (copy, source)
+    truth = (start, start + length, 0.0, length) if a is source else (0.0, length, start, start + length)
+    sims = a[1] @ b[1].T
+    matches = [Match(*a[0][i], *b[0][j], float(sims[i, j])) for i, j in zip(*np.nonzero(sims >= 0.9))]
+    return a, b, align(matches, offset_tolerance=HOP, max_gap=2.0), np.array(truth)
+
+
+def test_placed_segments_keep_their_bounds_over_many_seeded_copies():
+    from vidsearch.search.explain import _segment_clips
+
+    placed = 0
+    for seed in range(300):
+        a, b, segments, truth = seeded_copy(seed)
+        for k, coarse in enumerate(segments):
+            seg = place(coarse, a, b, 0.9, search_s=1.5, reach_s=6.0)
+            e, why = ends(seg), (seed, k, ends(coarse), ends(seg), truth)
+            assert 0 <= e[0] < e[1] <= a[3] + 1e-3 and 0 <= e[2] < e[3] <= b[3] + 1e-3, why
+            assert e[1] - e[0] == pytest.approx(e[3] - e[2], abs=2e-3), why
+            assert e[1] - e[0] <= min(a[3], b[3]) + 1e-3, why
+            assert (seg.similarity, seg.matches, seg.confidence) == (coarse.similarity, coarse.matches, None), why
+            assert _segment_clips(seg, a[0], b[0], a[1] @ b[1].T, HOP), why
+            if k == 0:
+                assert np.abs(e - truth).max() <= np.abs(ends(coarse) - truth).max() + HOP, why
+            placed += 1
+    assert placed > 250  # most seeds give one segment, some more

@@ -8,7 +8,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 from helpers import scene_frames, transcode, write_video
-from planting import DIM, Planter
+from planting import DIM, Planter, footage, store, windows
 
 from vidsearch.search.duplicates import DuplicatePair, find_duplicates, group_pairs
 from vidsearch.storage.catalog import ClipRecord, VideoRecord
@@ -221,3 +221,193 @@ def test_a_trimmed_copy_s_segment_is_placed_beyond_the_clip_grid(tmp_path, tiny_
     assert np.abs(found[False] - truth).max() >= 1.0, found[False]
     assert np.abs(found[True] - truth).max() <= 0.3, found[True]
     assert pair.relation == ("a in b" if cut_first else "b in a")
+
+
+def footage_library(root, videos):
+    """A library of synthetic footage (planting.footage): ``videos`` maps a path to (clip times,
+    vectors, duration_s[, pixel spreads: NaN never measured; default 30, not blank])."""
+    from vidsearch.settings import EncoderSettings, Preprocessing
+    from vidsearch.storage.library import Library
+
+    lib = Library.create(root, EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
+    for path, (times, vectors, duration, *spread) in videos.items():
+        spreads = spread[0] if spread and spread[0] is not None else np.full(len(times), 30.0)
+        clips = [
+            ClipRecord(float(s), float(e), v, None if np.isnan(d) else float(d))
+            for (s, e), v, d in zip(times, vectors, spreads)
+        ]
+        lib.catalog.store_video(VideoRecord(path.encode(), 1, 1, path, duration_s=duration), clips)
+    return lib
+
+
+def test_a_one_clip_copy_is_placed_to_its_own_length(tmp_path):
+    # a 1.5 s copy of a 30 s video's first 1.5 s: one clip, which matched the source's first
+    # window; the pair's segment was [0, 2] <-> [0, 1.5], longer than the copy on the source's side
+
+    src = footage(0)
+    times = windows(30.0, 2.0)
+    lib = footage_library(
+        tmp_path / "idx",
+        {"/src.mp4": (times, src(times[:, 0]), 30.0), "/copy.mp4": ([(0.0, 1.5)], src([0.0], length=1.5), 1.5)},
+    )
+    [pair] = find_duplicates(lib, threshold=0.9).pairs
+    [seg] = pair.segments
+    assert (pair.a, pair.b, seg.q_start, seg.q_end, seg.r_start, seg.r_end) == ("/src.mp4", "/copy.mp4", 0, 1.5, 0, 1.5)
+    assert (pair.relation, pair.b_covered, pair.a_covered) == ("b in a", 1.0, pytest.approx(0.05))
+    [unplaced] = find_duplicates(lib, threshold=0.9, refine_segments=False).pairs
+    assert (unplaced.score, unplaced.similarity, unplaced.confidence) == (pair.score, pair.similarity, pair.confidence)
+    lib.close()
+
+
+def test_a_slow_scene_s_copy_is_one_segment_once_placed(tmp_path):
+    # a scene whose 2 s clips are each 0.93 like the next, and a copy: besides the copy's own
+    # diagonal, each clip matches its copy's neighbours, a second segment a window off. Placed, it
+    # moves onto the copy's diagonal and is the same segment again: it was reported twice
+    from vidsearch.search.explain import explain_pair
+    from vidsearch.settings import EncoderSettings, Preprocessing
+    from vidsearch.storage.library import Library
+
+    lib = Library.create(tmp_path / "idx", EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
+    p = Planter(0)
+    scene = p.scene(6)
+    store(lib, "/scene.mp4", scene)
+    store(lib, "/copy.mp4", p.noisy(scene, 0.99))
+    [unplaced] = find_duplicates(lib, threshold=0.9, refine_segments=False).pairs
+    assert [(s.q_start, s.r_start, s.matches) for s in unplaced.segments] == [(0, 0, 6), (0, 2, 5)]
+    [pair] = find_duplicates(lib, threshold=0.9).pairs
+    assert [(s.q_start, s.q_end, s.r_start, s.r_end, s.matches) for s in pair.segments] == [(0, 12, 0, 12, 6)]
+    assert (pair.score, pair.similarity, pair.confidence) == (unplaced.score, unplaced.similarity, unplaced.confidence)
+    e = explain_pair(lib, None, "/scene.mp4", "/copy.mp4", threshold=0.9)
+    assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
+        (0, 12, 0, 12)
+    ]
+    lib.close()
+
+
+def seeded_library(root, seed):
+    """Three sources of synthetic footage (planting.footage), some shorter than a window, one
+    with a blank clip, or clips whose spread was never measured, or no duration in the catalog,
+    and one or two re-encoded copies of a random part (or all) of each."""
+
+    def grid(duration):
+        return windows(duration, 2.0) if duration > 2.0 else np.array([[0.0, duration]])
+
+    rng = np.random.default_rng(seed)
+    videos = {}
+    for k in range(3):
+        src, length = footage(seed * 10 + k), float(rng.uniform(1.0, 25.0))
+        times = grid(length)
+        spread = np.full(len(times), 30.0)
+        if rng.random() < 0.3:
+            spread[rng.integers(len(times))] = 1.0  # blank
+        if rng.random() < 0.1:
+            spread[:] = np.nan
+        duration = length if rng.random() > 0.15 else [None, 0.0][int(rng.integers(2))]
+        videos[f"/src{k}.mp4"] = (times, src(times[:, 0], length=min(length, 2.0)), duration, spread)
+        for c in range(int(rng.integers(1, 3))):
+            part = float(rng.uniform(1.0, length))
+            start = float(rng.uniform(0, length - part)) if rng.random() > 0.25 else 0.0
+            part = part if start or rng.random() > 0.5 else length  # some whole copies
+            times = grid(part)
+            vectors = src(start + times[:, 0], length=min(part, 2.0))
+            vectors += rng.uniform(0, 0.04) * rng.standard_normal(vectors.shape)
+            videos[f"/src{k}-c{c}.mp4"] = (times, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), part, None)
+    return footage_library(root, videos)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_placing_moves_only_times_over_seeded_libraries(tmp_path, seed):
+    import json
+
+    from vidsearch.render import dupes_body, dupes_csv
+    from vidsearch.search.vsc import duplicate_matches
+
+    lib = seeded_library(tmp_path / "idx", seed)
+    off = find_duplicates(lib, threshold=0.9, refine_segments=False)
+    on = find_duplicates(lib, threshold=0.9)
+    assert [(p.a, p.b) for p in on.pairs] == [(p.a, p.b) for p in off.pairs] and on.pairs
+    for p, q in zip(on.pairs, off.pairs):
+        same = (p.score, p.similarity, p.confidence, p.a_duration, p.b_duration, p.common_segments, p.decision)
+        assert same == (q.score, q.similarity, q.confidence, q.a_duration, q.b_duration, q.common_segments, q.decision)
+        assert 0 <= p.a_covered <= 1 and 0 <= p.b_covered <= 1
+        assert [(s.similarity, s.matches, s.confidence) for s in p.segments] == [
+            (s.similarity, s.matches, s.confidence) for s in q.segments
+        ]
+        if not (p.a_duration and p.b_duration):  # no duration to place it within: as matched
+            assert p.segments == q.segments
+            continue
+        for s in p.segments:
+            assert 0 <= s.q_start < s.q_end <= p.a_duration + 1e-3 and 0 <= s.r_start < s.r_end <= p.b_duration + 1e-3
+            assert s.q_end - s.q_start == pytest.approx(s.r_end - s.r_start, abs=2e-3)
+    # the outputs' shapes: the same keys, rows and columns
+    body_on, body_off = json.loads(json.dumps(dupes_body(on, False))), json.loads(json.dumps(dupes_body(off, False)))
+    assert [sorted(p) for p in body_on["pairs"]] == [sorted(p) for p in body_off["pairs"]]
+    assert [[sorted(s) for s in p["segments"]] for p in body_on["pairs"]] == [
+        [sorted(s) for s in p["segments"]] for p in body_off["pairs"]
+    ]
+    rows_on, rows_off = dupes_csv(on, False).splitlines(), dupes_csv(off, False).splitlines()
+    assert rows_on[0] == rows_off[0] and len(rows_on) == len(rows_off)
+    assert [r.count(",") for r in rows_on] == [r.count(",") for r in rows_off]
+    assert len(duplicate_matches(lib, on)) == len(duplicate_matches(lib, off))
+    lib.close()
+
+
+def test_a_video_removed_before_its_segments_are_placed_keeps_them_as_matched(tmp_path, monkeypatch):
+    # the pairs come from one snapshot; placing reads the clips again, and an index job may have
+    # removed a video in between: its pair is reported from the snapshot, as matched
+    import vidsearch.search.duplicates as dup
+
+    src = footage(0)
+    times, cut = windows(30.0, 2.0), windows(9.3, 2.0)
+    lib = footage_library(
+        tmp_path / "idx",
+        {
+            "/src.mp4": (times, src(times[:, 0]), 30.0),
+            "/gone.mp4": (cut, src(5.5 + cut[:, 0]), 9.3),
+            "/kept.mp4": (cut, src(15.5 + cut[:, 0]), 9.3),
+        },
+    )
+    unplaced = {p.b: p for p in find_duplicates(lib, threshold=0.9, refine_segments=False).pairs}
+    refined = dup._Snapshot.refined
+
+    def removing(self, lib, va, vb, segments, no_evidence):
+        with lib.catalog.read() as s:
+            gone = lib.catalog.video_by_path(s, b"/gone.mp4")
+        if gone is not None:
+            lib.catalog.remove_videos([gone.id])
+        return refined(self, lib, va, vb, segments, no_evidence)
+
+    monkeypatch.setattr(dup._Snapshot, "refined", removing)
+    pairs = {p.b: p for p in find_duplicates(lib, threshold=0.9).pairs}
+    assert set(pairs) == {"/gone.mp4", "/kept.mp4"}
+    assert pairs["/gone.mp4"].segments == unplaced["/gone.mp4"].segments
+    s = pairs["/kept.mp4"].segments[0]
+    assert np.abs(np.array([s.q_start, s.q_end, s.r_start, s.r_end]) - (15.5, 24.8, 0, 9.3)).max() <= 0.15
+    lib.close()
+
+
+@pytest.mark.slow
+def test_re_encoded_whole_copies_stay_whole(tmp_path, tiny_model):
+    # a 9.12 s video of 3 s scenes and a 1.52 s one (one clip), each with a re-encoded, resized
+    # copy: each pair is [0, duration] on both sides, once (the 9.12 s pair's clips also match a
+    # window off within a scene, a second segment that placing moved onto the first)
+    import vidsearch
+    from vidsearch.search.explain import explain_pair
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name, seconds, seed in (("long", 9.12, 6), ("short", 1.52, 8)):
+        frames = (f for _, f in scene_frames(seed, seconds, 25, 160, 96, scene_seconds=3.0))
+        src = write_video(videos / f"{name}.mp4", fps=25, frames=frames)
+        transcode(src, videos / f"{name}-copy.mp4", size=(128, 80))
+    vidsearch.index_paths(tmp_path / "idx", [videos], vidsearch.IndexOptions(model=str(tiny_model)))
+    with vidsearch.open_library(tmp_path / "idx") as lib:
+        pairs = {tuple(sorted(os.path.basename(v) for v in (p.a, p.b))): p for p in find_duplicates(lib).pairs}
+        for name, d in (("long", 9.12), ("short", 1.52)):
+            p = pairs[(f"{name}-copy.mp4", f"{name}.mp4")]
+            assert [(s.q_start, s.q_end, s.r_start, s.r_end) for s in p.segments] == [(0, d, 0, d)], name
+            assert p.relation == "same" and (p.a_covered, p.b_covered) == (1.0, 1.0)
+            e = explain_pair(lib, None, videos / f"{name}.mp4", videos / f"{name}-copy.mp4")
+            assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
+                (0, d, 0, d)
+            ], name

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import transcode
+from helpers import scene_frames, transcode, write_video
 
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.search.duplicates import find_duplicates
@@ -125,3 +125,49 @@ def test_a_query_file_is_embedded_like_a_search_query(tmp_path, library_videos, 
     assert out["a_source"] == "embedded" and out["a_clips"] == 3  # 4 s at half-hop windows: 0, 1, 2 s
     best = max(out["segments"], key=lambda s: s["clips"])
     assert (best["a_start"], best["b_start"]) == (0.0, 2.0)
+
+
+def test_a_one_window_file_against_a_one_clip_video_keeps_its_offset(tmp_path, tiny_model, encoder):
+    # a 1.92 s file (one window) whose first 1.52 s are a 1.52 s indexed video (one clip): no curve
+    # to refine the offset on, so the clip pair's (0) stands. It was put at -1.5 s: a [1.5-1.92]
+    # against b [0-0.42], with no clip inside it
+    import vidsearch
+
+    frames = [f for _, f in scene_frames(3, 1.52, 25, 128, 96)]
+    b = write_video(tmp_path / "short.mp4", fps=25, size=(128, 96), frames=frames)
+    a = write_video(tmp_path / "longer.mp4", fps=25, size=(128, 96), frames=frames + [frames[-1]] * 10)
+    vidsearch.index_paths(tmp_path / "idx", [b], vidsearch.IndexOptions(model=str(tiny_model)))
+    with vidsearch.open_library(tmp_path / "idx") as lib:
+        e = explain_pair(lib, encoder, a, b)
+    assert not e.a_stored and e.a_times.tolist() == [[0.0, pytest.approx(1.92)]]
+    [x] = e.segments
+    s = x.segment
+    assert (s.q_start, s.q_end, s.r_start, s.r_end) == (0.0, 1.52, 0.0, 1.52)
+    assert len(x.clips) == 1
+
+
+def test_a_segment_shorter_than_a_clip_still_lists_its_clip(tmp_path):
+    # a 1 s copy (one clip) of a 30 s video's [2.1, 3.1], placed within a clip of the source's
+    # window (at about 1.6-2.6 s: refine aligns the clips' starts), where no window's middle lies
+    from planting import DIM, footage, windows
+
+    from vidsearch.settings import EncoderSettings, Preprocessing
+    from vidsearch.storage.catalog import ClipRecord, VideoRecord
+    from vidsearch.storage.library import Library
+
+    src = footage(0)
+    times = windows(30.0, 2.0)
+    lib = Library.create(tmp_path / "idx", EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
+    lib.catalog.store_video(
+        VideoRecord(b"/src.mp4", 1, 1, "src", duration_s=30.0),
+        [ClipRecord(s, e, v) for (s, e), v in zip(times, src(times[:, 0]))],
+    )
+    lib.catalog.store_video(
+        VideoRecord(b"/copy.mp4", 1, 1, "copy", duration_s=1.0), [ClipRecord(0.0, 1.0, src([2.1], length=1.0)[0])]
+    )
+    e = explain_pair(lib, None, "/copy.mp4", "/src.mp4", threshold=0.9)
+    [x] = e.segments
+    s = x.segment
+    assert (s.q_start, s.q_end) == (0.0, 1.0) and 1.5 < s.r_start < 2.1 and s.r_end == pytest.approx(s.r_start + 1)
+    assert [(c.a_start, c.a_end, c.b_start, c.b_end) for c in x.clips] == [(0.0, 1.0, 2.0, 4.0)]
+    lib.close()

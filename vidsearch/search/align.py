@@ -155,7 +155,7 @@ def refine(
     much of each lies within the segment); the same done the other way round (the query's windows
     on the library's curve) counts a tenth, to break ties. Curves are held at their first and
     last window beyond their ends, less a little for each second beyond, so that every offset
-    is scored on the same clips.
+    is scored on the same clips. With one clip a side there is no curve: the best pair's offset stands.
 
     Clips are (N, 2) start and end times, in time order, and unit vectors: the query's clips
     inside the segment are used, and all the library clips given (those around the segment). The query side
@@ -184,13 +184,15 @@ def refine(
     )
     cols = np.nonzero(inside_share > 0)[0]
     score = np.zeros(len(offsets))
-    if len(q_start) > 1 and len(cols):
+    query_curve, library_curve = len(q_start) > 1 and len(cols) > 0, len(r_start) > 1
+    if query_curve:
         on_query = _on_curve(q_start, q_vec, r_start[cols][None, :] - offsets[:, None], sims[:, cols])
         score += on_query @ inside_share[cols] / inside_share[cols].sum()
-    if len(r_start) > 1:
+    if library_curve:
         on_library = _on_curve(r_start, r_vec, q_start[None, :] + offsets[:, None], sims.T)
         score += _LIBRARY_CURVE_WEIGHT * on_library.mean(axis=1)
-    offset = float(offsets[int(np.argmax(score))])
+    if query_curve or library_curve:  # else every offset scores 0, and the first searched is no answer
+        offset = float(offsets[int(np.argmax(score))])
     lo = max(float(segment.q_start), -offset)
     hi = min(float(segment.q_end), library_end - offset)
     if hi <= lo:
@@ -248,19 +250,23 @@ def extend(
     refine scores them); a side's extent grows clip by clip, outwards from its matched clips,
     while the next one is usable, scores ``level`` or more and lies within the other video; the
     segment is the union of both sides' extents (in a's time), cut to where either video begins
-    and ends.
+    and ends. Where a video has one clip (it is shorter than a window) there is no curve, and
+    neither side grows.
     """
     (a_times, a_vectors, a_usable, a_end), (b_times, b_vectors, b_usable, b_end) = a, b
     offset = segment.r_start - segment.q_start if offset is None else offset
     a_rows, b_rows = np.nonzero(_distinct(a_times[:, 0]))[0], np.nonzero(_distinct(b_times[:, 0]))[0]
-    if len(a_rows) < 2 or len(b_rows) < 2:
+    if not len(a_rows) or not len(b_rows):
         return segment
     a_start, a_vec, a_stop = a_times[a_rows, 0], a_vectors[a_rows], a_times[a_rows, 1]
     b_start, b_vec, b_stop = b_times[b_rows, 0], b_vectors[b_rows], b_times[b_rows, 1]
-    sims = a_vec @ b_vec.T
-    # each a clip on b's curve where it falls there, and each b clip on a's (in a's time)
-    a_score = _on_curve(b_start, b_vec, (a_start + offset)[None, :], sims.T)[0]
-    b_score = _on_curve(a_start, a_vec, (b_start - offset)[None, :], sims)[0]
+    if len(a_rows) > 1 and len(b_rows) > 1:
+        sims = a_vec @ b_vec.T
+        # each a clip on b's curve where it falls there, and each b clip on a's (in a's time)
+        a_score = _on_curve(b_start, b_vec, (a_start + offset)[None, :], sims.T)[0]
+        b_score = _on_curve(a_start, a_vec, (b_start - offset)[None, :], sims)[0]
+    else:  # a video of one clip has no curve and nothing to grow over: the matched clips at the offset
+        a_score, b_score = np.full(len(a_rows), -np.inf), np.full(len(b_rows), -np.inf)
     # in a's time: each side's clips, whether they count, its matched extent, its scores, and
     # where the other video lets them lie
     a_side = (a_start, a_stop, a_usable[a_rows])
@@ -325,3 +331,26 @@ def place(
     b = near(b, segment.r_start - search_s, segment.r_end + search_s)
     refined = refine(segment, a[0], a[1], b[0], b[1], b[3], search_s=search_s)
     return extend(segment, a, b, level, offset=refined.r_start - refined.q_start)
+
+
+def without_repeats(segments: Sequence[Segment]) -> list[Segment]:
+    """Placed ``segments`` (best first) less each that lies within one before it, at its offset
+    (to the millisecond) and no more confident: the same footage again. Placing does that to a
+    segment that matched a slowly changing scene a window off its copy (each clip like its
+    neighbours): it moves onto the copy's own, whose footage it shadowed."""
+    kept: list[Segment] = []
+    for s in segments:
+        if not any(_repeats(s, k) for k in kept):
+            kept.append(s)
+    return kept
+
+
+def _repeats(s: Segment, k: Segment) -> bool:
+    return (
+        abs((s.r_start - s.q_start) - (k.r_start - k.q_start)) <= _EPS
+        and k.q_start - _EPS <= s.q_start
+        and s.q_end <= k.q_end + _EPS
+        and k.r_start - _EPS <= s.r_start
+        and s.r_end <= k.r_end + _EPS
+        and (s.confidence or 0.0) <= (k.confidence or 0.0)
+    )

@@ -26,7 +26,7 @@ import numpy as np
 
 from vidsearch.errors import CorruptIndexError, IndexLockedError, StorageError
 from vidsearch.media.blank import is_blank
-from vidsearch.search.align import Match, Segment, align, covered_seconds, place
+from vidsearch.search.align import Match, Segment, align, covered_seconds, place, without_repeats
 from vidsearch.search.common import CommonSegment, common_segments, mark_common, spreads, suspects, touched
 from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED, ClipTable
@@ -316,8 +316,8 @@ class _Snapshot:
         """``segments`` placed beyond the clip grid (align.place, at the threshold): the offset
         refined, a's stored clips taking the query's part, then the ends grown over the clips
         next to them that still match at that offset and are evidence (not a ``no_evidence`` row:
-        blank or common). Only the clips around each segment are read. Similarity and confidence
-        stay as matched."""
+        blank or common), less those placed onto one before them (align.without_repeats). Only
+        the clips around each segment are read. Similarity and confidence stay as matched."""
         search, reach = 0.75 * self.hop, 3 * self.hop
         a_end, b_end = self.videos[va][1], self.videos[vb][1]
         out = []
@@ -325,7 +325,7 @@ class _Snapshot:
             for s in segments:
                 a = self.clips_near(lib, session, va, s.q_start - reach, s.q_end + reach)
                 b = self.clips_near(lib, session, vb, s.r_start - reach - search, s.r_end + reach + search)
-                if len(a[0]) < 2 or len(b[0]) < 2 or not a_end or not b_end:  # removed since the snapshot
+                if not len(a[0]) or not len(b[0]) or not a_end or not b_end:  # removed since the snapshot
                     out.append(s)
                     continue
                 out.append(
@@ -338,7 +338,7 @@ class _Snapshot:
                         reach_s=reach,
                     )
                 )
-        return out
+        return without_repeats(out)
 
     def clips_near(
         self, lib: Library, session, video: int, lo: float, hi: float

@@ -18,7 +18,7 @@ import numpy as np
 from vidsearch.errors import VideoNotFoundError
 from vidsearch.media.blank import is_blank
 from vidsearch.model.encoder import Encoder
-from vidsearch.search.align import Match, Segment, align, place, refine
+from vidsearch.search.align import Match, Segment, align, place, refine, without_repeats
 from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.search.duplicates import resolve_threshold
 from vidsearch.search.query import QueryEmbedding, embed_query
@@ -122,7 +122,9 @@ def explain_pair(
     if stored and len(query.times):
         a_side = (query.times, query.vectors, ~is_blank(query.pixel_std), float(query.times[-1, 1]))
         b_side = (ref.times, ref.vectors, ~is_blank(ref.pixel_std), b_end)
-        segments = [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
+        segments = without_repeats(
+            [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
+        )
     else:
         segments = [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
     return Explanation(
@@ -141,15 +143,25 @@ def explain_pair(
 def _segment_clips(
     s: Segment, a_times: np.ndarray, b_times: np.ndarray, sim: np.ndarray, hop: float
 ) -> tuple[ClipMatch, ...]:
-    """For each a clip inside the segment, the most similar b clip inside it at the segment's offset."""
+    """For each a clip inside the segment, the most similar b clip inside it at the segment's offset.
+
+    A clip is inside when its middle is, or, where the segment is shorter than a clip (placed
+    within one: a video shorter than a window), when it holds the segment's middle.
+    """
     a_mid, b_mid = a_times.mean(axis=1), b_times.mean(axis=1)
     offset = s.r_start - s.q_start
+    a_in, b_in = _inside(a_times, s.q_start, s.q_end), _inside(b_times, s.r_start, s.r_end)
     out = []
-    for i in np.nonzero((a_mid >= s.q_start) & (a_mid <= s.q_end))[0]:
-        near = (b_mid >= s.r_start) & (b_mid <= s.r_end) & (np.abs(b_mid - a_mid[i] - offset) <= hop + 1e-6)
+    for i in np.nonzero(a_in)[0]:
+        near = b_in & (np.abs(b_mid - a_mid[i] - offset) <= hop + 1e-6)
         if not near.any():
             continue
         j = int(np.flatnonzero(near)[np.argmax(sim[i, near])])
         (a0, a1), (b0, b1) = a_times[i], b_times[j]
         out.append(ClipMatch(float(a0), float(a1), float(b0), float(b1), float(sim[i, j])))
     return tuple(out)
+
+
+def _inside(times: np.ndarray, start: float, end: float) -> np.ndarray:
+    mid, middle = times.mean(axis=1), (start + end) / 2
+    return ((mid >= start) & (mid <= end)) | ((times[:, 0] <= middle) & (times[:, 1] >= middle))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from planting import footage, windows
 
-from vidsearch.search.align import Match, Segment, align, extend, place, refine
+from vidsearch.search.align import Match, Segment, align, extend, place, refine, without_repeats
 
 HOP = 2.0
 
@@ -263,3 +263,18 @@ def test_placed_segments_keep_their_bounds_over_many_seeded_copies():
                 assert np.abs(e - truth).max() <= np.abs(ends(coarse) - truth).max() + HOP, why
             placed += 1
     assert placed > 250  # most seeds give one segment, some more
+
+
+def test_without_repeats_lists_the_same_footage_once_but_footage_shown_twice_twice():
+    def seg(qs, qe, rs, re_, confidence=0.9):  # listed best first, as segments are
+        return Segment(qs, qe, rs, re_, 0.95, 3, confidence)
+
+    best = seg(0, 12, 0, 12)
+    shadow = seg(0, 10, 2, 12)  # a slow scene's copy a window off: mostly within best on both sides
+    half = seg(6, 14, 6, 14)  # a half (4 s of 8) within best on both sides: the same footage still
+    again = seg(20, 32, 0, 12)  # a's second showing of b's footage: one side only
+    elsewhere = seg(14, 20, 16, 22)  # other footage of both
+    more_sure = seg(0, 10, 2, 12, confidence=0.99)  # more confident than best: kept
+    assert without_repeats([best, shadow, again, half, elsewhere, more_sure]) == [best, again, elsewhere, more_sure]
+    short = seg(10, 16, 10, 16)  # 2 s of 6 within best: under half, kept
+    assert without_repeats([best, short]) == [best, short]

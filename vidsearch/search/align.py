@@ -334,10 +334,12 @@ def place(
 
 
 def without_repeats(segments: Sequence[Segment]) -> list[Segment]:
-    """Placed ``segments`` (best first) less each that lies within one before it, at its offset
-    (to the millisecond) and no more confident: the same footage again. Placing does that to a
-    segment that matched a slowly changing scene a window off its copy (each clip like its
-    neighbours): it moves onto the copy's own, whose footage it shadowed."""
+    """``segments`` (best first) less each whose footage lies mostly (half its length or more)
+    within one kept before it, on both sides, where that one is at least as confident: the same
+    footage at another alignment. A slowly changing scene matches its copy at several offsets a
+    window or so apart (each clip like its neighbours: a block in explain's matrix, not one
+    diagonal), and placing can move such a segment onto its copy's own. Footage shown twice is
+    kept: its segments share one side only."""
     kept: list[Segment] = []
     for s in segments:
         if not any(_repeats(s, k) for k in kept):
@@ -346,11 +348,11 @@ def without_repeats(segments: Sequence[Segment]) -> list[Segment]:
 
 
 def _repeats(s: Segment, k: Segment) -> bool:
+    def mostly_within(s0: float, s1: float, k0: float, k1: float) -> bool:
+        return min(s1, k1) - max(s0, k0) >= 0.5 * (s1 - s0) - _EPS
+
     return (
-        abs((s.r_start - s.q_start) - (k.r_start - k.q_start)) <= _EPS
-        and k.q_start - _EPS <= s.q_start
-        and s.q_end <= k.q_end + _EPS
-        and k.r_start - _EPS <= s.r_start
-        and s.r_end <= k.r_end + _EPS
+        mostly_within(s.q_start, s.q_end, k.q_start, k.q_end)
+        and mostly_within(s.r_start, s.r_end, k.r_start, k.r_end)
         and (s.confidence or 0.0) <= (k.confidence or 0.0)
     )

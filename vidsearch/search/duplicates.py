@@ -316,8 +316,8 @@ class _Snapshot:
         """``segments`` placed beyond the clip grid (align.place, at the threshold): the offset
         refined, a's stored clips taking the query's part, then the ends grown over the clips
         next to them that still match at that offset and are evidence (not a ``no_evidence`` row:
-        blank or common), less those placed onto one before them (align.without_repeats). Only
-        the clips around each segment are read. Similarity and confidence stay as matched."""
+        blank or common). Only the clips around each segment are read. Similarity and
+        confidence stay as matched."""
         search, reach = 0.75 * self.hop, 3 * self.hop
         a_end, b_end = self.videos[va][1], self.videos[vb][1]
         out = []
@@ -338,7 +338,7 @@ class _Snapshot:
                         reach_s=reach,
                     )
                 )
-        return without_repeats(out)
+        return out
 
     def clips_near(
         self, lib: Library, session, video: int, lo: float, hi: float
@@ -463,6 +463,8 @@ def find_duplicates(
         best = segments[0]
         if refine_segments:
             segments = snap.refined(lib, va, vb, segments, no_evidence)
+        # the same footage at another alignment (a slow scene's block) is listed once: its best
+        segments, shared = without_repeats(segments), without_repeats(shared)
         a_covered, b_covered = snap.covered(va, vb, segments + shared)
         (pa, da), (pb, db) = snap.videos[va], snap.videos[vb]
         report.pairs.append(

@@ -126,7 +126,9 @@ def explain_pair(
             [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
         )
     else:
-        segments = [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
+        segments = without_repeats(
+            [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
+        )
     return Explanation(
         a=path_a,
         b=path_b,

@@ -29,7 +29,7 @@ from vidsearch.media.blank import is_blank, pixel_std
 from vidsearch.media.readers import iter_clips, open_video
 from vidsearch.media.windows import ClipPlan, plan_clips
 from vidsearch.model.encoder import Encoder
-from vidsearch.search.align import Match, Segment, align, refine
+from vidsearch.search.align import Match, Segment, align, refine, without_repeats
 from vidsearch.search.confidence import ConfidenceModel, evidence
 from vidsearch.storage.catalog import STATUS_INDEXED
 from vidsearch.storage.library import Library
@@ -284,6 +284,12 @@ def search_video(
     result.matches = result.matches[:k]
     if refine_segments:
         result.matches = _refined(lib, q, result.matches, {vid: v.duration_s for vid, v in found.items()})
+    result.matches = [  # the same footage at another alignment is listed once (its best)
+        replace(
+            m, segments=tuple(without_repeats(m.segments)), common_segments=tuple(without_repeats(m.common_segments))
+        )
+        for m in result.matches
+    ]
     result.clip_hits.sort(key=lambda h: h.similarity, reverse=True)
     return result
 

@@ -172,20 +172,32 @@ def measure_dupes(
             report = find_duplicates(lib, refine_segments=on, keep_common=keep)
             seconds.setdefault(way, []).append(time.perf_counter() - t)
             found[way] = [dupes_errors(report, c) for c in cuts]
-    for group, real in (("scene-video cuts", False), ("real-video cuts", True)):
+    tables(
+        cuts,
+        found,
+        ("dupes, scene-video cuts", "dupes, real-video cuts"),
+        "boundary errors of each cut's pair with its source",
+        "| refinement | pair found | cut-side |error| (s) | source-side |error| (s) |",
+    )
+    off, on = min(seconds["off"]), min(seconds["on"])  # the default ways ran twice
+    print(f"dupes time (best of 2, interleaved): off {off:.3f} s, on {on:.3f} s (on / off {on / off:.3f})")
+
+
+def tables(cuts: list[Cut], found: dict[str, list], groups: tuple[str, str], what: str, header: str) -> None:
+    """One table a group of cuts (scene videos', real videos'): each way's (right, query-side
+    errors, library-side errors) over the cuts it got right."""
+    for group, real in zip(groups, (False, True)):
         rows = [i for i, c in enumerate(cuts) if c.real == real]
         if not rows:
             continue
-        print(f"\ndupes, {group}: {len(rows)}; boundary errors of each cut's pair with its source")
-        print("| refinement | pair found | cut-side |error| (s) | source-side |error| (s) |")
+        print(f"\n{group}: {len(rows)}; {what}")
+        print(header)
         print("| --- | --- | --- | --- |")
         for way, res in found.items():
             res = [res[i] for i in rows]
             q = [e for ok, qs, _ in res if ok for e in qs]
             r = [e for ok, _, rs in res if ok for e in rs]
             print(f"| {way} | {sum(ok for ok, _, _ in res)}/{len(res)} | {summary(q)} | {summary(r)} |")
-    off, on = min(seconds["off"]), min(seconds["on"])  # the default ways ran twice
-    print(f"dupes time (best of 2, interleaved): off {off:.3f} s, on {on:.3f} s (on / off {on / off:.3f})")
 
 
 def summary(values: list[float]) -> str:
@@ -274,18 +286,13 @@ def main() -> None:
                         f"  {cut.query.name} {cut.source.name} [{cut.start:.2f}-{cut.end:.2f}] {way}: "
                         f"top-1 {'right' if ok else 'WRONG'} query {q[0]:.2f} {q[1]:.2f} library {r[0]:.2f} {r[1]:.2f}"
                     )
-    for group, real in (("scene-video cuts (the target)", False), ("real-video cuts", True)):
-        rows = [i for i, c in enumerate(cuts) if c.real == real]
-        if not rows:
-            continue
-        print(f"\n{group}: {len(rows)}; boundary errors over those whose top result is the source")
-        print("| refinement | top-1 right | query-side |error| (s) | library-side |error| (s) |")
-        print("| --- | --- | --- | --- |")
-        for way in ways:
-            res = [found[way][i] for i in rows]
-            q = [e for ok, qs, _ in res if ok for e in qs]
-            r = [e for ok, _, rs in res if ok for e in rs]
-            print(f"| {way} | {sum(ok for ok, _, _ in res)}/{len(res)} | {summary(q)} | {summary(r)} |")
+    tables(
+        cuts,
+        {way: found[way] for way in ways},
+        ("scene-video cuts (the target)", "real-video cuts"),
+        "boundary errors over those whose top result is the source",
+        "| refinement | top-1 right | query-side |error| (s) | library-side |error| (s) |",
+    )
     total = {w: sum(s) for w, s in seconds.items()}
     total_cpu = {w: sum(s) for w, s in cpu.items()}
     print(f"\nsearch time over the {len(cuts)} queries (median of {args.repeat} each, interleaved), wall / CPU:")

@@ -265,6 +265,7 @@ def test_a_slow_scene_s_copy_is_one_segment_once_placed(tmp_path):
     # footage at another alignment, listed once whether placed or not. Placed, it moves onto the
     # copy's diagonal and is the same segment again: it was reported twice
     from vidsearch.search.explain import explain_pair
+    from vidsearch.search.query import search_video
     from vidsearch.settings import EncoderSettings, Preprocessing
     from vidsearch.storage.library import Library
 
@@ -282,6 +283,10 @@ def test_a_slow_scene_s_copy_is_one_segment_once_placed(tmp_path):
     assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
         (0, 12, 0, 12)
     ]
+    # and search by the copy's stored clips (its file is gone) lists it once, refined or not
+    for refine in (False, True):
+        [match] = search_video(lib, None, "/copy.mp4", refine_segments=refine).matches
+        assert [(s.q_start, s.q_end, s.r_start, s.r_end) for s in match.segments] == [(0, 12, 0, 12)], refine
     lib.close()
 
 
@@ -412,21 +417,3 @@ def test_re_encoded_whole_copies_stay_whole(tmp_path, tiny_model):
             assert [(x.segment.q_start, x.segment.q_end, x.segment.r_start, x.segment.r_end) for x in e.segments] == [
                 (0, d, 0, d)
             ], name
-
-
-def test_search_lists_a_slow_scene_s_copy_once(tmp_path):
-    # search by the copy's stored clips (its file is gone): the scene matches at the copy's own
-    # alignment and a window off (each clip like its neighbours); one segment is listed
-    from vidsearch.search.query import search_video
-    from vidsearch.settings import EncoderSettings, Preprocessing
-    from vidsearch.storage.library import Library
-
-    lib = Library.create(tmp_path / "idx", EncoderSettings("m", "r", DIM, "mean", 16, 224, Preprocessing()))
-    p = Planter(0)
-    scene = p.scene(6)
-    store(lib, "/scene.mp4", scene)
-    store(lib, "/copy.mp4", p.noisy(scene, 0.99))
-    for refine in (False, True):
-        [match] = search_video(lib, None, "/copy.mp4", refine_segments=refine).matches
-        assert [(s.q_start, s.q_end, s.r_start, s.r_end) for s in match.segments] == [(0, 12, 0, 12)], refine
-    lib.close()

@@ -2,9 +2,9 @@
 
 Builds an index of N clips (videos of 20 clips from ``synthetic.py``: the hard set by default,
 power-law spectrum and drifting clips; ``--vectors easy`` for the clustered one), plants trimmed
-noisy copies of some videos, then times ``find_duplicates`` (and again without placing segments beyond the clip grid,
-``refine_segments=False``) and reports how many planted pairs
-it finds, how many other pairs it reports, and the process's peak memory. On the hard set,
+noisy copies of some videos, then times ``find_duplicates`` (warm, also without placing segments
+beyond the clip grid: ``refine_segments=False``) and reports how many planted pairs it finds,
+how many other pairs it reports, and the process's peak memory. On the hard set,
 unrelated clips reach a cosine of 0.9 now and then (most of the spread lies in a few directions),
 so the default threshold is 0.95; the copies are at ~0.99.
 

@@ -320,12 +320,14 @@ class _Snapshot:
         confidence stay as matched."""
         search, reach = 0.75 * self.hop, 3 * self.hop
         a_end, b_end = self.videos[va][1], self.videos[vb][1]
+        if not a_end or not b_end:  # no duration in the catalog: nothing to cut the segments to
+            return segments
         out = []
         with lib.catalog.read() as session:
             for s in segments:
                 a = self.clips_near(lib, session, va, s.q_start - reach, s.q_end + reach)
                 b = self.clips_near(lib, session, vb, s.r_start - reach - search, s.r_end + reach + search)
-                if not len(a[0]) or not len(b[0]) or not a_end or not b_end:  # removed since the snapshot
+                if not len(a[0]) or not len(b[0]):  # removed since the snapshot
                     out.append(s)
                     continue
                 out.append(

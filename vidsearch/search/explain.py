@@ -122,13 +122,10 @@ def explain_pair(
     if stored and len(query.times):
         a_side = (query.times, query.vectors, ~is_blank(query.pixel_std), float(query.times[-1, 1]))
         b_side = (ref.times, ref.vectors, ~is_blank(ref.pixel_std), b_end)
-        segments = without_repeats(
-            [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
-        )
+        segments = [place(s, a_side, b_side, thr, search_s=0.75 * hop, reach_s=3 * hop) for s in segments]
     else:
-        segments = without_repeats(
-            [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
-        )
+        segments = [refine(s, query.times, query.vectors, ref.times, ref.vectors, b_end, 0.75 * hop) for s in segments]
+    segments = without_repeats(segments)
     return Explanation(
         a=path_a,
         b=path_b,
